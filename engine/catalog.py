@@ -1,0 +1,159 @@
+"""What the source and target databases hold: columns, declared types, keys, sizes.
+
+Catalog lookups bind names as parameters (PostgreSQL, SQLite) or as hex literals (MySQL through
+ConnectorX, which takes no parameters), so no name can change the statement.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import connectorx as cx
+import pyarrow as pa
+
+from engine import pg
+from engine.errors import SourceError
+from engine.sql import TableName, quote_ident
+from engine.typemap import ColumnSpec, dialect_column, pg_type_for_arrow
+from engine.urls import DatabaseUrl, redact
+
+_INTEGER_TYPES = {"smallint", "integer", "bigint", "int", "tinyint", "mediumint", "int2", "int4", "int8"}
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    columns: tuple[ColumnSpec, ...]
+    primary_key: tuple[str, ...]
+    from_sql: str  # the FROM item: a quoted table, or a parenthesised query with an alias
+
+
+def _mysql_text(value: str) -> str:
+    return f"CONVERT(X'{value.encode().hex()}' USING utf8mb4)" if value else "''"
+
+
+def source_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a small catalog or aggregate query on the source."""
+    try:
+        if url.dialect == "postgresql":
+            with pg.connection(url, autocommit=True) as conn:
+                return pg.fetch_all(conn, sql, params)
+        if url.dialect == "sqlite":
+            if not url.sqlite_path or not url.sqlite_path.exists():
+                raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
+            with sqlite3.connect(f"file:{url.sqlite_path}?mode=ro", uri=True) as conn:
+                return list(conn.execute(sql, params).fetchall())
+        assert not params, "MySQL catalog queries take no parameters"
+        table = cx.read_sql(url.connectorx, sql, return_type="arrow")
+        return [tuple(row.values()) for row in table.to_pylist()]
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"source query failed on {url}: {redact(str(exc).splitlines()[0])}") from None
+
+
+def _pg_columns(url: DatabaseUrl, relation: str) -> list[tuple[str, str, bool]]:
+    rows = source_rows(url, """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype = 'e'
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+                       (relation,))
+    return [(r[0], r[1], bool(r[2])) for r in rows]
+
+
+def _pg_primary_key(url: DatabaseUrl, relation: str) -> tuple[str, ...]:
+    rows = source_rows(url, """
+        SELECT a.attname FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = to_regclass($1) AND i.indisprimary""", (relation,))
+    return tuple(r[0] for r in rows)
+
+
+def _mysql_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, str, bool]], tuple[str, ...]]:
+    schema = table.schema or url.database
+    rows = source_rows(url, (
+        "SELECT COLUMN_NAME AS name, COLUMN_TYPE AS ctype, COLUMN_KEY AS ckey FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table.name)} "
+        "ORDER BY ORDINAL_POSITION"))
+    cols = [(str(r[0]), str(r[1]), False) for r in rows]
+    return cols, tuple(str(r[0]) for r in rows if r[2] == "PRI")
+
+
+def _sqlite_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, str, bool]], tuple[str, ...]]:
+    rows = source_rows(url, f"PRAGMA table_info({quote_ident(table.name, 'sqlite')})")
+    cols = [(str(r[1]), str(r[2] or ""), False) for r in rows]
+    pk = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
+    return cols, pk
+
+
+def _query_columns(url: DatabaseUrl, from_sql: str) -> list[ColumnSpec]:
+    """Columns of an arbitrary query, typed from what the driver returns."""
+    if url.dialect == "postgresql":
+        with pg.connection(url) as conn:  # a temporary view gives the exact declared types
+            pg.execute(conn, f"CREATE TEMPORARY VIEW engine_probe AS SELECT * FROM {from_sql}")
+            rows = pg.fetch_all(conn, """
+                SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype = 'e'
+                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                WHERE a.attrelid = 'engine_probe'::regclass AND a.attnum > 0 ORDER BY a.attnum""")
+            conn.rollback()
+        return [dialect_column("postgresql", r[0], r[1], bool(r[2])) for r in rows]
+    limit = f"SELECT * FROM {from_sql} LIMIT 0"
+    try:
+        schema = cx.read_sql(url.connectorx, limit, return_type="arrow").schema
+    except Exception as exc:
+        raise SourceError(f"cannot read the source query's columns: {redact(str(exc).splitlines()[0])}") from None
+    return [ColumnSpec(f.name, str(f.type), quote_ident(f.name, url.dialect), "auto", _pg_or_text(f.type))
+            for f in schema]
+
+
+def _pg_or_text(dtype: pa.DataType) -> str:
+    try:
+        return pg_type_for_arrow(dtype)
+    except ValueError:
+        return "text"
+
+
+def describe_source(url: DatabaseUrl, table: TableName | None, query: str | None) -> SourceShape:
+    """Columns (with their type mapping) and primary key of a source table or query."""
+    if query is not None:
+        from_sql = f"({query.strip().rstrip(';')}) AS engine_src"
+        return SourceShape(tuple(_query_columns(url, from_sql)), (), from_sql)
+    assert table is not None
+    from_sql = table.quoted(url.dialect)
+    if url.dialect == "postgresql":
+        cols = _pg_columns(url, table.quoted())
+        pk = _pg_primary_key(url, table.quoted()) if cols else ()
+    elif url.dialect == "mysql":
+        cols, pk = _mysql_columns(url, table)
+    else:
+        cols, pk = _sqlite_columns(url, table)
+    if not cols:
+        raise SourceError(f"source table {table} not found (or has no columns) in {url}; names are case-sensitive")
+    specs = tuple(dialect_column(url.dialect, name, ftype, is_enum) for name, ftype, is_enum in cols)
+    return SourceShape(specs, pk, from_sql)
+
+
+def is_integer_column(spec: ColumnSpec) -> bool:
+    base = spec.source_type.lower().split("(")[0].replace("unsigned", "").strip()
+    return base in _INTEGER_TYPES or spec.flight in ("int16", "int32", "int64")
+
+
+def target_columns(conn: pg.Connection, table: TableName) -> dict[str, str] | None:
+    """Column -> declared type of a target table, or None when it does not exist."""
+    rows = pg.fetch_all(conn, """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+                        (table.quoted(),))
+    return {r[0]: r[1] for r in rows} if rows else None
+
+
+def target_unique_keys(conn: pg.Connection, table: TableName) -> list[set[str]]:
+    rows = pg.fetch_all(conn, """
+        SELECT i.indexrelid, a.attname FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL""", (table.quoted(),))
+    keys: dict[Any, set[str]] = {}
+    for index_id, name in rows:
+        keys.setdefault(index_id, set()).add(name)
+    return list(keys.values())

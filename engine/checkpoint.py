@@ -1,0 +1,126 @@
+"""Run state in the target database (schema `engine`): runs, per-partition checkpoints, the quarantine.
+
+A partition's checkpoint row is written in the same transaction as its rows and its quarantined rows,
+so after any crash a partition is either wholly loaded and recorded, or neither.
+A session-level advisory lock keyed by the job name refuses a second concurrent run of the same job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from engine import pg
+from engine.errors import JobLockedError
+
+RunStatus = str  # running | failed | succeeded | abandoned
+
+_SCHEMA_DDL = [
+    "CREATE SCHEMA IF NOT EXISTS engine",
+    """CREATE TABLE IF NOT EXISTS engine.runs (
+        run_id text PRIMARY KEY, job text NOT NULL, status text NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,
+        fingerprint text NOT NULL, plan jsonb NOT NULL, report jsonb, error text)""",
+    "CREATE INDEX IF NOT EXISTS runs_job_idx ON engine.runs (job, started_at)",
+    """CREATE TABLE IF NOT EXISTS engine.checkpoints (
+        run_id text NOT NULL REFERENCES engine.runs ON DELETE CASCADE, partition_id integer NOT NULL,
+        lo bigint, hi bigint, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
+        rows_quarantined bigint NOT NULL, seconds double precision, done_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (run_id, partition_id))""",
+    """CREATE TABLE IF NOT EXISTS engine.quarantine (
+        id bigserial PRIMARY KEY, job text NOT NULL, run_id text NOT NULL, partition_id integer NOT NULL,
+        source_key text, checks text NOT NULL, columns text NOT NULL, reason text NOT NULL, row jsonb NOT NULL,
+        quarantined_at timestamptz NOT NULL DEFAULT now())""",
+    "CREATE INDEX IF NOT EXISTS quarantine_run_idx ON engine.quarantine (job, run_id)",
+]
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("job", pa.large_string()), ("run_id", pa.large_string()), ("partition_id", pa.int32()),
+    ("source_key", pa.large_string()), ("checks", pa.large_string()), ("columns", pa.large_string()),
+    ("reason", pa.large_string()), ("row", pa.json_(pa.large_string())),
+])
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    job: str
+    status: RunStatus
+    started_at: datetime
+    fingerprint: str
+    plan: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    partition_id: int
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+
+
+def ensure_schema(conn: pg.Connection) -> None:
+    pg.execute(conn, "SELECT pg_advisory_xact_lock(hashtext('engine:schema'))")  # concurrent first runs
+    for statement in _SCHEMA_DDL:
+        pg.execute(conn, statement)
+    conn.commit()
+
+
+def try_lock_job(conn: pg.Connection, job: str) -> None:
+    """Hold the job's advisory lock for this (autocommit) session, or refuse."""
+    got = pg.fetch_all(conn, "SELECT pg_try_advisory_lock(hashtext('engine:job'), hashtext($1))", (job,))[0][0]
+    if not got:
+        raise JobLockedError(f"job {job!r} is already running (another process holds its lock in the target "
+                             "database); wait for it to finish, or stop it, then rerun to resume")
+
+
+def latest_run(conn: pg.Connection, job: str) -> RunRecord | None:
+    rows = pg.fetch_all(conn, """SELECT run_id, job, status, started_at, fingerprint, plan::text FROM engine.runs
+                                 WHERE job = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1""", (job,))
+    if not rows:
+        return None
+    r = rows[0]
+    return RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+
+
+def start_run(conn: pg.Connection, run_id: str, job: str, fingerprint: str, plan_json: str) -> None:
+    pg.execute(conn, "INSERT INTO engine.runs (run_id, job, status, fingerprint, plan) VALUES ($1, $2, 'running', $3, "
+                     "$4::jsonb)", (run_id, job, fingerprint, plan_json))
+    conn.commit()
+
+
+def set_status(conn: pg.Connection, run_id: str, status: RunStatus, report: dict[str, Any] | None = None,
+               error: str | None = None) -> None:
+    pg.execute(conn, """UPDATE engine.runs SET status = $2, report = COALESCE($3::jsonb, report), error = $4,
+                        finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE run_id = $1""",
+               (run_id, status, json.dumps(report, default=str) if report is not None else None, error))
+    conn.commit()
+
+
+def done_partitions(conn: pg.Connection, run_id: str) -> dict[int, Checkpoint]:
+    rows = pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined
+                                 FROM engine.checkpoints WHERE run_id = $1""", (run_id,))
+    return {int(r[0]): Checkpoint(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: int | None, hi: int | None,
+                     read: int, loaded: int, quarantined: int, seconds: float) -> None:
+    """Write the checkpoint row (in the caller's transaction, with the partition's rows)."""
+    pg.execute(conn, """INSERT INTO engine.checkpoints (run_id, partition_id, lo, hi, rows_read, rows_loaded,
+                        rows_quarantined, seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+               (run_id, partition_id, lo, hi, read, loaded, quarantined, seconds))
+
+
+def write_quarantine(conn: pg.Connection, rows: pa.Table) -> int:
+    if rows.num_rows == 0:
+        return 0
+    return pg.ingest(conn, "quarantine", "engine", rows.cast(QUARANTINE_SCHEMA), mode="append")
+
+
+def quarantine_count(conn: pg.Connection, job: str, run_id: str) -> int:
+    return int(pg.fetch_all(conn, "SELECT COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2",
+                            (job, run_id))[0][0])

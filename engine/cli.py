@@ -1,0 +1,192 @@
+"""Command line: thin — parses arguments, calls the public API, renders output, sets the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.config import JobConfig, describe_keys, load_config
+from engine.errors import EXIT_CODES, EXIT_INTERNAL, EngineError
+from engine.urls import redact
+
+EXAMPLE = """\
+example job file (configs/orders.toml):
+
+  [job]
+  name = "orders_copy"
+
+  [source]
+  url = "postgresql://user@127.0.0.1:5432/src"   # or mysql://…, sqlite:///abs/path.db
+  table = "public.orders"
+  partition_on = "id"      # optional: default is an integer primary key
+  partitions = 8           # optional: default is one per 250,000 rows
+
+  [target]
+  url = "postgresql://user:${PGPASSWORD}@127.0.0.1:5432/dst"   # ${VAR} comes from the environment
+  table = "public.orders"
+  mode = "append"          # append | replace | upsert
+  key = ["id"]             # required for upsert
+"""
+
+
+def _exit_codes() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {redact(message)}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.pipeline import run_job
+
+    config = load_config(args.config)
+    try:
+        report = run_job(config, fresh=args.fresh, progress=None if args.quiet else _say)
+    except EngineError as exc:
+        failed = getattr(exc, "report", None)
+        if failed is not None:
+            print(redact(failed.render()))
+            _write_json(args.json, failed.to_json())
+        raise
+    print(redact(report.render()))
+    _write_json(args.json, report.to_json())
+    return 0
+
+
+def _write_json(path: str | None, text: str) -> None:
+    if path:
+        Path(path).write_text(redact(text) + "\n", encoding="utf-8")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from engine.explain import explain
+
+    config = load_config(args.config)
+    print(redact(explain(config)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from engine.explain import check
+
+    config = load_config(args.config)
+    problems = check(config)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s):")
+        for p in problems:
+            print(f"  - {redact(p)}")
+        return 2
+    print(f"{args.config}: ok (config valid, source and target reachable, rules load, columns fit)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.explain import status
+
+    print(redact(status(load_config(args.config))))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.explain import latest_staging
+    from engine.inspect import query
+
+    config = load_config(args.config)
+    staging = latest_staging(config)
+    if staging is None:
+        print(f"no staged runs for job {config.job.name!r} yet")
+        return 0
+    print(f"-- {staging}")
+    print(query(staging, args.sql))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import generate_sqlite
+    from engine.localpg import create_database, ensure_postgres
+    from engine.pipeline import run_job
+
+    root = Path(args.config).resolve().parent
+    config_path = Path(args.config)
+    sqlite_file = (root / "../.engine/demo/orders.db").resolve()
+    if args.regenerate or not sqlite_file.exists():
+        _say(f"generating {args.rows:,} demo orders into {sqlite_file}")
+        dirty = generate_sqlite(sqlite_file, rows=args.rows)
+        _say(f"{dirty:,} of them break a rule on purpose")
+    server = ensure_postgres(_say)
+    try:
+        create_database(server.url, "engine_demo")
+        os.environ["DATABASE_URL"] = server.database_url("engine_demo")
+        config: JobConfig = load_config(config_path)
+        report = run_job(config, fresh=True, progress=_say)
+        print(redact(report.render()))
+        return 0
+    finally:
+        if server.private:
+            _say("stopping the private PostgreSQL server")
+            server.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="Move tables from PostgreSQL, MySQL/MariaDB or SQLite into PostgreSQL: partitioned, "
+                    "transformed, validated, checkpointed and verified.",
+        epilog=EXAMPLE + "\n" + _exit_codes(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, extra: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=extra,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("config", metavar="CONFIG", help="the job file, e.g. configs/orders.toml")
+        return p
+
+    run = add("run", "Run the job (or resume its unfinished run) and print a report.",
+              "Resume: rerunning a failed or killed job skips partitions already committed.\n\n"
+              "Every key of a job file:\n\n" + describe_keys() + "\n\n" + _exit_codes())
+    run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one exists")
+    run.add_argument("--json", metavar="PATH", help="also write the run report as JSON to PATH")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    run.set_defaults(func=cmd_run)
+    add("plan", "Dry run: partitions, column type mapping and target DDL. Writes nothing.").set_defaults(func=cmd_plan)
+    add("check", "Validate the job: config, connections, rules, target columns; lists every problem."
+        ).set_defaults(func=cmd_check)
+    add("status", "Show the job's runs and, for the latest, which partitions are done.").set_defaults(func=cmd_status)
+    inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
+    inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
+    inspect.set_defaults(func=cmd_inspect)
+    demo = sub.add_parser("demo", help="Generate demo data and run configs/demo.toml into PostgreSQL "
+                          "(local service, DATABASE_URL, or a private server it starts).")
+    demo.add_argument("--config", default="configs/demo.toml")
+    demo.add_argument("--rows", type=int, default=300_000)
+    demo.add_argument("--regenerate", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EngineError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception:
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        print("error: unexpected internal error (above); rerun to resume", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser"]

@@ -1,0 +1,260 @@
+"""The job file: TOML validated once into frozen, typed objects.
+
+Every problem in a file is reported at once, each naming the key, what was found and what is allowed.
+`${VAR}` anywhere in a string value is replaced from the environment (use it for passwords).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import ConfigError
+from engine.sql import TableName, parse_table_name
+from engine.urls import DatabaseUrl, parse_url
+
+LoadMode = Literal["append", "replace", "upsert"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class JobSection(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="Job name: letters, digits, _ . -")
+    description: str = ""
+    rules_dir: str | None = Field(None, description="Folder of rule modules; default: the nearest `rules/`.")
+
+
+class SourceSection(_Section):
+    url: str = Field(description="postgresql://…, mysql://… (MariaDB too) or sqlite:///abs/path.db")
+    table: str | None = Field(None, description="`schema.table` or `table`; parts are exact and quoted")
+    query: str | None = Field(None, description="A SELECT to copy instead of a table")
+    partition_on: str | None = Field(None, description="Integer column to split on; default: integer PK")
+    partitions: int | None = Field(None, ge=1, le=100_000, description="Partition count (overrides rows_per_partition)")
+    rows_per_partition: int = Field(250_000, ge=1, description="Target rows per partition")
+    bounds: tuple[int, int] | None = Field(None, description="Explicit [min, max] of partition_on")
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceSection:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("set exactly one of `source.table` or `source.query`")
+        if self.bounds is not None and self.bounds[0] > self.bounds[1]:
+            raise ValueError("`source.bounds` must be [min, max] with min <= max")
+        return self
+
+
+class TransformSection(_Section):
+    function: str | None = Field(None, description="`module:function` in rules/, LazyFrame -> LazyFrame")
+    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
+    cast: dict[str, str] = Field(default_factory=dict, description="column -> Polars type, e.g. Int64, Decimal(12,2)")
+    add: dict[str, str] = Field(default_factory=dict, description="column -> SQL expression (adds or replaces)")
+    drop: list[str] = Field(default_factory=list, description="columns to drop")
+
+
+class ValidateSection(_Section):
+    schema_ref: str | None = Field(None, alias="schema", description="`module:SchemaName` in rules/")
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="Fail the job above this share of bad rows")
+
+
+class TargetSection(_Section):
+    url: str
+    table: str
+    mode: LoadMode = "append"
+    key: list[str] = Field(default_factory=list, description="Key columns; required for upsert")
+    create: bool = Field(True, description="Create the table when missing")
+    types: dict[str, str] = Field(default_factory=dict, description="column -> PostgreSQL type override")
+
+    @model_validator(mode="after")
+    def _upsert_needs_key(self) -> TargetSection:
+        if self.mode == "upsert" and not self.key:
+            raise ValueError('`target.key` is required when mode = "upsert", e.g. key = ["id"]')
+        return self
+
+
+class PipelineSection(_Section):
+    workers: int = Field(2, ge=1, le=64, description="Partitions in flight at once")
+    batch_rows: int = Field(65_536, ge=1_000, le=10_000_000, description="Rows per Arrow batch")
+    queue_depth: int = Field(4, ge=1, le=64, description="Batches buffered between stages per partition")
+    staging_dir: str = Field(".engine/staging", description="Where rejected (and staged) batches go")
+    stage_batches: bool = Field(False, description="Also write every loaded batch as Parquet")
+    checkpoints: bool = Field(True, description="Record a checkpoint per partition (resume needs it)")
+    verify: Literal["count", "none"] = "count"
+    retries: int = Field(3, ge=0, le=20, description="Attempts after the first on transient errors")
+
+
+class JobConfig(_Section):
+    job: JobSection
+    source: SourceSection
+    target: TargetSection
+    transform: TransformSection = TransformSection()
+    validate_: ValidateSection = Field(ValidateSection(), alias="validate")
+    pipeline: PipelineSection = PipelineSection()
+    path: Path = Field(Path("job.toml"), exclude=True)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _as_path(cls, value: Any) -> Path:
+        return Path(value)
+
+    @property
+    def source_url(self) -> DatabaseUrl:
+        return parse_url(self.source.url, self.path.parent)
+
+    @property
+    def target_url(self) -> DatabaseUrl:
+        return parse_url(self.target.url, self.path.parent)
+
+    @property
+    def source_table(self) -> TableName | None:
+        return parse_table_name(self.source.table) if self.source.table else None
+
+    @property
+    def target_table(self) -> TableName:
+        table = parse_table_name(self.target.table)
+        return table if table.schema else TableName("public", table.name)
+
+    @property
+    def rules_dir(self) -> Path:
+        if self.job.rules_dir:
+            return (self.path.parent / self.job.rules_dir).resolve()
+        for folder in [self.path.parent.resolve(), *self.path.parent.resolve().parents]:
+            if (folder / "rules").is_dir():
+                return folder / "rules"
+        return Path.cwd() / "rules"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _interpolate(value: Any, key: str, problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{key}.{k}" if key else k, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                problems.append(f"`{key}`: environment variable {name} is not set (referenced as ${{{name}}})")
+                return ""
+            return os.environ[name]
+
+        return _VAR.sub(substitute, value)
+    return value
+
+
+def _model_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = JobConfig
+    for part in loc:
+        if model is None:
+            return None
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items() if n != "path"]
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind, found = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_for(loc[:-1])
+        allowed = _allowed_keys(parent) if parent else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        suggestion = f" Did you mean `{hint[0]}`?" if hint else ""
+        return f"`{key}`: unknown key.{suggestion} Allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        model = _model_for(loc)
+        if model is not None:
+            return f"`{key}`: missing section [{key}]; it needs keys: {', '.join(_allowed_keys(model))}"
+        return f"`{key}`: missing required value"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"`{key}`: {message} (found {found!r})"
+    if loc:
+        return f"`{key}`: {message} (found {found!r})"
+    return message
+
+
+def _schema_problems(data: dict[str, Any]) -> list[str]:
+    """Problems pydantic cannot see: URLs and table names that do not parse."""
+    problems = []
+    for section, key in [("source", "url"), ("target", "url")]:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str):
+            try:
+                url = parse_url(value)
+                if section == "target" and url.dialect != "postgresql":
+                    problems.append(f"`target.url`: the target must be PostgreSQL (postgresql://…), got {url}")
+            except ValueError as exc:
+                problems.append(f"`{section}.{key}`: {exc}")
+    for section in ("source", "target"):
+        value = data.get(section, {}).get("table") if isinstance(data.get(section), dict) else None
+        if isinstance(value, str):
+            try:
+                parse_table_name(value)
+            except ValueError as exc:
+                problems.append(f"`{section}.table`: {exc}")
+    return problems
+
+
+def parse_config(data: dict[str, Any], path: Path) -> JobConfig:
+    """Validate an already-parsed job document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    data = _interpolate(data, "", problems)
+    problems += _schema_problems(data)
+    try:
+        config = JobConfig.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        problems += [_describe(e) for e in exc.errors()]
+        raise ConfigError(str(path), problems) from None
+    if problems:
+        raise ConfigError(str(path), problems)
+    return config
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Read and validate a job file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the job file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, path)
+
+
+def describe_keys() -> str:
+    """A reference of every section and key, built from the models (shown by `engine run --help`)."""
+    lines = []
+    for name, field in JobConfig.model_fields.items():
+        model = field.annotation
+        if name == "path" or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        lines.append(f"[{field.alias or name}]")
+        for key, sub in model.model_fields.items():
+            hint = typing.get_args(sub.annotation) if sub.annotation else ()
+            kind = " | ".join(repr(h) for h in hint) if hint and all(isinstance(h, str) for h in hint) else ""
+            default = "required" if sub.is_required() else f"default {sub.get_default(call_default_factory=True)!r}"
+            desc = sub.description or kind
+            lines.append(f"  {sub.alias or key:<20} {default:<28} {desc}")
+    return "\n".join(lines)

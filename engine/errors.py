@@ -1,0 +1,76 @@
+"""The engine's error tree and exit codes.
+
+    EngineError                      base; every error the CLI reports without a traceback
+    ├── ConfigError                  the job file is wrong (exit 2); lists every problem at once
+    ├── JobLockedError               another run of the same job holds the lock (exit 3)
+    ├── SourceError / TargetError    a database refused something or is unreachable (exit 69)
+    │     (marked TransientError when a retry may help: connection lost, server restarting, deadlock)
+    ├── ErrorBudgetExceeded          more bad rows than `validate.max_error_rate` allows (exit 65)
+    └── VerificationError            target and source disagree after loading (exit 66)
+
+Retry logic only asks "is it transient?"; everything else fails the partition at once.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+EXIT_ERROR_BUDGET = 65
+EXIT_VERIFICATION = 66
+EXIT_UNAVAILABLE = 69
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "the job succeeded (bad rows, if any, are in the quarantine and within the budget)",
+    EXIT_INTERNAL: "unexpected internal error (a bug: please report it with the traceback)",
+    EXIT_CONFIG: "the job file or command line is invalid; nothing was touched",
+    EXIT_LOCKED: "another run of the same job is in progress; nothing was touched",
+    EXIT_ERROR_BUDGET: "too many rows failed validation (validate.max_error_rate); finished partitions are kept",
+    EXIT_VERIFICATION: "verification found target and source disagree",
+    EXIT_UNAVAILABLE: "a database refused or stayed unreachable after retries; rerun to resume",
+}
+
+
+class EngineError(Exception):
+    """Base of all errors the engine reports as a message rather than a traceback."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class ConfigError(EngineError):
+    """The job configuration is invalid. Holds every problem found, not just the first."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{path}: {len(problems)} problem(s) in the job configuration:\n{lines}")
+
+
+class JobLockedError(EngineError):
+    exit_code = EXIT_LOCKED
+
+
+class SourceError(EngineError):
+    exit_code = EXIT_UNAVAILABLE
+
+
+class TargetError(EngineError):
+    exit_code = EXIT_UNAVAILABLE
+
+
+class TransientError(EngineError):
+    """Marker: the operation may succeed if retried (connection lost, server restarting, deadlock)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class ErrorBudgetExceeded(EngineError):
+    exit_code = EXIT_ERROR_BUDGET
+
+
+class VerificationError(EngineError):
+    exit_code = EXIT_VERIFICATION

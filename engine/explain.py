@@ -1,0 +1,128 @@
+"""Read-only views of a job: the plan (`engine plan`), a pre-flight check (`engine check`), run status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import pg
+from engine.catalog import target_columns, target_unique_keys
+from engine.config import JobConfig
+from engine.errors import EngineError
+from engine.load import target_ddl
+from engine.plan import Plan, make_plan
+from engine.transform import build_transform
+from engine.validate import load_schema
+
+
+def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
+
+
+def column_mapping(plan: Plan) -> str:
+    by_source = {c.name: c for c in plan.columns}
+    rows = []
+    for t in plan.target_columns:
+        s = by_source.get(t.source or "")
+        note = (s.note if s else "computed by [transform]") or ("cast by PostgreSQL on load" if t.via_text else "")
+        rows.append((s.name if s else "-", s.source_type if s else "-", s.flight if s else "-", t.name, t.pg_type,
+                     note))
+    return _table(rows, ("source column", "source type", "in flight", "target column", "target type", "note"))
+
+
+def explain(config: JobConfig) -> str:
+    plan = make_plan(config)
+    table = config.target_table
+    lines = [f"job {config.job.name}: {config.source_url} -> {config.target_url} {table} [{config.target.mode}]",
+             f"source rows: {plan.source_rows:,}; partition key: {plan.key or '(none: one partition)'}",
+             "", _table([(str(p.id), p.label()) for p in plan.partitions], ("partition", "range of " + (plan.key or "-"))),
+             "", column_mapping(plan), ""]
+    try:
+        with pg.connection(config.target_url) as conn:
+            existing = target_columns(conn, table)
+    except EngineError as exc:
+        existing = None
+        lines.append(f"(target not reachable: {exc})")
+    if existing is None:
+        key = tuple(config.target.key)
+        lines += ["target table does not exist; it would be created as:", target_ddl(plan, table, key) + ";"]
+    else:
+        lines.append(f"target table exists with columns: {', '.join(f'{n} {t}' for n, t in existing.items())}")
+    lines.append("\nnothing was written (dry run)")
+    return "\n".join(lines)
+
+
+def check(config: JobConfig) -> list[str]:
+    """Every problem found, without writing anything."""
+    problems: list[str] = []
+    for step in (lambda: build_transform(config.transform, config.rules_dir),
+                 lambda: config.validate_.schema_ref and load_schema(config.rules_dir, config.validate_.schema_ref)):
+        try:
+            step()
+        except EngineError as exc:
+            problems.append(str(exc))
+    plan = None
+    try:
+        plan = make_plan(config)
+    except EngineError as exc:
+        problems.append(str(exc))
+    try:
+        with pg.connection(config.target_url) as conn:
+            existing = target_columns(conn, config.target_table)
+            if existing is None and not config.target.create:
+                problems.append(f"`target.table`: {config.target_table} does not exist and target.create = false")
+            if existing is not None and plan is not None:
+                missing = [c.name for c in plan.target_columns if c.name not in existing]
+                if missing:
+                    problems.append(f"`target.table`: {config.target_table} lacks column(s) {', '.join(missing)}")
+                if config.target.mode == "upsert" and set(config.target.key) not in target_unique_keys(
+                        conn, config.target_table):
+                    problems.append(f"`target.key`: no unique index on ({', '.join(config.target.key)})")
+            for name, pg_type in config.target.types.items():
+                try:
+                    pg.fetch_all(conn, "SELECT $1::regtype", (pg_type,))
+                except Exception:
+                    conn.rollback()
+                    problems.append(f"`target.types.{name}`: {pg_type!r} is not a PostgreSQL type")
+    except EngineError as exc:
+        problems.append(f"target: {exc}")
+    return problems
+
+
+def status(config: JobConfig) -> str:
+    with pg.connection(config.target_url) as conn:
+        if target_columns(conn, _runs_table()) is None:
+            return f"job {config.job.name}: no runs yet"
+        runs = pg.fetch_all(conn, """SELECT run_id, status, started_at, finished_at, error FROM engine.runs
+                                     WHERE job = $1 ORDER BY started_at DESC LIMIT 10""", (config.job.name,))
+        if not runs:
+            return f"job {config.job.name}: no runs yet"
+        lines = [f"job {config.job.name}: last {len(runs)} run(s)",
+                 _table([(r[0], r[1], str(r[2])[:19], str(r[3] or "")[:19], (r[4] or "")[:60]) for r in runs],
+                        ("run", "status", "started", "finished", "error"))]
+        latest = runs[0][0]
+        plan = Plan.from_json(pg.fetch_all(conn, "SELECT plan::text FROM engine.runs WHERE run_id = $1", (latest,))[0][0])
+        done = {r[0]: r for r in pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined,
+                seconds FROM engine.checkpoints WHERE run_id = $1""", (latest,))}
+        rows = []
+        for p in plan.partitions:
+            d = done.get(p.id)
+            state = "done" if d else ("in flight or failed" if runs[0][1] in ("running", "failed") else "not run")
+            rows.append((str(p.id), p.label(), state, *(f"{d[i]:,}" if d else "" for i in (1, 2, 3))))
+        lines += ["", f"partitions of run {latest}: {len(done)}/{len(plan.partitions)} done",
+                  _table(rows, ("partition", "range", "state", "read", "loaded", "quarantined"))]
+        return "\n".join(lines)
+
+
+def _runs_table():  # type: ignore[no-untyped-def]
+    from engine.sql import TableName
+
+    return TableName("engine", "runs")
+
+
+def latest_staging(config: JobConfig) -> Path | None:
+    root = Path(config.pipeline.staging_dir)
+    root = (root if root.is_absolute() else Path.cwd() / root) / config.job.name
+    runs = sorted(p for p in root.glob("*") if p.is_dir()) if root.exists() else []
+    return runs[-1] if runs else None

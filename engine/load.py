@@ -1,0 +1,155 @@
+"""Load stage: Arrow batches into the PostgreSQL target over ADBC bulk ingest (binary COPY).
+
+Every batch is first conformed to the target table's own column types (binary COPY rejects, or worse
+misreads, values of another type). Columns no Arrow type can carry exactly are sent as text into a
+temporary table and cast by PostgreSQL. Modes:
+- append:  COPY straight into the table (or through the temporary table when a column needs a cast);
+- replace: COPY into a staging table `<table>__engine_new`; `swap` replaces the table in one transaction;
+- upsert:  COPY into a temporary table, then INSERT … ON CONFLICT (key) DO UPDATE.
+Nothing here commits: the caller commits each partition's rows with its checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+
+from engine import pg
+from engine.catalog import target_columns, target_unique_keys
+from engine.config import LoadMode
+from engine.errors import ConfigError, TargetError
+from engine.plan import Plan
+from engine.sql import TableName, quote_ident
+from engine.typemap import ingest_type
+
+STAGING_SUFFIX = "__engine_new"
+BATCH_TABLE = "engine_batch"
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where and how a run writes: serialisable, so partition tasks can run anywhere."""
+
+    table: TableName
+    write_table: TableName  # the table partitions COPY into (the staging table for replace)
+    mode: LoadMode
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type) of the loaded columns, in batch order
+
+    @property
+    def via_text(self) -> bool:
+        return self.mode == "upsert" or any(ingest_type(t) is None for _, t in self.columns)
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(n, ingest_type(t) or pa.large_string()) for n, t in self.columns])
+
+
+def create_table_sql(table: TableName, columns: list[tuple[str, str]], key: tuple[str, ...]) -> str:
+    body = [f"{quote_ident(n)} {t}" for n, t in columns]
+    if key:
+        body.append(f"PRIMARY KEY ({', '.join(quote_ident(k) for k in key)})")
+    return f"CREATE TABLE {table.quoted()} (\n  " + ",\n  ".join(body) + "\n)"
+
+
+def target_ddl(plan: Plan, table: TableName, key: tuple[str, ...]) -> str:
+    return create_table_sql(table, [(c.name, c.pg_type) for c in plan.target_columns], key)
+
+
+def prepare_target(conn: pg.Connection, plan: Plan, table: TableName, mode: LoadMode, key: tuple[str, ...],
+                   create: bool, resuming: bool) -> LoadTarget:
+    """Create what the run writes into, check the target fits the data, and commit that DDL."""
+    if table.schema:
+        pg.execute(conn, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
+    existing = target_columns(conn, table)
+    if existing is None and not create:
+        raise ConfigError("target.table", [f"`target.table`: {table} does not exist and target.create = false"])
+    write_table = table.with_suffix(STAGING_SUFFIX) if mode == "replace" else table
+    if mode == "replace":
+        # The new table keeps the old one's definition (types, indexes) when that holds every column.
+        staged = target_columns(conn, write_table) if resuming else None
+        if staged is None:
+            pg.execute(conn, f"DROP TABLE IF EXISTS {write_table.quoted()}")
+            fits = existing is not None and all(c.name in existing for c in plan.target_columns)
+            pg.execute(conn, f"CREATE TABLE {write_table.quoted()} (LIKE {table.quoted()} INCLUDING ALL)" if fits
+                       else target_ddl(plan, write_table, key))
+        if existing is None:  # the swap needs a table to replace
+            pg.execute(conn, f"CREATE TABLE {table.quoted()} (LIKE {write_table.quoted()})")
+    elif existing is None:
+        pg.execute(conn, target_ddl(plan, table, key))
+    written = target_columns(conn, write_table)
+    assert written is not None
+    missing = [c.name for c in plan.target_columns if c.name not in written]
+    if missing:
+        raise ConfigError("target.table", [
+            f"`target.table`: {table} has no column(s) {', '.join(map(repr, missing))}; add them to the table, "
+            f"or drop/rename them in [transform] (it has: {', '.join(written)})"])
+    if mode == "upsert" and set(key) not in target_unique_keys(conn, table):
+        raise ConfigError("target.key", [
+            f"`target.key`: {table} has no unique index or primary key on ({', '.join(key)}); "
+            "upsert needs one (CREATE UNIQUE INDEX … or let the engine create the table)"])
+    columns = tuple((c.name, written[c.name]) for c in plan.target_columns)
+    conn.commit()
+    return LoadTarget(table, write_table, mode, key, columns)
+
+
+def conform(frame: pl.DataFrame, target: LoadTarget) -> pa.RecordBatch:
+    """The batch with exactly the target's column types, in the target's column order."""
+    schema = target.arrow_schema()
+    table = frame.to_arrow()
+    arrays = []
+    for field in schema:
+        column = table.column(field.name)
+        arrays.append(_cast(column, field.type, field.name, frame))
+    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
+                                      schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, wanted: pa.DataType, name: str, frame: pl.DataFrame) -> pa.Array:
+    if column.type == wanted:
+        return column
+    if isinstance(wanted, pa.UuidType):
+        if pa.types.is_fixed_size_binary(column.type):
+            storage = column.cast(pa.binary(16))
+        else:
+            hexed = frame.get_column(name).cast(pl.String).str.replace_all("-", "").str.decode("hex")
+            storage = hexed.to_arrow().cast(pa.binary(16))
+        storage = storage.combine_chunks() if isinstance(storage, pa.ChunkedArray) else storage
+        return pa.ExtensionArray.from_storage(wanted, storage)
+    if isinstance(wanted, pa.JsonType):
+        storage = column.cast(pa.large_string()).combine_chunks()
+        return pa.ExtensionArray.from_storage(wanted, storage)
+    try:
+        return column.cast(wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TargetError(f"column {name!r}: cannot convert {column.type} to the target's type ({exc})") from None
+
+
+def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:
+    """COPY the batches into the target per its mode, inside the caller's transaction."""
+    if not target.via_text:
+        return pg.ingest(conn, target.write_table.name, target.write_table.schema, reader, mode="append")
+    pg.execute(conn, f"DROP TABLE IF EXISTS pg_temp.{quote_ident(BATCH_TABLE)}")
+    rows = pg.ingest(conn, BATCH_TABLE, None, reader, mode="create", temporary=True)
+    names = ", ".join(quote_ident(n) for n, _ in target.columns)
+    casts = ", ".join(f"{quote_ident(n)}::{t}" for n, t in target.columns)
+    sql = f"INSERT INTO {target.write_table.quoted()} ({names}) SELECT {casts} FROM pg_temp.{quote_ident(BATCH_TABLE)}"
+    if target.mode == "upsert":
+        keys = ", ".join(quote_ident(k) for k in target.key)
+        updates = [f"{quote_ident(n)} = EXCLUDED.{quote_ident(n)}" for n, _ in target.columns if n not in target.key]
+        sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
+    pg.execute(conn, sql)
+    pg.execute(conn, f"DROP TABLE pg_temp.{quote_ident(BATCH_TABLE)}")
+    return rows
+
+
+def swap_in(conn: pg.Connection, target: LoadTarget) -> None:
+    """Replace mode: the staging table becomes the table in one transaction (readers see old or new)."""
+    pg.execute(conn, f"LOCK TABLE {target.table.quoted()} IN ACCESS EXCLUSIVE MODE")
+    pg.execute(conn, f"DROP TABLE {target.table.quoted()}")
+    pg.execute(conn, f"ALTER TABLE {target.write_table.quoted()} RENAME TO {quote_ident(target.table.name)}")
+
+
+def count_rows(conn: pg.Connection, table: TableName) -> int:
+    return int(pg.fetch_all(conn, f"SELECT COUNT(*) FROM {table.quoted()}")[0][0])

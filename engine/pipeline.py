@@ -1,0 +1,219 @@
+"""A run of a job: lock, plan (or resume the frozen plan), run partitions in parallel, verify, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import psutil
+
+from engine import checkpoint, pg
+from engine.config import JobConfig
+from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded
+from engine.load import LoadTarget, prepare_target, swap_in
+from engine.plan import Plan, make_plan
+from engine.report import RunReport
+from engine.task import PartitionResult, PartitionTask, run_partition
+from engine.verify import verify_run
+
+Progress = Callable[[str], None]
+
+
+class MemoryWatch(threading.Thread):
+    """Samples the resident memory of this process and its children; keeps the peak."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval, self.peak, self._stop_event = interval, 0, threading.Event()
+
+    def sample(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        self.peak = max(self.peak, total)
+        return total
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.sample()
+        return self.peak / 2**20
+
+
+def fingerprint(config: JobConfig) -> str:
+    """What must not change between a failed run and its resume."""
+    parts = {"source": str(config.source_url), "table": config.source.table, "query": config.source.query,
+             "partition_on": config.source.partition_on, "target": str(config.target_url),
+             "target_table": config.target.table, "mode": config.target.mode, "key": config.target.key}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class Run:
+    def __init__(self, config: JobConfig, fresh: bool, progress: Progress) -> None:
+        self.config, self.fresh, self.say = config, fresh, progress
+        self.target_url = config.target_url
+
+    def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
+        """Resume the job's unfinished run (same frozen plan), or plan a new one."""
+        job = self.config.job.name
+        previous = checkpoint.latest_run(conn, job)
+        unfinished = previous is not None and previous.status in ("running", "failed")
+        if unfinished and previous is not None and not self.fresh and self.config.pipeline.checkpoints:
+            if previous.fingerprint != fingerprint(self.config):
+                raise ConfigError(str(self.config.path), [
+                    f"the job's source/target/mode changed since its unfinished run {previous.run_id} started; "
+                    "rerun with --fresh to start over (rows that run already committed stay in the target)"])
+            checkpoint.set_status(conn, previous.run_id, "running")
+            self.say(f"resuming run {previous.run_id} with its frozen plan")
+            return previous.run_id, Plan.from_json(previous.plan), True
+        if unfinished and previous is not None:
+            checkpoint.set_status(conn, previous.run_id, "abandoned")
+            if self.config.target.mode == "append":
+                report.notes.append(f"run {previous.run_id} was abandoned: rows it had committed stay in the target")
+        self.say("planning partitions…")
+        plan = make_plan(self.config)
+        run_id = _new_run_id()
+        checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json())
+        return run_id, plan, False
+
+    def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path) -> PartitionTask:
+        c = self.config
+        return PartitionTask(
+            job=c.job.name, run_id=run_id, plan=plan, partition=plan.partitions[partition_index],
+            source_url=c.source_url.absolute, target_url=c.target_url.raw, target=target, transform=c.transform,
+            rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
+            queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
+            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries)
+
+    def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
+        """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
+        budget = self.config.validate_.max_error_rate
+        pending: set[Future[PartitionResult]] = set()
+        queue_ = list(reversed(tasks))
+        error: BaseException | None = None
+        with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="partition") as pool:
+            while queue_ or pending:
+                while queue_ and len(pending) < self.config.pipeline.workers and error is None:
+                    pending.add(pool.submit(run_partition, queue_.pop(), self.say))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        result = future.result()
+                    except BaseException as exc:
+                        error = error or exc
+                        continue
+                    self._account(result, report, failures, len(tasks))
+                    if report.rows_read and report.rows_quarantined / report.rows_read > budget and error is None:
+                        report.add_failures(failures)
+                        error = ErrorBudgetExceeded(
+                            f"{report.rows_quarantined:,} of {report.rows_read:,} rows failed validation "
+                            f"({report.rows_quarantined / report.rows_read:.2%} > max_error_rate {budget:.2%}); "
+                            "finished partitions are kept; fix the data or the rules, then rerun to resume")
+        if error is not None:
+            raise error
+
+    def _account(self, result: PartitionResult, report: RunReport, failures: Counter[tuple[str, str]],
+                 total: int) -> None:
+        report.partitions_run += 1
+        report.rows_read += result.rows_read
+        report.rows_loaded += result.rows_loaded
+        report.rows_quarantined += result.rows_quarantined
+        for phase, seconds in result.phases.items():
+            report.phase_seconds[phase] = round(report.phase_seconds.get(phase, 0.0) + seconds, 3)
+        failures.update(result.failures)
+        retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
+        self.say(f"[{report.partitions_run:>{len(str(total))}}/{total}] partition {result.partition_id}: "
+                 f"{result.rows_read:,} rows read, {result.rows_loaded:,} loaded, {result.rows_quarantined:,} "
+                 f"quarantined in {result.seconds:.1f}s{retried}")
+
+    def run(self) -> RunReport:
+        config = self.config
+        started = time.perf_counter()
+        memory = MemoryWatch()
+        memory.start()
+        report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
+                           target=f"{config.target_url} {config.target_table}")
+        lock_conn = pg.connect(self.target_url, autocommit=True)
+        conn = pg.connect(self.target_url)
+        try:
+            checkpoint.ensure_schema(conn)
+            checkpoint.try_lock_job(lock_conn, config.job.name)
+            run_id, plan, resumed = self.open_run(conn, report)
+            report.run_id, report.resumed = run_id, resumed
+            report.partitions_total = len(plan.partitions)
+            staging = Path(config.pipeline.staging_dir)
+            staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
+            report.staging_dir = str(staging)
+            try:
+                self._run_partitions(conn, plan, run_id, resumed, staging, report)
+                report.status = "succeeded"
+            except BaseException as exc:
+                report.status = "failed"
+                report.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+                self._record_failure(run_id, report)
+                exc.report = report  # type: ignore[union-attr]
+                raise
+            return report
+        finally:
+            report.wall_seconds = round(time.perf_counter() - started, 3)
+            report.peak_rss_mb = round(memory.stop(), 1)
+            for c in (conn, lock_conn):
+                try:
+                    c.close()
+                except Exception:
+                    pass
+
+    def _run_partitions(self, conn: pg.Connection, plan: Plan, run_id: str, resumed: bool, staging: Path,
+                        report: RunReport) -> None:
+        config = self.config
+        target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
+                                config.target.create, resumed)
+        done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
+        conn.commit()
+        report.partitions_skipped = len(done)
+        if done:
+            self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
+        tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
+        failures: Counter[tuple[str, str]] = Counter()
+        self.execute(tasks, report, failures)
+        report.add_failures(failures)
+        finished = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else None
+        conn.commit()
+        report.verification = verify_run(config, plan, conn, target, finished, report)
+        if target.mode == "replace":
+            swap_in(conn, target)  # committed together with the run's status below
+        checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _record_failure(self, run_id: str, report: RunReport) -> None:
+        try:
+            with pg.connection(self.target_url) as conn:
+                checkpoint.set_status(conn, run_id, "failed", json.loads(report.to_json()), report.error)
+        except EngineError:
+            pass  # the target is gone; the run stays 'running' and resumes the same way
+
+
+def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = None) -> RunReport:
+    """Run (or resume) a job and return its report; raises an EngineError subclass on failure."""
+    os.environ.setdefault("POLARS_MAX_THREADS", str(max(2, os.cpu_count() or 2)))
+    return Run(config, fresh, progress or (lambda _: None)).run()

@@ -1,0 +1,73 @@
+"""The run report: what a run did, rendered for people and as JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunReport:
+    job: str
+    run_id: str
+    status: str = "running"
+    resumed: bool = False
+    mode: str = "append"
+    source: str = ""
+    target: str = ""
+    partitions_total: int = 0
+    partitions_skipped: int = 0
+    partitions_run: int = 0
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_in_finished_partitions: int = 0
+    wall_seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    verification: str = "not run"
+    top_failures: list[dict[str, Any]] = field(default_factory=list)
+    staging_dir: str = ""
+    quarantine_table: str = "engine.quarantine"
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.wall_seconds if self.wall_seconds else 0.0
+
+    def add_failures(self, failures: Counter[tuple[str, str]], limit: int = 10) -> None:
+        self.top_failures = [{"check": c, "column": col, "rows": n} for (c, col), n in failures.most_common(limit)]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["rows_per_second"] = round(self.rows_per_second, 1)
+        return json.dumps(data, indent=2, default=str)
+
+    def render(self) -> str:
+        lines = [
+            f"job {self.job}  run {self.run_id}  {self.status.upper()}" + ("  (resumed)" if self.resumed else ""),
+            f"  {self.source}  ->  {self.target}  [{self.mode}]",
+            f"  partitions   {self.partitions_run} run, {self.partitions_skipped} already done, "
+            f"{self.partitions_total} planned",
+            f"  rows         {self.rows_read:,} read, {self.rows_loaded:,} loaded, "
+            f"{self.rows_quarantined:,} quarantined (this invocation)",
+            f"  time         {self.wall_seconds:.2f} s wall, {self.rows_per_second:,.0f} rows/s, "
+            f"peak memory {self.peak_rss_mb:,.0f} MB",
+            "  phases       " + ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
+            + "  (summed over workers)",
+            f"  verification {self.verification}",
+        ]
+        if self.top_failures:
+            lines.append("  top failing checks:")
+            lines += [f"    {f['rows']:>8,}  {f['column']}: {f['check']}" for f in self.top_failures]
+        if self.rows_quarantined:
+            lines.append(f"  bad rows     {self.quarantine_table} (run_id = '{self.run_id}') and "
+                         f"{self.staging_dir}/rejected/*.parquet")
+        lines.append(f"  staging      {self.staging_dir}  (engine inspect <job.toml> to query it with DuckDB)")
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)

@@ -1,0 +1,250 @@
+"""One partition, end to end: extract -> transform -> validate -> load -> checkpoint, in one transaction.
+
+A `PartitionTask` is self-contained and picklable, so it runs the same in a thread or on a Dask worker.
+Inside, stages overlap through bounded queues: a reader thread, a transform/validate thread, and the
+loader (ADBC pulling batches as it COPYs), so memory is bounded by the queue depth times the batch size.
+Running a task twice is safe: its rows and its checkpoint commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import checkpoint, pg
+from engine.config import TransformSection
+from engine.errors import EngineError
+from engine.extract import read_partition
+from engine.load import LoadTarget, conform, write_batches
+from engine.plan import Partition, Plan
+from engine.transform import Transform, build_transform
+from engine.urls import parse_url
+from engine.validate import ROW_INDEX, load_schema, split_rows
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    job: str
+    run_id: str
+    plan: Plan
+    partition: Partition
+    source_url: str
+    target_url: str
+    target: LoadTarget
+    transform: TransformSection
+    rules_dir: str
+    schema_ref: str | None
+    batch_rows: int
+    queue_depth: int
+    checkpoints: bool
+    staging_dir: str
+    stage_batches: bool
+    retries: int
+    snapshot: str | None = None
+
+    def __repr__(self) -> str:  # URLs carry secrets
+        return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"
+
+
+@dataclass
+class PartitionResult:
+    partition_id: int
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("extract", "transform", "validate", "load", "commit"), 0.0))
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    attempts: int = 1
+
+
+_transforms: dict[tuple[str, str], Transform] = {}
+
+
+def _compiled_transform(section: TransformSection, rules_dir: str) -> Transform:
+    key = (section.model_dump_json(), rules_dir)
+    if key not in _transforms:
+        _transforms[key] = build_transform(section, Path(rules_dir))
+    return _transforms[key]
+
+
+@lru_cache(maxsize=16)
+def _compiled_schema(rules_dir: str, ref: str) -> Any:
+    return load_schema(Path(rules_dir), ref)
+
+
+class _Stage(threading.Thread):
+    """A pipeline stage thread: pulls from `source`, pushes into a bounded queue, stops on `stop`."""
+
+    def __init__(self, name: str, source: Iterator[Any], out: queue.Queue[Any], stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self.source, self.out, self.stop = source, out, stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for item in self.source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            self.error = exc
+        self._put(_END)
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _drain(q: queue.Queue[Any], stage: _Stage, waited: list[float]) -> Iterator[Any]:
+    while True:
+        start = time.perf_counter()
+        item = q.get()
+        waited[0] += time.perf_counter() - start
+        if item is _END:
+            if stage.error is not None:
+                raise stage.error
+            return
+        yield item
+
+
+def _timed(source: Iterator[Any], result: PartitionResult, phase: str) -> Iterator[Any]:
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(source)
+        except StopIteration:
+            return
+        finally:
+            result.phases[phase] += time.perf_counter() - start
+        yield item
+
+
+def quarantine_rows(task: PartitionTask, original: pl.DataFrame, bad: pl.DataFrame) -> pa.Table:
+    """Quarantine records: the source row as JSON, its key, and every failed check with its reason."""
+    rows = original.with_row_index(ROW_INDEX).join(bad, on=ROW_INDEX, how="inner", maintain_order="right")
+    key = task.plan.key
+    source_key = (pl.col(key).cast(pl.String) if key and key in original.columns
+                  else pl.lit(f"partition {task.partition.id} row ") + pl.col(ROW_INDEX).cast(pl.String))
+    data = rows.select(pl.exclude(ROW_INDEX, "checks", "columns", "reason")).with_columns(
+        pl.col(pl.Binary).bin.encode("hex").map_batches(lambda s: "\\x" + s, return_dtype=pl.String),
+        pl.col(pl.Decimal, pl.Float32, pl.Float64).cast(pl.String))
+    return pl.DataFrame({
+        "job": [task.job] * rows.height, "run_id": [task.run_id] * rows.height,
+        "partition_id": pl.Series([task.partition.id] * rows.height, dtype=pl.Int32),
+        "source_key": rows.select(source_key.fill_null("NULL")).to_series(),
+        "checks": rows["checks"], "columns": rows["columns"], "reason": rows["reason"],
+        "row": data.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
+    }).to_arrow()
+
+
+def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: PartitionResult,
+             rejected: list[pa.Table]) -> Iterator[pa.RecordBatch]:
+    transform = _compiled_transform(task.transform, task.rules_dir)
+    schema = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
+    for number, batch in enumerate(batches):
+        start = time.perf_counter()
+        original = pl.from_arrow(batch)
+        assert isinstance(original, pl.DataFrame)
+        result.rows_read += original.height
+        frame = transform(original.lazy()).collect()
+        if frame.height != original.height:
+            raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
+                              "transforms must keep every row: reject rows with validation rules instead")
+        mid = time.perf_counter()
+        verdict = split_rows(frame, schema)
+        if verdict.bad_rows.height:
+            rejected.append(quarantine_rows(task, original, verdict.bad_rows))
+            result.rows_quarantined += verdict.bad_rows.height
+            result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
+        out = conform(verdict.good, task.target)
+        done = time.perf_counter()
+        result.phases["transform"] += mid - start
+        result.phases["validate"] += done - mid
+        if task.stage_batches:
+            folder = Path(task.staging_dir) / "batches"
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_batches([out]), folder / f"part-{task.partition.id:05d}-{number:05d}.parquet")
+        if out.num_rows:
+            yield out
+
+
+def _attempt(task: PartitionTask, result: PartitionResult) -> None:
+    source, target = parse_url(task.source_url), parse_url(task.target_url)
+    started = time.perf_counter()
+    stop = threading.Event()
+    raw: queue.Queue[Any] = queue.Queue(maxsize=task.queue_depth)
+    ready: queue.Queue[Any] = queue.Queue(maxsize=task.queue_depth)
+    rejected: list[pa.Table] = []
+    waited = [0.0]
+    reader = _Stage("extract", _timed(read_partition(task.plan, task.partition, source, task.batch_rows,
+                                                     task.snapshot), result, "extract"), raw, stop)
+    worker = _Stage("transform", _process(task, _drain(raw, reader, [0.0]), result, rejected), ready, stop)
+    conn = pg.connect(target)
+    try:
+        reader.start()
+        worker.start()
+        load_start = time.perf_counter()
+        stream = pa.RecordBatchReader.from_batches(task.target.arrow_schema(), _drain(ready, worker, waited))
+        loaded = write_batches(conn, task.target, stream)
+        result.phases["load"] += time.perf_counter() - load_start - waited[0]
+        commit_start = time.perf_counter()
+        quarantined = pa.concat_tables(rejected) if rejected else None
+        if quarantined is not None:
+            checkpoint.write_quarantine(conn, quarantined)
+            folder = Path(task.staging_dir) / "rejected"
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(quarantined, folder / f"part-{task.partition.id:05d}.parquet")
+        result.rows_loaded = loaded
+        result.seconds = time.perf_counter() - started
+        if task.checkpoints:
+            checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
+                                        result.rows_read, loaded, result.rows_quarantined, result.seconds)
+        conn.commit()
+        result.phases["commit"] += time.perf_counter() - commit_start
+    except BaseException:
+        stop.set()
+        try:
+            conn.rollback()
+        except Exception:
+            pass
+        raise
+    finally:
+        stop.set()
+        for thread in (reader, worker):
+            thread.join(timeout=30)
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = None) -> PartitionResult:
+    """Run one partition, retrying transient failures; each attempt starts the partition over."""
+    attempts = [0]
+
+    def attempt() -> PartitionResult:
+        attempts[0] += 1
+        result = PartitionResult(task.partition.id, attempts=attempts[0])
+        _attempt(task, result)
+        return result
+
+    return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)

@@ -1,0 +1,77 @@
+"""Validate stage: split a batch into rows to load and rows to quarantine, each with its reasons.
+
+Checks come from a Pandera (polars) schema in rules/, run with lazy=True so every failure is collected.
+Failures tied to a row send that row to the quarantine; failures of the whole frame (a missing column, a
+wrong dtype) mean the rules and the data disagree, which stops the job with the schema's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaError, SchemaErrors
+
+from engine.errors import ConfigError, EngineError
+from engine.rules import load_rule
+
+ROW_INDEX = "__engine_row"
+
+
+class SchemaMismatch(EngineError):
+    """The data's shape does not match the validation schema at all (not a bad row)."""
+
+
+@dataclass
+class Verdict:
+    good: pl.DataFrame
+    bad_rows: pl.DataFrame  # ROW_INDEX, checks, columns, reason
+    failures: pl.DataFrame  # one row per failed (check, column): for the report's top checks
+
+
+def load_schema(rules_dir: Path, ref: str) -> pa.DataFrameSchema:
+    rule = load_rule(rules_dir, ref, "validate.schema")
+    if isinstance(rule, type) and issubclass(rule, pa.DataFrameModel):
+        return rule.to_schema()
+    if isinstance(rule, pa.DataFrameSchema):
+        return rule
+    raise ConfigError("validate.schema", [f"`validate.schema` = {ref!r} is neither a pandera.polars "
+                                          "DataFrameModel nor a DataFrameSchema"])
+
+
+_EMPTY_BAD = pl.DataFrame(schema={ROW_INDEX: pl.UInt32, "checks": pl.String, "columns": pl.String,
+                                  "reason": pl.String})
+_EMPTY_FAILURES = pl.DataFrame(schema={"check": pl.String, "column": pl.String})
+
+
+def split_rows(frame: pl.DataFrame, schema: pa.DataFrameSchema | None) -> Verdict:
+    """Run every check; return the passing rows and, for failing rows, their position and reasons."""
+    if schema is None:
+        return Verdict(frame, _EMPTY_BAD, _EMPTY_FAILURES)
+    try:
+        schema.validate(frame, lazy=True)
+        return Verdict(frame, _EMPTY_BAD, _EMPTY_FAILURES)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+    except SchemaError as exc:
+        raise SchemaMismatch(f"validation schema failed on the whole batch: {exc}") from None
+    frame_level = cases.filter(pl.col("index").is_null())
+    if frame_level.height:
+        details = "; ".join(f"{r['column'] or '(frame)'}: {r['check']} ({r['failure_case']})"
+                            for r in frame_level.head(5).iter_rows(named=True))
+        raise SchemaMismatch(f"the data does not fit the validation schema: {details}. Fix the schema in rules/ "
+                             "or add a [transform] cast")
+    rows = cases.with_columns(
+        pl.col("index").cast(pl.UInt32).alias(ROW_INDEX),
+        pl.col("column").fill_null("(row)"),
+        (pl.col("column").fill_null("(row)") + ": " + pl.col("check") + " failed for value "
+         + pl.col("failure_case").fill_null("null")).alias("reason"),
+    )
+    bad = (rows.group_by(ROW_INDEX, maintain_order=True)
+           .agg(pl.col("check").unique(maintain_order=True).str.join(", ").alias("checks"),
+                pl.col("column").unique(maintain_order=True).str.join(", ").alias("columns"),
+                pl.col("reason").str.join("; ").alias("reason")))
+    keep = pl.Series(ROW_INDEX, range(frame.height), pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
+    return Verdict(frame.filter(keep), bad, rows.select("check", "column"))
