@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import connectorx as cx
 import pyarrow as pa
 
+from engine import failpoints
 from engine.errors import SourceError, TransientError
 from engine.plan import Partition, Plan
 from engine.typemap import arrow_type
@@ -51,6 +52,7 @@ def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_row
     try:
         reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows, **kwargs)
         for batch in reader:
+            failpoints.hit("extract.batch")
             if batch.num_rows:
                 yield _to_flight(batch, casts)
     except (SourceError, TransientError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from engine import checkpoint, pg
+from engine import checkpoint, failpoints, pg
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded
 from engine.load import LoadTarget, prepare_target, swap_in
@@ -200,8 +200,10 @@ class Run:
         report.add_failures(failures)
         finished = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else None
         conn.commit()
+        failpoints.hit("run.before_verify")
         report.verification = verify_run(config, plan, conn, target, finished, report)
         if target.mode == "replace":
+            failpoints.hit("replace.before_swap")
             swap_in(conn, target)  # committed together with the run's status below
         checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
 

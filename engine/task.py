@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine import checkpoint, pg
+from engine import checkpoint, failpoints, pg
 from engine.config import TransformSection
 from engine.errors import EngineError
 from engine.extract import read_partition
@@ -126,6 +126,15 @@ def _drain(q: queue.Queue[Any], stage: _Stage, waited: list[float]) -> Iterator[
         yield item
 
 
+def _remember_error(source: Iterator[Any], box: list[BaseException]) -> Iterator[Any]:
+    """The loader sees our errors wrapped in driver errors: keep the original to re-raise it."""
+    try:
+        yield from source
+    except BaseException as exc:
+        box.append(exc)
+        raise
+
+
 def _timed(source: Iterator[Any], result: PartitionResult, phase: str) -> Iterator[Any]:
     while True:
         start = time.perf_counter()
@@ -161,6 +170,7 @@ def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Par
     transform = _compiled_transform(task.transform, task.rules_dir)
     schema = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
     for number, batch in enumerate(batches):
+        failpoints.hit("transform.batch")
         start = time.perf_counter()
         original = pl.from_arrow(batch)
         assert isinstance(original, pl.DataFrame)
@@ -203,8 +213,15 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         reader.start()
         worker.start()
         load_start = time.perf_counter()
-        stream = pa.RecordBatchReader.from_batches(task.target.arrow_schema(), _drain(ready, worker, waited))
-        loaded = write_batches(conn, task.target, stream)
+        upstream_errors: list[BaseException] = []
+        batches = _remember_error(_drain(ready, worker, waited), upstream_errors)
+        stream = pa.RecordBatchReader.from_batches(task.target.arrow_schema(), batches)
+        try:
+            loaded = write_batches(conn, task.target, stream)
+        except Exception:
+            if upstream_errors:
+                raise upstream_errors[0] from None
+            raise
         result.phases["load"] += time.perf_counter() - load_start - waited[0]
         commit_start = time.perf_counter()
         quarantined = pa.concat_tables(rejected) if rejected else None
@@ -218,7 +235,9 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         if task.checkpoints:
             checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
                                         result.rows_read, loaded, result.rows_quarantined, result.seconds)
+        failpoints.hit("load.before_commit")
         conn.commit()
+        failpoints.hit("load.after_commit")
         result.phases["commit"] += time.perf_counter() - commit_start
     except BaseException:
         stop.set()

@@ -22,4 +22,4 @@ class Orders(pa.DataFrameModel):
 
     class Config:
         strict = False  # other columns pass through unchecked
-        coerce = False
+        coerce = True  # check values, whatever integer width the source uses

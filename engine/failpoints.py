@@ -1,0 +1,49 @@
+"""Named failpoints for fault-injection tests: `ENGINE_FAILPOINTS="name=action[@n],…"`.
+
+Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
+like kill -9, with no cleanup). `@n` fires on the n-th time the point is reached in this process (default 1).
+Unset in production: `hit` is then a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+
+from engine.errors import EngineError, TransientError
+
+POINTS = ("extract.batch", "transform.batch", "load.before_commit", "load.after_commit", "run.before_verify",
+          "replace.before_swap")
+
+_counts: Counter[str] = Counter()
+_lock = threading.Lock()
+
+
+def _parse() -> dict[str, tuple[str, int]]:
+    spec = os.environ.get("ENGINE_FAILPOINTS", "")
+    points = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, action = item.partition("=")
+        action, _, nth = action.partition("@")
+        points[name] = (action or "raise", int(nth or 1))
+    return points
+
+
+def hit(name: str) -> None:
+    if "ENGINE_FAILPOINTS" not in os.environ:
+        return
+    point = _parse().get(name)
+    if point is None:
+        return
+    with _lock:
+        _counts[name] += 1
+        count = _counts[name]
+    action, nth = point
+    if count != nth:
+        return
+    if action == "exit":
+        os._exit(137)
+    if action == "fatal":
+        raise EngineError(f"failpoint {name} (fatal)")
+    raise TransientError(f"failpoint {name}")
