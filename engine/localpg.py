@@ -50,15 +50,18 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def pgserver_binaries() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver  # the wheel carries a whole PostgreSQL build
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
 def _binaries() -> Path:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if (Path(candidate) / "initdb").exists():
             return Path(candidate)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver  # the wheel carries a whole PostgreSQL build
-
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return pgserver_binaries()
 
 
 def _free_port() -> int:
@@ -110,7 +113,7 @@ def ensure_postgres(say: callable = print) -> PostgresServer:  # type: ignore[va
     if env and reachable(env):
         say(f"using PostgreSQL at {redact(env)} (DATABASE_URL)")
         return PostgresServer(env, False)
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    local = os.environ.get("ENGINE_LOCAL_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     if reachable(local, timeout=2):
         say("using the local PostgreSQL service on 127.0.0.1:5432")
         return PostgresServer(local, False)
