@@ -6,6 +6,7 @@ ConnectorX, which takes no parameters), so no name can change the statement.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ def source_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> lis
     """Run a small catalog or aggregate query on the source."""
     try:
         if url.dialect == "postgresql":
+            from engine.snapshot import pinned_connection
+
+            pinned = pinned_connection(url)
+            if pinned is not None:  # inside a run: read the run's snapshot
+                return pg.fetch_all(pinned, sql, params)
             with pg.connection(url, autocommit=True) as conn:
                 return pg.fetch_all(conn, sql, params)
         if url.dialect == "sqlite":
@@ -76,8 +82,25 @@ def _mysql_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, 
         "SELECT COLUMN_NAME AS name, COLUMN_TYPE AS ctype, COLUMN_KEY AS ckey FROM information_schema.COLUMNS "
         f"WHERE TABLE_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table.name)} "
         "ORDER BY ORDINAL_POSITION"))
-    cols = [(str(r[0]), str(r[1]), False) for r in rows]
+    json_columns = _mariadb_json_columns(url, schema, table.name)
+    cols = [(str(r[0]), "json" if str(r[0]) in json_columns and str(r[1]).lower() == "longtext" else str(r[1]), False)
+            for r in rows]
     return cols, tuple(str(r[0]) for r in rows if r[2] == "PRI")
+
+
+_JSON_VALID = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)")
+
+
+def _mariadb_json_columns(url: DatabaseUrl, schema: str, table: str) -> set[str]:
+    """MariaDB's JSON is an alias of LONGTEXT with a `json_valid(col)` check: the columns declared so."""
+    try:
+        rows = source_rows(url, (
+            "SELECT CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS "
+            f"WHERE CONSTRAINT_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table)}"))
+    except SourceError:  # MySQL has no TABLE_NAME there, and a JSON type of its own
+        return set()
+    found = (_JSON_VALID.fullmatch(str(r[0]).strip()) for r in rows)
+    return {m.group(1).replace("``", "`") for m in found if m}
 
 
 def _sqlite_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, str, bool]], tuple[str, ...]]:

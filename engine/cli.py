@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("RUST_BACKTRACE", "0")  # driver panics are reported as errors, not Rust backtraces
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 STATUSES = ["new", "paid", "shipped", "delivered", "cancelled", "refunded"]
@@ -13,7 +13,7 @@ DIRTY_KINDS = ["negative amount", "bad email", "unknown status", "unknown curren
 
 
 def order_row(i: int, rng: random.Random, dirty: str | None) -> tuple[object, ...]:
-    created = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(0, 365 * 86400))
+    created = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 365 * 86400))
     amount = f"{rng.randrange(100, 5_000_000) / 100:.2f}"
     email = f"  Customer{rng.randrange(1, 50_000)}@Example.COM "
     status, currency, customer = rng.choice(STATUSES), rng.choice(CURRENCIES), rng.randrange(1, 50_000)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import connectorx as cx
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import failpoints
 from engine.errors import SourceError, TransientError
@@ -18,7 +19,9 @@ from engine.typemap import arrow_type
 from engine.urls import DatabaseUrl, redact
 
 _TRANSIENT_WORDS = ("connection refused", "connection reset", "broken pipe", "timed out", "closed",
-                    "terminating connection", "shutting down", "lost connection", "gone away", "08006", "57p01")
+                    "terminating connection", "shutting down", "lost connection", "gone away", "08006", "57p01",
+                    "unexpected eof", "connection error", "i/o error", "error communicating", "kind: io",
+                    "bytes remaining on stream")
 
 
 def _source_error(exc: BaseException, url: DatabaseUrl, partition: Partition) -> Exception:
@@ -43,6 +46,7 @@ def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_row
     """Yield the partition's rows as batches typed as the plan says they travel."""
     sql = plan.select_sql(partition)
     casts = {c.name: arrow_type(c.flight) for c in plan.columns}
+    empty_is_null = frozenset(c.name for c in plan.columns if c.empty_is_null)
     kwargs = {}
     setup = session_setup(url, snapshot)
     if setup:
@@ -54,7 +58,7 @@ def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_row
         for batch in reader:
             failpoints.hit("extract.batch")
             if batch.num_rows:
-                yield _to_flight(batch, casts)
+                yield _to_flight(batch, casts, empty_is_null)
     except (SourceError, TransientError):
         raise
     except BaseException as exc:  # ConnectorX reports Rust panics as BaseException
@@ -63,10 +67,13 @@ def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_row
         raise _source_error(exc, url, partition) from None
 
 
-def _to_flight(batch: pa.RecordBatch, casts: dict[str, pa.DataType | None]) -> pa.RecordBatch:
+def _to_flight(batch: pa.RecordBatch, casts: dict[str, pa.DataType | None],
+               empty_is_null: frozenset[str] = frozenset()) -> pa.RecordBatch:
     columns = []
     for field, column in zip(batch.schema, batch.columns, strict=True):
         wanted = casts.get(field.name)
+        if field.name in empty_is_null and _same_type(column.type, pa.string()):
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
         if wanted is not None and not _same_type(column.type, wanted):
             column = column.cast(wanted)
         columns.append(column)

@@ -1,7 +1,7 @@
 """Named failpoints for fault-injection tests: `ENGINE_FAILPOINTS="name=action[@n],…"`.
 
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
-like kill -9, with no cleanup). `@n` fires on the n-th time the point is reached in this process (default 1).
+like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests). `@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter
 
 from engine.errors import EngineError, TransientError
@@ -44,6 +45,9 @@ def hit(name: str) -> None:
         return
     if action == "exit":
         os._exit(137)
+    if action == "sleep":
+        time.sleep(3)
+        return
     if action == "fatal":
         raise EngineError(f"failpoint {name} (fatal)")
     raise TransientError(f"failpoint {name}")

@@ -46,6 +46,20 @@ class LoadTarget:
         return pa.schema([(n, ingest_type(t) or pa.large_string()) for n, t in self.columns])
 
 
+_ALIASES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
+            "time": "time without time zone", "timetz": "time with time zone", "int": "integer", "int4": "integer",
+            "int8": "bigint", "int2": "smallint", "bool": "boolean", "float8": "double precision", "float4": "real",
+            "varchar": "character varying", "char": "character", "decimal": "numeric"}
+
+
+def canonical_type(pg_type: str) -> str:
+    """A PostgreSQL type name as format_type() spells it, so declared and existing types compare equal."""
+    t = " ".join(pg_type.lower().split())
+    base, paren, rest = t.partition("(")
+    base = _ALIASES.get(base.strip(), base.strip())
+    return base + (paren + rest.replace(" ", "") if paren else "")
+
+
 def create_table_sql(table: TableName, columns: list[tuple[str, str]], key: tuple[str, ...]) -> str:
     body = [f"{quote_ident(n)} {t}" for n, t in columns]
     if key:
@@ -67,11 +81,12 @@ def prepare_target(conn: pg.Connection, plan: Plan, table: TableName, mode: Load
         raise ConfigError("target.table", [f"`target.table`: {table} does not exist and target.create = false"])
     write_table = table.with_suffix(STAGING_SUFFIX) if mode == "replace" else table
     if mode == "replace":
-        # The new table keeps the old one's definition (types, indexes) when that holds every column.
+        # The new table keeps the old one's definition (indexes, defaults) when its columns are exactly the job's.
         staged = target_columns(conn, write_table) if resuming else None
         if staged is None:
             pg.execute(conn, f"DROP TABLE IF EXISTS {write_table.quoted()}")
-            fits = existing is not None and all(c.name in existing for c in plan.target_columns)
+            wanted = {c.name: canonical_type(c.pg_type) for c in plan.target_columns}
+            fits = existing is not None and {n: canonical_type(t) for n, t in existing.items()} == wanted
             pg.execute(conn, f"CREATE TABLE {write_table.quoted()} (LIKE {table.quoted()} INCLUDING ALL)" if fits
                        else target_ddl(plan, write_table, key))
         if existing is None:  # the swap needs a table to replace

@@ -16,11 +16,13 @@ from pathlib import Path
 import psutil
 
 from engine import checkpoint, failpoints, pg
+from engine.catalog import describe_source
 from engine.config import JobConfig
-from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded
+from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, SourceError
 from engine.load import LoadTarget, prepare_target, swap_in
 from engine.plan import Plan, make_plan
 from engine.report import RunReport
+from engine.snapshot import source_snapshot
 from engine.task import PartitionResult, PartitionTask, run_partition
 from engine.verify import verify_run
 
@@ -63,6 +65,19 @@ def fingerprint(config: JobConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
+    """A resume reads with the frozen plan's columns: refuse if the source's columns changed meanwhile."""
+    now = {c.name: c.source_type for c in describe_source(config.source_url, config.source_table,
+                                                          config.source.query).columns}
+    was = {c.name: c.source_type for c in plan.columns}
+    changes = [f"column {n!r} is gone" for n in was if n not in now]
+    changes += [f"column {n!r} changed type from {was[n]} to {now[n]}" for n in was if n in now and now[n] != was[n]]
+    changes += [f"column {n!r} is new" for n in now if n not in was]
+    if changes:
+        raise SourceError(f"the source changed since run {run_id} started: {'; '.join(changes)}. Nothing more was "
+                          "loaded. Rerun with --fresh to start over with the new columns")
+
+
 def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -82,9 +97,11 @@ class Run:
                 raise ConfigError(str(self.config.path), [
                     f"the job's source/target/mode changed since its unfinished run {previous.run_id} started; "
                     "rerun with --fresh to start over (rows that run already committed stay in the target)"])
+            plan = Plan.from_json(previous.plan)
+            check_source_unchanged(self.config, plan, previous.run_id)
             checkpoint.set_status(conn, previous.run_id, "running")
             self.say(f"resuming run {previous.run_id} with its frozen plan")
-            return previous.run_id, Plan.from_json(previous.plan), True
+            return previous.run_id, plan, True
         if unfinished and previous is not None:
             checkpoint.set_status(conn, previous.run_id, "abandoned")
             if self.config.target.mode == "append":
@@ -95,14 +112,15 @@ class Run:
         checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json())
         return run_id, plan, False
 
-    def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path) -> PartitionTask:
+    def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path,
+             snapshot: str | None) -> PartitionTask:
         c = self.config
         return PartitionTask(
             job=c.job.name, run_id=run_id, plan=plan, partition=plan.partitions[partition_index],
             source_url=c.source_url.absolute, target_url=c.target_url.raw, target=target, transform=c.transform,
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
-            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries)
+            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot)
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -154,27 +172,34 @@ class Run:
         memory.start()
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
-        lock_conn = pg.connect(self.target_url, autocommit=True)
-        conn = pg.connect(self.target_url)
+        retries = config.pipeline.retries
+        lock_conn = pg.with_retries(lambda: pg.connect(self.target_url, autocommit=True), "connecting to the target",
+                                    retries, self.say)
+        conn = pg.with_retries(lambda: pg.connect(self.target_url), "connecting to the target", retries, self.say)
+        run_id = ""
         try:
             checkpoint.ensure_schema(conn)
             checkpoint.try_lock_job(lock_conn, config.job.name)
-            run_id, plan, resumed = self.open_run(conn, report)
-            report.run_id, report.resumed = run_id, resumed
-            report.partitions_total = len(plan.partitions)
-            staging = Path(config.pipeline.staging_dir)
-            staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
-            report.staging_dir = str(staging)
-            try:
-                self._run_partitions(conn, plan, run_id, resumed, staging, report)
-                report.status = "succeeded"
-            except BaseException as exc:
+            with source_snapshot(config.source_url) as snapshot:
+                run_id, plan, resumed = self.open_run(conn, report)
+                report.run_id, report.resumed = run_id, resumed
+                report.partitions_total = len(plan.partitions)
+                if snapshot:
+                    report.notes.append("the source was read as of one snapshot" + (
+                        " (partitions finished before the resume were read as of an earlier one)" if resumed else ""))
+                staging = Path(config.pipeline.staging_dir)
+                staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
+                report.staging_dir = str(staging)
+                self._run_partitions(conn, plan, run_id, resumed, staging, report, snapshot)
+            report.status = "succeeded"
+            return report
+        except BaseException as exc:
+            if run_id:
                 report.status = "failed"
                 report.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
                 self._record_failure(run_id, report)
                 exc.report = report  # type: ignore[union-attr]
-                raise
-            return report
+            raise
         finally:
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(memory.stop(), 1)
@@ -185,7 +210,7 @@ class Run:
                     pass
 
     def _run_partitions(self, conn: pg.Connection, plan: Plan, run_id: str, resumed: bool, staging: Path,
-                        report: RunReport) -> None:
+                        report: RunReport, snapshot: str | None) -> None:
         config = self.config
         target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                 config.target.create, resumed)
@@ -194,18 +219,26 @@ class Run:
         report.partitions_skipped = len(done)
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
-        tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
+        tasks = [self.task(run_id, plan, target, i, staging, snapshot)
+                 for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
         self.execute(tasks, report, failures)
         report.add_failures(failures)
-        finished = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else None
-        conn.commit()
-        failpoints.hit("run.before_verify")
-        report.verification = verify_run(config, plan, conn, target, finished, report)
-        if target.mode == "replace":
-            failpoints.hit("replace.before_swap")
-            swap_in(conn, target)  # committed together with the run's status below
-        checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+        pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
+                        config.pipeline.retries, self.say)
+
+    def _finish(self, plan: Plan, run_id: str, target: LoadTarget, report: RunReport) -> None:
+        """Verify, swap (replace mode) and mark the run done: one transaction, safe to retry."""
+        with pg.connection(self.target_url) as conn:
+            finished = checkpoint.done_partitions(conn, run_id) if self.config.pipeline.checkpoints else None
+            conn.commit()
+            failpoints.hit("run.before_verify")
+            report.verification = verify_run(self.config, plan, conn, target, finished, report)
+            if target.mode == "replace":
+                failpoints.hit("replace.before_swap")
+                swap_in(conn, target)  # committed together with the run's status below
+            report.status = "succeeded"
+            checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
 
     def _record_failure(self, run_id: str, report: RunReport) -> None:
         try:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from engine.catalog import SourceShape, describe_source, is_integer_column, source_rows
 from engine.config import JobConfig
 from engine.errors import ConfigError, SourceError
-from engine.sql import Dialect, quote_ident
+from engine.sql import Dialect, pg_name_problem, quote_ident
 from engine.transform import build_transform
 from engine.typemap import ColumnSpec, arrow_type, ingest_type, pg_type_for_arrow
 from engine.urls import redact
@@ -155,15 +155,16 @@ def plan_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> t
 def _flight_schema(config: JobConfig, plan_columns: tuple[ColumnSpec, ...], from_sql: str) -> pa.Schema:
     """The Arrow schema batches have in flight; asks the source only for columns typed "auto"."""
     fields = {c.name: arrow_type(c.flight) for c in plan_columns}
-    if any(t is None for t in fields.values()):
+    auto = [c for c in plan_columns if fields[c.name] is None]
+    if auto:  # only these: ConnectorX may type SQLite columns by their first value and fail on a NULL there
         url = config.source_url
-        names = ", ".join(c.select_sql for c in plan_columns)
+        names = ", ".join(c.select_sql for c in auto)
         try:
             probe = cx.read_sql(url.connectorx, f"SELECT {names} FROM {from_sql} LIMIT 0", return_type="arrow")
         except BaseException as exc:  # ConnectorX raises panics as BaseException
             raise SourceError(f"cannot read column types from the source: {redact(str(exc).splitlines()[0])}") from None
-        for name, field in zip(fields, probe.schema, strict=True):
-            fields[name] = fields[name] or field.type
+        for column, field in zip(auto, probe.schema, strict=True):
+            fields[column.name] = field.type
     return pa.schema([(n, t) for n, t in fields.items()])
 
 
@@ -198,8 +199,20 @@ def plan_target_columns(config: JobConfig, columns: tuple[ColumnSpec, ...], flig
     return tuple(result)
 
 
+def check_target_names(config: JobConfig, targets: tuple[TargetColumn, ...] = ()) -> None:
+    """Refuse target names PostgreSQL would truncate rather than load into a table of another name."""
+    table = config.target_table
+    problems = [p for p in (pg_name_problem(table.schema or "", "`target.table`: schema"),
+                            pg_name_problem(table.name, "`target.table`: table")) if p]
+    problems += [f"{p}; rename it in [transform] rename" for c in targets
+                 if (p := pg_name_problem(c.name, "target column"))]
+    if problems:
+        raise ConfigError(str(config.path), problems)
+
+
 def make_plan(config: JobConfig) -> Plan:
     """Inspect the source and build the partition plan (reads catalog and MIN/MAX/COUNT only)."""
+    check_target_names(config)
     url = config.source_url
     shape = describe_source(url, config.source_table, config.source.query)
     key = choose_key(config, shape)
@@ -210,6 +223,7 @@ def make_plan(config: JobConfig) -> Plan:
         for c in shape.columns)
     schema = output_schema(config, flight)
     targets = plan_target_columns(config, columns, flight, schema)
+    check_target_names(config, targets)
     return Plan(config.job.name, url.dialect, shape.from_sql, key, partitions, total, columns, targets)
 
 

@@ -14,6 +14,15 @@ Dialect = Literal["postgresql", "mysql", "sqlite"]
 PG_MAX_IDENT_BYTES = 63
 
 
+def pg_name_problem(name: str, what: str) -> str | None:
+    """Why PostgreSQL cannot hold `name` exactly (it truncates names to 63 bytes silently), or None."""
+    size = len(name.encode())
+    if size <= PG_MAX_IDENT_BYTES:
+        return None
+    return (f"{what} {name!r} is {size} bytes; PostgreSQL keeps only the first {PG_MAX_IDENT_BYTES} bytes of a "
+            "name, so it would be truncated (and names equal in those bytes would collide): use a shorter name")
+
+
 def quote_ident(name: str, dialect: Dialect = "postgresql") -> str:
     """Quote one identifier for `dialect`, doubling any embedded quote character."""
     if "\x00" in name:

@@ -30,6 +30,7 @@ class ColumnSpec:
     pg_type: str
     via_text: bool = False  # loaded as text and cast by PostgreSQL
     note: str = ""
+    empty_is_null: bool = False  # selected as text with NULL written as '' (read back as NULL)
 
 
 def _numeric(precision: int | None, scale: int | None) -> tuple[str, str, bool]:
@@ -131,7 +132,9 @@ def sqlite_source_column(name: str, declared: str) -> ColumnSpec:
         return ColumnSpec(name, declared, q, "int64", "bigint")
     if any(k in d for k in ("CHAR", "CLOB", "TEXT")):
         return ColumnSpec(name, declared, q, "string", "text")
-    if "BLOB" in d or d == "":
+    if "BLOB" in d:
+        return ColumnSpec(name, declared, q, "binary", "bytea")
+    if d == "":
         return ColumnSpec(name, declared, q, "auto", "auto")
     if any(k in d for k in ("REAL", "FLOA", "DOUB")):
         return ColumnSpec(name, declared, q, "float64", "double precision")
@@ -141,10 +144,14 @@ def sqlite_source_column(name: str, declared: str) -> ColumnSpec:
         return ColumnSpec(name, declared, q, "date32", "date")
     if d in ("DATETIME", "TIMESTAMP"):
         return ColumnSpec(name, declared, q, "timestamp[us]", "timestamp")
-    m = re.fullmatch(r"(?:DECIMAL|NUMERIC)\((\d+)(?:,\s*(\d+))?\)", d)
+    m = re.fullmatch(r"(?:DECIMAL|NUMERIC)\s*(?:\((\d+)(?:,\s*(\d+))?\))?", d)
     if m:
-        flight, pg, via_text = _numeric(int(m.group(1)), int(m.group(2) or 0))
-        return ColumnSpec(name, declared, q, flight, pg, via_text)  # bare: ConnectorX types expressions by first value
+        precision = int(m.group(1)) if m.group(1) else None
+        flight, pg, via_text = _numeric(precision, int(m.group(2) or 0) if precision is not None else None)
+        # Values are stored as INTEGER or REAL (or TEXT), and ConnectorX types such a column by its first value
+        # (failing on NULL, or on a REAL after an INTEGER): read them as text that is never NULL.
+        return ColumnSpec(name, declared, f"COALESCE(CAST({q} AS TEXT), '')", flight, pg, via_text,
+                          empty_is_null=True)
     return ColumnSpec(name, declared, q, "auto", "auto")
 
 

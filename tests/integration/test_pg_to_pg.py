@@ -11,7 +11,8 @@ from engine.errors import ErrorBudgetExceeded
 from engine.pipeline import run_job
 from tests.conftest import job_toml, pg_exec, pg_rows, run_cli, write_job
 
-ORDERS_DDL = """CREATE TABLE public.orders (id bigint PRIMARY KEY, customer_id integer, status varchar(20),
+ORDERS_DDL = """CREATE TABLE public.orders (id bigint PRIMARY KEY, customer_id integer,
+    status varchar(20),
     amount numeric(12,2), currency char(3), created_at timestamptz, note text, payload jsonb, ref uuid)"""
 ORDERS_FILL = """INSERT INTO public.orders SELECT g, g % 1000, (ARRAY['new','paid','shipped'])[1 + g % 3],
     (g * 1.37)::numeric(12,2), 'EUR', timestamptz '2024-03-31 00:30:00+00' + g * interval '1 minute',

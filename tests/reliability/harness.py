@@ -1,0 +1,96 @@
+"""What every fault test checks at the end, and a TCP proxy that cuts connections mid-stream."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from pathlib import Path
+
+from tests.conftest import job_toml, pg_exec, pg_rows, write_job
+
+TABLE_DDL = """CREATE TABLE public.items (id bigint PRIMARY KEY, grp integer NOT NULL, label text,
+    amount numeric(14,4), at timestamptz, doc jsonb)"""
+TABLE_FILL = """INSERT INTO public.items SELECT g, g % 17, repeat('x', 50) || g || ' ✓', (g * 3.1415)::numeric(14,4),
+    timestamptz '2024-10-27 00:00:00+00' + g * interval '37 seconds', jsonb_build_object('g', g)
+    FROM generate_series({lo}, {hi}) g"""
+CHECKSUM = "SELECT COUNT(*), COUNT(DISTINCT id), md5(COALESCE(string_agg(t::text, '|' ORDER BY id), '')) FROM {t} t"
+
+
+def make_items(url: str, rows: int) -> None:
+    pg_exec(url, TABLE_DDL, TABLE_FILL.format(lo=1, hi=rows))
+
+
+def items_job(tmp_path: Path, name: str, source: str, target: str, mode: str = "append", partitions: int = 8,
+              workers: int = 2, extra: str = "") -> Path:
+    return write_job(tmp_path, job_toml(name, source, "public.items", target, "public.items", mode=mode,
+                                        key=["id"] if mode == "upsert" else None,
+                                        extra_source=f"partitions = {partitions}",
+                                        extra=f"workers = {workers}\nbatch_rows = 1000\n{extra}"), f"{name}.toml")
+
+
+def assert_exact_copy(source: str, target: str, table: str = "public.items") -> None:
+    """lost = 0, duplicated = 0, unexpected = 0 and the content checksum equals the source's."""
+    src = pg_rows(source, CHECKSUM.format(t=table))[0]
+    dst = pg_rows(target, CHECKSUM.format(t=table))[0]
+    assert dst[0] == dst[1], f"duplicated keys in the target: {dst[0] - dst[1]}"
+    lost = pg_rows(target, f"SELECT COUNT(*) FROM {table}")[0][0]
+    assert dst == src, f"target {dst} != source {src} (target rows: {lost})"
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to a server; cuts the first `cuts` connections after `after_bytes` bytes."""
+
+    def __init__(self, upstream_port: int, after_bytes: int, cuts: int = 1, seed: int = 0) -> None:
+        self.upstream_port, self.after_bytes, self.cuts_left = upstream_port, after_bytes, cuts
+        self.cut_count = 0
+        self.rng = random.Random(seed)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                cut_this = self.cuts_left > 0
+            budget = [self.after_bytes if cut_this else -1]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b, client, upstream, budget), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, client: socket.socket, upstream: socket.socket,
+              budget: list[int]) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                with self.lock:
+                    if budget[0] >= 0:
+                        budget[0] -= len(data)
+                        if budget[0] < 0 and self.cuts_left > 0:
+                            self.cuts_left -= 1
+                            self.cut_count += 1
+                            raise ConnectionAbortedError("cut")
+        except OSError:
+            pass
+        for s in (client, upstream):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def url(self, database_url: str) -> str:
+        return database_url.replace(f":{self.upstream_port}/", f":{self.port}/")
+
+    def close(self) -> None:
+        self.listener.close()

@@ -1,0 +1,195 @@
+"""Exactly once under crashes, lost connections and concurrent runs: real processes, real PostgreSQL.
+
+Each test ends with the target equal to the source: same count, same keys, no duplicates, same checksum.
+The long randomized campaign lives in test_chaos.py (marked slow; `make chaos`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from engine.errors import SourceError
+from engine.pipeline import run_job
+from tests.conftest import ROOT, pg_exec, pg_rows, run_cli
+from tests.reliability.harness import CuttingProxy, TABLE_FILL, assert_exact_copy, items_job, make_items
+
+KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
+               "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_killed_at_a_failpoint_then_rerun_is_exact(point: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 8000)
+    job = items_job(tmp_path, "kill_point", pg_source, pg_db)
+    killed = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": point})
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    done_before = pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0]
+    rerun = run_cli("run", str(job))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{done_before} already done" in rerun.stdout
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_kill_9_at_a_random_moment_then_rerun_is_exact(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 30000)
+    job = items_job(tmp_path, "kill_random", pg_source, pg_db, partitions=12)
+    child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None:
+        time.sleep(0.05)
+    while time.time() < deadline and pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 3:
+        time.sleep(0.02)
+    child.kill()
+    child.wait()
+    assert run_cli("run", str(job)).returncode == 0
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_backends_terminated_mid_load_are_retried(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 20000)
+    job = items_job(tmp_path, "terminate", pg_source, pg_db, partitions=10, workers=1,
+                    extra='retries = 5')
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def terminator() -> None:
+        while not stop.is_set():
+            rows = pg_rows(pg_db, """SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname =
+                current_database() AND pid <> pg_backend_pid() AND state = 'active' AND query ILIKE 'COPY%'""")
+            killed.extend(1 for r in rows if r[0])
+            if len(killed) >= 2:
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=terminator)
+    thread.start()
+    try:
+        report = run_job(load_config(job))
+    finally:
+        stop.set()
+        thread.join()
+    assert killed, "no COPY was caught in flight"
+    assert report.status == "succeeded"
+    assert_exact_copy(pg_source, pg_db)
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_connection_cut_mid_stream_is_retried(side: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 20000)
+    proxy = CuttingProxy(5432, after_bytes=300_000, cuts=1)
+    try:
+        source = proxy.url(pg_source) if side == "source" else pg_source
+        target = proxy.url(pg_db) if side == "target" else pg_db
+        job = items_job(tmp_path, f"cut_{side}", source, target, partitions=4, workers=1)
+        result = run_cli("run", str(job))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert proxy.cut_count == 1
+        assert "retry 1/3" in result.stderr
+    finally:
+        proxy.close()
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 4000)
+    job = items_job(tmp_path, "concurrent", pg_source, pg_db, partitions=2, workers=1)
+    env = {"ENGINE_FAILPOINTS": "load.before_commit=sleep@1"}
+    first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
+                             env={**__import__("os").environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    time.sleep(1.5)
+    second = run_cli("run", str(job))
+    first_out, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 3, second.stderr
+    assert "already running" in second.stderr
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_source_schema_change_between_runs_is_refused(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 6000)
+    job = items_job(tmp_path, "schema_change", pg_source, pg_db, mode="replace", workers=1)
+    assert run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "load.after_commit=exit@3"}).returncode == 137
+    pg_exec(pg_source, "ALTER TABLE public.items DROP COLUMN label", "ALTER TABLE public.items ALTER grp TYPE text")
+    staged = pg_rows(pg_db, "SELECT COUNT(*) FROM public.items__engine_new")[0][0]
+    with pytest.raises(SourceError, match="column 'label' is gone; column 'grp' changed type from integer to text"):
+        run_job(load_config(job))
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.items__engine_new")[0][0] == staged
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.items")[0][0] == 0  # readers never saw a partial table
+    run_job(load_config(job), fresh=True)
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_killed_before_the_replace_swap_readers_keep_the_old_table(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 5000)
+    job = items_job(tmp_path, "swap_kill", pg_source, pg_db, mode="replace")
+    assert run_cli("run", str(job)).returncode == 0
+    pg_exec(pg_source, "UPDATE public.items SET label = 'v2' WHERE id % 2 = 0", TABLE_FILL.format(lo=5001, hi=5500))
+    old = pg_rows(pg_db, "SELECT COUNT(*), COUNT(*) FILTER (WHERE label = 'v2') FROM public.items")[0]
+    counts: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            counts.append(pg_rows(pg_db, "SELECT COUNT(*), COUNT(*) FILTER (WHERE label = 'v2') FROM public.items")[0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "replace.before_swap=exit"}).returncode == 137
+        assert pg_rows(pg_db, "SELECT COUNT(*), COUNT(*) FILTER (WHERE label = 'v2') FROM public.items")[0] == old
+        assert run_cli("run", str(job)).returncode == 0
+    finally:
+        stop.set()
+        thread.join()
+    new = (5500, 2500)
+    assert set(counts) <= {old, new} and new in counts
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_killed_during_an_upsert_the_partition_is_all_or_nothing(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_items(pg_source, 4000)
+    job = items_job(tmp_path, "upsert_kill", pg_source, pg_db, mode="upsert", partitions=4, workers=1)
+    assert run_cli("run", str(job)).returncode == 0
+    pg_exec(pg_source, "UPDATE public.items SET label = 'v2'")
+    assert run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "load.before_commit=exit@2"}).returncode == 137
+    per_partition = pg_rows(pg_db, """SELECT (id - 1) / 1000 AS p, COUNT(*) FILTER (WHERE label = 'v2')
+                                      FROM public.items GROUP BY 1 ORDER BY 1""")
+    assert [r[1] for r in per_partition] == [1000, 0, 0, 0]
+    assert run_cli("run", str(job)).returncode == 0
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_concurrent_writes_to_the_source_are_copied_as_of_one_snapshot(pg_source: str, pg_db: str,
+                                                                       tmp_path: Path) -> None:
+    make_items(pg_source, 20000)
+    total = pg_rows(pg_source, "SELECT SUM(amount) FROM public.items")[0][0]
+    job = items_job(tmp_path, "snapshot", pg_source, pg_db, partitions=10, workers=1)
+    stop = threading.Event()
+    moves = [0]
+
+    def transfers() -> None:  # move amounts from the first partition to the last: the sum never changes
+        while not stop.is_set():
+            pg_exec(pg_source, "BEGIN", "UPDATE public.items SET amount = amount - 1 WHERE id = 1 + $1 % 100",
+                    "UPDATE public.items SET amount = amount + 1 WHERE id = 19900 + $1 % 100", "COMMIT",
+                    params=(moves[0],))
+            moves[0] += 1
+
+    thread = threading.Thread(target=transfers)
+    thread.start()
+    try:
+        report = run_job(load_config(job))
+    finally:
+        stop.set()
+        thread.join()
+    assert moves[0] > 10
+    assert pg_rows(pg_db, "SELECT SUM(amount) FROM public.items")[0][0] == total
+    assert "one snapshot" in " ".join(report.notes)
