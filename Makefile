@@ -5,7 +5,7 @@ UV := .tools/bin/uv
 VENV := .venv
 ENGINE := $(VENV)/bin/engine
 
-.PHONY: setup demo test test-all lint perf perf-smoke clean
+.PHONY: setup demo test test-all chaos lint perf perf-smoke clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -25,6 +25,9 @@ test: setup
 
 test-all: setup
 	$(VENV)/bin/pytest -q
+
+chaos: setup
+	$(VENV)/bin/pytest -q -m chaos tests/reliability/test_chaos.py
 
 lint: setup
 	$(VENV)/bin/ruff check engine rules tests perf

@@ -23,12 +23,13 @@ def query(staging: Path, sql: str | None = None) -> str:
         return f"nothing staged in {staging} (rejected rows are staged; set pipeline.stage_batches = true for all)"
     con = duckdb.connect()
     for name, pattern in views.items():
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet(?)", [pattern])
+        con.read_parquet(pattern).create_view(name)
     if sql:
         return str(con.sql(sql))
     parts = []
     for name in views:
-        parts.append(f"{name}: {con.sql(f'SELECT COUNT(*) FROM {name}').fetchone()[0]:,} rows")  # type: ignore[index]
+        count = con.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0]
+        parts.append(f"{name}: {count[0] if count else 0:,} rows")
     if "rejected" in views:
         parts.append(str(con.sql("SELECT checks, COUNT(*) AS rows FROM rejected GROUP BY 1 ORDER BY 2 DESC LIMIT 10")))
     return "\n".join(parts)
