@@ -107,22 +107,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import generate_sqlite
+    from engine.demo import generate_sqlite, row_count
     from engine.localpg import create_database, ensure_postgres
     from engine.pipeline import run_job
 
-    root = Path(args.config).resolve().parent
-    config_path = Path(args.config)
-    sqlite_file = (root / "../.engine/demo/orders.db").resolve()
-    if args.regenerate or not sqlite_file.exists():
-        _say(f"generating {args.rows:,} demo orders into {sqlite_file}")
-        dirty = generate_sqlite(sqlite_file, rows=args.rows)
-        _say(f"{dirty:,} of them break a rule on purpose")
     server = ensure_postgres(_say)
     try:
         create_database(server.url, "engine_demo")
         os.environ["DATABASE_URL"] = server.database_url("engine_demo")
-        config: JobConfig = load_config(config_path)
+        config: JobConfig = load_config(args.config)
+        sqlite_file = config.source_url.sqlite_path
+        assert sqlite_file is not None, "the demo job reads SQLite"
+        if args.regenerate or row_count(sqlite_file) != args.rows:
+            _say(f"generating {args.rows:,} demo orders into {sqlite_file}")
+            dirty = generate_sqlite(sqlite_file, rows=args.rows)
+            _say(f"{dirty:,} of them break a rule on purpose")
         report = run_job(config, fresh=True, progress=_say)
         print(redact(report.render()))
         return 0

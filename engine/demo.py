@@ -53,3 +53,14 @@ def generate_sqlite(path: Path, rows: int = 300_000, dirty_every: int = 397, see
                 batch.clear()
         conn.executemany("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
     return dirty
+
+
+def row_count(path: Path) -> int | None:
+    """Rows in an existing demo file, or None when there is none."""
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+    except sqlite3.Error:
+        return None

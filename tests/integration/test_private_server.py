@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.config import load_config
 from engine.localpg import create_database, pgserver_binaries, reachable, start_private
 from engine.pipeline import run_job
-from tests.conftest import job_toml, pg_rows, run_cli, sqlite_exec, write_job
+from tests.conftest import ROOT, job_toml, pg_rows, run_cli, sqlite_exec, write_job
 
 
 def _closed_port() -> int:
@@ -18,13 +18,18 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_demo_runs_end_to_end_with_no_database_reachable() -> None:
+def test_demo_runs_end_to_end_with_no_database_reachable(tmp_path: Path) -> None:
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "demo.toml"
+    config.write_text((ROOT / "configs" / "demo.toml").read_text())
+    (tmp_path / "rules").symlink_to(ROOT / "rules")
     env = {"ENGINE_LOCAL_PG_URL": f"postgresql://postgres@127.0.0.1:{_closed_port()}/postgres", "DATABASE_URL": ""}
-    result = run_cli("demo", "--rows", "4000", "--regenerate", env=env, timeout=600)
+    result = run_cli("demo", "--rows", "4000", "--config", str(config), env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting a private server" in result.stderr
     assert "SUCCEEDED" in result.stdout and "4,000 read" in result.stdout
     assert "stopping the private PostgreSQL server" in result.stderr
+    assert (tmp_path / ".engine" / "demo" / "orders.db").exists()
 
 
 def test_private_server_from_the_wheel_binaries_takes_a_job(tmp_path: Path) -> None:
