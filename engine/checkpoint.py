@@ -28,7 +28,7 @@ _SCHEMA_DDL = [
     "CREATE INDEX IF NOT EXISTS runs_job_idx ON engine.runs (job, started_at)",
     """CREATE TABLE IF NOT EXISTS engine.checkpoints (
         run_id text NOT NULL REFERENCES engine.runs ON DELETE CASCADE, partition_id integer NOT NULL,
-        lo bigint, hi bigint, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
+        lo numeric, hi numeric, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
         rows_quarantined bigint NOT NULL, seconds double precision, done_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, partition_id))""",
     """CREATE TABLE IF NOT EXISTS engine.quarantine (
@@ -111,8 +111,9 @@ def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: in
                      read: int, loaded: int, quarantined: int, seconds: float) -> None:
     """Write the checkpoint row (in the caller's transaction, with the partition's rows)."""
     pg.execute(conn, """INSERT INTO engine.checkpoints (run_id, partition_id, lo, hi, rows_read, rows_loaded,
-                        rows_quarantined, seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-               (run_id, partition_id, lo, hi, read, loaded, quarantined, seconds))
+                        rows_quarantined, seconds) VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8)""",
+               (run_id, partition_id, None if lo is None else str(lo), None if hi is None else str(hi), read, loaded,
+                quarantined, seconds))  # keys may exceed bigint (MySQL unsigned)
 
 
 def write_quarantine(conn: pg.Connection, rows: pa.Table) -> int:

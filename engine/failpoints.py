@@ -1,7 +1,8 @@
 """Named failpoints for fault-injection tests: `ENGINE_FAILPOINTS="name=action[@n],…"`.
 
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
-like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests). `@n` fires on the n-th time the point is reached in this process (default 1).
+like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests).
+`@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
 

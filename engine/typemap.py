@@ -87,9 +87,10 @@ def mysql_source_column(name: str, column_type: str) -> ColumnSpec:
     t = column_type.lower()
     unsigned = "unsigned" in t
     base = re.sub(r"\(.*?\)|unsigned|zerofill", "", t).strip()
-    ints = {"tinyint": ("int16", "smallint"), "smallint": ("int32" if unsigned else "int16", "integer" if unsigned else "smallint"),
-            "mediumint": ("int32", "integer"), "int": ("int64" if unsigned else "int32", "bigint" if unsigned else "integer"),
-            "integer": ("int64" if unsigned else "int32", "bigint" if unsigned else "integer"), "year": ("int16", "smallint")}
+    int_or_bigger = ("int64", "bigint") if unsigned else ("int32", "integer")
+    ints = {"tinyint": ("int16", "smallint"),
+            "smallint": ("int32", "integer") if unsigned else ("int16", "smallint"),
+            "mediumint": ("int32", "integer"), "int": int_or_bigger, "integer": int_or_bigger, "year": ("int16", "smallint")}
     if base == "bigint":
         if unsigned:
             return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", "decimal128(20,0)", "numeric(20,0)")
@@ -113,7 +114,10 @@ def mysql_source_column(name: str, column_type: str) -> ColumnSpec:
         if base in ("enum", "set", "json"):
             return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", flight, pg)
         return ColumnSpec(name, column_type, q, flight, pg)
-    m = re.fullmatch(r"(var)?char\((\d+)\)", base + (re.search(r"\(\d+\)", t) or [""])[0]) if base in ("char", "varchar") else None
+    length = re.search(r"\(\d+\)", t)
+    m = None
+    if base in ("char", "varchar"):
+        m = re.fullmatch(r"(var)?char\((\d+)\)", base + (length.group(0) if length else ""))
     if m:
         return ColumnSpec(name, column_type, q, "string", f"{'varchar' if m.group(1) else 'char'}({m.group(2)})")
     if base in ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"):

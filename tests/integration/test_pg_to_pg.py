@@ -19,7 +19,8 @@ ORDERS_FILL = """INSERT INTO public.orders SELECT g, g % 1000, (ARRAY['new','pai
     CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g || ' ✓' END, jsonb_build_object('n', g, 'tags', ARRAY['a']),
     md5(g::text)::uuid FROM generate_series(1, {n}) g"""
 
-COMPARE = "SELECT id, customer_id, status, amount::text, currency, created_at, note, payload::text, ref::text FROM {t} ORDER BY id"
+COMPARE = ("SELECT id, customer_id, status, amount::text, currency, created_at, note, payload::text, ref::text "
+           "FROM {t} ORDER BY id")
 
 
 def make_orders(url: str, n: int = 5000) -> None:

@@ -18,7 +18,7 @@ from engine.config import load_config
 from engine.errors import SourceError
 from engine.pipeline import run_job
 from tests.conftest import ROOT, pg_exec, pg_rows, run_cli
-from tests.reliability.harness import CuttingProxy, TABLE_FILL, assert_exact_copy, items_job, make_items
+from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, items_job, make_items
 
 KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
                "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
