@@ -39,7 +39,7 @@ class SourceSection(_Section):
     query: str | None = Field(None, description="A SELECT to copy instead of a table")
     partition_on: str | None = Field(None, description="Integer column to split on; default: integer PK")
     partitions: int | None = Field(None, ge=1, le=100_000, description="Partition count (overrides rows_per_partition)")
-    rows_per_partition: int = Field(250_000, ge=1, description="Target rows per partition")
+    rows_per_partition: int = Field(50_000, ge=1, description="Target rows per partition (bounds memory)")
     bounds: tuple[int, int] | None = Field(None, description="Explicit [min, max] of partition_on")
 
     @model_validator(mode="after")

@@ -32,6 +32,12 @@ def _parse() -> dict[str, tuple[str, int]]:
     return points
 
 
+def reset() -> None:
+    """Forget hit counts (tests that set ENGINE_FAILPOINTS in-process call this)."""
+    with _lock:
+        _counts.clear()
+
+
 def hit(name: str) -> None:
     if "ENGINE_FAILPOINTS" not in os.environ:
         return

@@ -109,36 +109,47 @@ def prepare_target(conn: pg.Connection, plan: Plan, table: TableName, mode: Load
     return LoadTarget(table, write_table, mode, key, columns)
 
 
-def conform(frame: pl.DataFrame, target: LoadTarget) -> pa.RecordBatch:
-    """The batch with exactly the target's column types, in the target's column order."""
-    schema = target.arrow_schema()
-    table = frame.to_arrow()
+_STRINGS = (pa.string(), pa.large_string())
+_BINARIES = (pa.binary(), pa.large_binary())
+
+
+def conform(data: pa.RecordBatch | pa.Table, target: LoadTarget) -> pa.RecordBatch:
+    """The batch with the target's column types, in the target's column order.
+
+    String and binary columns keep whichever offset width they arrived with (copying them is the most
+    expensive thing a cast could do); everything else is cast exactly to what binary COPY needs.
+    """
     arrays = []
-    for field in schema:
-        column = table.column(field.name)
-        arrays.append(_cast(column, field.type, field.name, frame))
-    return pa.RecordBatch.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
-                                      schema=schema)
+    for field in target.arrow_schema():
+        column = data.column(field.name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        arrays.append(_cast(column, field.type, field.name))
+    names = [n for n, _ in target.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _cast(column: pa.ChunkedArray, wanted: pa.DataType, name: str, frame: pl.DataFrame) -> pa.Array:
-    if column.type == wanted:
+def _cast(column: pa.Array, wanted: pa.DataType, name: str) -> pa.Array:
+    have = column.type
+    if have == wanted or (wanted in _STRINGS and have in _STRINGS) or (wanted in _BINARIES and have in _BINARIES):
         return column
+    if pa.types.is_string_view(have) or pa.types.is_binary_view(have):
+        return _cast(column.cast(pa.large_string() if pa.types.is_string_view(have) else pa.large_binary()),
+                     wanted, name)
     if isinstance(wanted, pa.UuidType):
-        if pa.types.is_fixed_size_binary(column.type):
+        if pa.types.is_fixed_size_binary(have):
             storage = column.cast(pa.binary(16))
         else:
-            hexed = frame.get_column(name).cast(pl.String).str.replace_all("-", "").str.decode("hex")
+            hexed = pl.Series(column).cast(pl.String).str.replace_all("-", "").str.decode("hex")
             storage = hexed.to_arrow().cast(pa.binary(16))
-        storage = storage.combine_chunks() if isinstance(storage, pa.ChunkedArray) else storage
         return pa.ExtensionArray.from_storage(wanted, storage)
     if isinstance(wanted, pa.JsonType):
-        storage = column.cast(pa.large_string()).combine_chunks()
-        return pa.ExtensionArray.from_storage(wanted, storage)
+        storage = column if have in _STRINGS else column.cast(pa.large_string())
+        return pa.ExtensionArray.from_storage(pa.json_(storage.type), storage)
     try:
         return column.cast(wanted)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise TargetError(f"column {name!r}: cannot convert {column.type} to the target's type ({exc})") from None
+        raise TargetError(f"column {name!r}: cannot convert {have} to the target's type ({exc})") from None
 
 
 def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:

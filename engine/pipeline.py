@@ -23,7 +23,7 @@ from engine.load import LoadTarget, prepare_target, swap_in
 from engine.plan import Plan, make_plan
 from engine.report import RunReport
 from engine.snapshot import source_snapshot
-from engine.task import PartitionResult, PartitionTask, run_partition
+from engine.task import PartitionResult, PartitionTask, close_worker_connections, run_partition
 from engine.verify import verify_run
 
 Progress = Callable[[str], None]
@@ -124,30 +124,37 @@ class Run:
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
+        try:
+            with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="partition") as pool:
+                self._schedule(pool, tasks, report, failures)
+        finally:
+            close_worker_connections()
+
+    def _schedule(self, pool: ThreadPoolExecutor, tasks: list[PartitionTask], report: RunReport,
+                  failures: Counter[tuple[str, str]]) -> None:
         budget = self.config.validate_.max_error_rate
         pending: set[Future[PartitionResult]] = set()
         queue_ = list(reversed(tasks))
         error: BaseException | None = None
-        with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="partition") as pool:
-            while queue_ or pending:
-                while queue_ and len(pending) < self.config.pipeline.workers and error is None:
-                    pending.add(pool.submit(run_partition, queue_.pop(), self.say))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    try:
-                        result = future.result()
-                    except BaseException as exc:
-                        error = error or exc
-                        continue
-                    self._account(result, report, failures, len(tasks))
-                    if report.rows_read and report.rows_quarantined / report.rows_read > budget and error is None:
-                        report.add_failures(failures)
-                        error = ErrorBudgetExceeded(
-                            f"{report.rows_quarantined:,} of {report.rows_read:,} rows failed validation "
-                            f"({report.rows_quarantined / report.rows_read:.2%} > max_error_rate {budget:.2%}); "
-                            "finished partitions are kept; fix the data or the rules, then rerun to resume")
+        while queue_ or pending:
+            while queue_ and len(pending) < self.config.pipeline.workers and error is None:
+                pending.add(pool.submit(run_partition, queue_.pop(), self.say))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    result = future.result()
+                except BaseException as exc:
+                    error = error or exc
+                    continue
+                self._account(result, report, failures, len(tasks))
+                if report.rows_read and report.rows_quarantined / report.rows_read > budget and error is None:
+                    report.add_failures(failures)
+                    error = ErrorBudgetExceeded(
+                        f"{report.rows_quarantined:,} of {report.rows_read:,} rows failed validation "
+                        f"({report.rows_quarantined / report.rows_read:.2%} > max_error_rate {budget:.2%}); "
+                        "finished partitions are kept; fix the data or the rules, then rerun to resume")
         if error is not None:
             raise error
 

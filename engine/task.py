@@ -8,6 +8,7 @@ Running a task twice is safe: its rows and its checkpoint commit together or not
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -29,7 +30,7 @@ from engine.extract import read_partition
 from engine.load import LoadTarget, conform, write_batches
 from engine.plan import Partition, Plan
 from engine.transform import Transform, build_transform
-from engine.urls import parse_url
+from engine.urls import DatabaseUrl, parse_url
 from engine.validate import ROW_INDEX, load_schema, split_rows
 
 _END = object()
@@ -169,9 +170,16 @@ def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Par
              rejected: list[pa.Table]) -> Iterator[pa.RecordBatch]:
     transform = _compiled_transform(task.transform, task.rules_dir)
     schema = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
+    passthrough = schema is None and task.transform == TransformSection()
     for number, batch in enumerate(batches):
         failpoints.hit("transform.batch")
         start = time.perf_counter()
+        if passthrough:  # nothing to transform or check: Arrow straight to the loader
+            result.rows_read += batch.num_rows
+            out = conform(batch, task.target)
+            result.phases["transform"] += time.perf_counter() - start
+            yield from _stage(task, out, number)
+            continue
         original = pl.from_arrow(batch)
         assert isinstance(original, pl.DataFrame)
         result.rows_read += original.height
@@ -185,16 +193,21 @@ def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Par
             rejected.append(quarantine_rows(task, original, verdict.bad_rows))
             result.rows_quarantined += verdict.bad_rows.height
             result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
-        out = conform(verdict.good, task.target)
+        out = conform(verdict.good.to_arrow(), task.target)
         done = time.perf_counter()
         result.phases["transform"] += mid - start
         result.phases["validate"] += done - mid
-        if task.stage_batches:
-            folder = Path(task.staging_dir) / "batches"
-            folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_batches([out]), folder / f"part-{task.partition.id:05d}-{number:05d}.parquet")
-        if out.num_rows:
-            yield out
+        yield from _stage(task, out, number)
+
+
+def _stage(task: PartitionTask, out: pa.RecordBatch, number: int) -> Iterator[pa.RecordBatch]:
+    """Optionally keep a copy of the batch as Parquet (for DuckDB), then pass it on."""
+    if task.stage_batches:
+        folder = Path(task.staging_dir) / "batches"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_batches([out]), folder / f"part-{task.partition.id:05d}-{number:05d}.parquet")
+    if out.num_rows:
+        yield out
 
 
 def _attempt(task: PartitionTask, result: PartitionResult) -> None:
@@ -208,14 +221,16 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
     reader = _Stage("extract", _timed(read_partition(task.plan, task.partition, source, task.batch_rows,
                                                      task.snapshot), result, "extract"), raw, stop)
     worker = _Stage("transform", _process(task, _drain(raw, reader, [0.0]), result, rejected), ready, stop)
-    conn = pg.connect(target)
+    conn = _worker_connection(target)
     try:
         reader.start()
         worker.start()
         load_start = time.perf_counter()
         upstream_errors: list[BaseException] = []
         batches = _remember_error(_drain(ready, worker, waited), upstream_errors)
-        stream = pa.RecordBatchReader.from_batches(task.target.arrow_schema(), batches)
+        first = next(batches, None)  # the stream's schema is the batches' own (string offsets vary by path)
+        schema = first.schema if first is not None else task.target.arrow_schema()
+        stream = pa.RecordBatchReader.from_batches(schema, itertools.chain([first] if first else [], batches))
         try:
             loaded = write_batches(conn, task.target, stream)
         except Exception:
@@ -241,15 +256,53 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         result.phases["commit"] += time.perf_counter() - commit_start
     except BaseException:
         stop.set()
-        try:
-            conn.rollback()
-        except Exception:
-            pass
+        _drop_worker_connection(conn)  # after an error the session may be broken: never reuse it
         raise
     finally:
         stop.set()
         for thread in (reader, worker):
             thread.join(timeout=30)
+
+
+_local = threading.local()
+_opened: set[pg.Connection] = set()
+_opened_lock = threading.Lock()
+
+
+def _worker_connection(url: DatabaseUrl) -> pg.Connection:
+    """One target connection per worker thread, reused across its partitions (saves a connect each)."""
+    cached = getattr(_local, "conn", None)
+    with _opened_lock:
+        alive = cached in _opened
+    if cached is not None and alive and getattr(_local, "url", None) == url.raw:
+        return cached
+    if cached is not None:
+        _drop_worker_connection(cached)
+    conn = pg.connect(url)
+    _local.conn, _local.url = conn, url.raw
+    with _opened_lock:
+        _opened.add(conn)
+    return conn
+
+
+def _drop_worker_connection(conn: pg.Connection) -> None:
+    if getattr(_local, "conn", None) is conn:
+        _local.conn = None
+    with _opened_lock:
+        _opened.discard(conn)
+    try:
+        conn.rollback()
+        conn.close()
+    except Exception:
+        pass
+
+
+def close_worker_connections() -> None:
+    """Close every cached worker connection (a run calls this once its partitions are done)."""
+    with _opened_lock:
+        conns = list(_opened)
+        _opened.clear()
+    for conn in conns:
         try:
             conn.close()
         except Exception:

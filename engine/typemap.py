@@ -40,6 +40,11 @@ def _numeric(precision: int | None, scale: int | None) -> tuple[str, str, bool]:
     return "string", pg, True
 
 
+def _driver_exact(precision: int | None, scale: int | None) -> bool:
+    """ConnectorX reads DECIMAL as decimal128(38,10): exact when the column's scale and integer digits fit."""
+    return precision is not None and scale is not None and scale <= 10 and precision - scale <= 28
+
+
 _PG_PASSTHROUGH = {
     "smallint": "int16",
     "integer": "int32",
@@ -68,7 +73,7 @@ def pg_source_column(name: str, format_type: str, is_enum: bool = False) -> Colu
         precision = int(m.group(1)) if m.group(1) else None
         scale = int(m.group(2)) if m.group(2) else (0 if precision is not None else None)
         flight, pg, via_text = _numeric(precision, scale)
-        return ColumnSpec(name, format_type, f"{q}::text", flight, pg, via_text)
+        return ColumnSpec(name, format_type, q if _driver_exact(precision, scale) else f"{q}::text", flight, pg, via_text)
     if base in ("character varying", "character"):
         return ColumnSpec(name, format_type, q, "string", format_type)
     if format_type in _PG_PASSTHROUGH:
@@ -101,6 +106,7 @@ def mysql_source_column(name: str, column_type: str) -> ColumnSpec:
     m = re.fullmatch(r"(?:decimal|numeric)\((\d+)(?:,(\d+))?\).*", t)
     if m:
         flight, pg, via_text = _numeric(int(m.group(1)), int(m.group(2) or 0))
+        # as text: ConnectorX's MySQL decimal reader fails on some scales ("decimal scale is not equal")
         return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", flight, pg, via_text)
     simple = {"float": ("float32", "real"), "double": ("float64", "double precision"), "date": ("date32", "date"),
               "datetime": ("timestamp[us]", "timestamp"), "timestamp": ("timestamp[us,UTC]", "timestamptz"),

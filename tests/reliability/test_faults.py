@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import failpoints
 from engine.config import load_config
 from engine.errors import SourceError
 from engine.pipeline import run_job
@@ -53,8 +54,11 @@ def test_kill_9_at_a_random_moment_then_rerun_is_exact(pg_source: str, pg_db: st
     assert_exact_copy(pg_source, pg_db)
 
 
-def test_backends_terminated_mid_load_are_retried(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+def test_backends_terminated_mid_load_are_retried(pg_source: str, pg_db: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     make_items(pg_source, 20000)
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "transform.batch=sleep@4")  # a 2nd batch: holds a COPY open
+    failpoints.reset()
     job = items_job(tmp_path, "terminate", pg_source, pg_db, partitions=10, workers=1,
                     extra='retries = 5')
     stop = threading.Event()
