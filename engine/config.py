@@ -86,7 +86,8 @@ class PipelineSection(_Section):
     staging_dir: str = Field(".engine/staging", description="Where rejected (and staged) batches go")
     stage_batches: bool = Field(False, description="Also write every loaded batch as Parquet")
     checkpoints: bool = Field(True, description="Record a checkpoint per partition (resume needs it)")
-    verify: Literal["count", "none"] = "count"
+    verify: Literal["count", "content", "none"] = Field(
+        "count", description="count: per-partition counts; content: also compare every row before commit")
     retries: int = Field(3, ge=0, le=20, description="Attempts after the first on transient errors")
 
 

@@ -24,7 +24,7 @@ from engine.plan import Plan, make_plan
 from engine.report import RunReport
 from engine.snapshot import source_snapshot
 from engine.task import PartitionResult, PartitionTask, close_worker_connections, run_partition
-from engine.verify import verify_run
+from engine.verify import target_key, verify_run
 
 Progress = Callable[[str], None]
 
@@ -120,7 +120,8 @@ class Run:
             source_url=c.source_url.absolute, target_url=c.target_url.raw, target=target, transform=c.transform,
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
-            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot)
+            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
+            verify_content=c.pipeline.verify == "content")
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -219,6 +220,11 @@ class Run:
     def _run_partitions(self, conn: pg.Connection, plan: Plan, run_id: str, resumed: bool, staging: Path,
                         report: RunReport, snapshot: str | None) -> None:
         config = self.config
+        if config.pipeline.verify == "content" and target_key(plan) is None:
+            raise ConfigError(str(config.path), [
+                "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
+                "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
+                "use verify = \"count\""])
         target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                 config.target.create, resumed)
         done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}

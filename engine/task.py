@@ -32,6 +32,7 @@ from engine.plan import Partition, Plan
 from engine.transform import Transform, build_transform
 from engine.urls import DatabaseUrl, parse_url
 from engine.validate import ROW_INDEX, load_schema, split_rows
+from engine.verify import check_partition_content, row_fingerprints, target_key
 
 _END = object()
 
@@ -55,6 +56,7 @@ class PartitionTask:
     stage_batches: bool
     retries: int
     snapshot: str | None = None
+    verify_content: bool = False
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"
@@ -167,7 +169,7 @@ def quarantine_rows(task: PartitionTask, original: pl.DataFrame, bad: pl.DataFra
 
 
 def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: PartitionResult,
-             rejected: list[pa.Table]) -> Iterator[pa.RecordBatch]:
+             rejected: list[pa.Table], sent: list[pl.DataFrame]) -> Iterator[pa.RecordBatch]:
     transform = _compiled_transform(task.transform, task.rules_dir)
     schema = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
     passthrough = schema is None and task.transform == TransformSection()
@@ -178,7 +180,7 @@ def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Par
             result.rows_read += batch.num_rows
             out = conform(batch, task.target)
             result.phases["transform"] += time.perf_counter() - start
-            yield from _stage(task, out, number)
+            yield from _stage(task, out, number, sent)
             continue
         original = pl.from_arrow(batch)
         assert isinstance(original, pl.DataFrame)
@@ -197,11 +199,14 @@ def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Par
         done = time.perf_counter()
         result.phases["transform"] += mid - start
         result.phases["validate"] += done - mid
-        yield from _stage(task, out, number)
+        yield from _stage(task, out, number, sent)
 
 
-def _stage(task: PartitionTask, out: pa.RecordBatch, number: int) -> Iterator[pa.RecordBatch]:
-    """Optionally keep a copy of the batch as Parquet (for DuckDB), then pass it on."""
+def _stage(task: PartitionTask, out: pa.RecordBatch, number: int, sent: list[pl.DataFrame]
+           ) -> Iterator[pa.RecordBatch]:
+    """Optionally keep a copy of the batch as Parquet (for DuckDB) and its row hashes, then pass it on."""
+    if task.verify_content and out.num_rows:
+        sent.append(row_fingerprints(out, target_key(task.plan) or ""))
     if task.stage_batches:
         folder = Path(task.staging_dir) / "batches"
         folder.mkdir(parents=True, exist_ok=True)
@@ -217,10 +222,11 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
     raw: queue.Queue[Any] = queue.Queue(maxsize=task.queue_depth)
     ready: queue.Queue[Any] = queue.Queue(maxsize=task.queue_depth)
     rejected: list[pa.Table] = []
+    sent: list[pl.DataFrame] = []
     waited = [0.0]
     reader = _Stage("extract", _timed(read_partition(task.plan, task.partition, source, task.batch_rows,
                                                      task.snapshot), result, "extract"), raw, stop)
-    worker = _Stage("transform", _process(task, _drain(raw, reader, [0.0]), result, rejected), ready, stop)
+    worker = _Stage("transform", _process(task, _drain(raw, reader, [0.0]), result, rejected, sent), ready, stop)
     conn = _worker_connection(target)
     try:
         reader.start()
@@ -250,6 +256,8 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         if task.checkpoints:
             checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
                                         result.rows_read, loaded, result.rows_quarantined, result.seconds)
+        if task.verify_content:
+            check_partition_content(conn, task.target, task.plan, task.partition, sent)
         failpoints.hit("load.before_commit")
         conn.commit()
         failpoints.hit("load.after_commit")

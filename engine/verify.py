@@ -6,14 +6,19 @@ For replace mode the new table's row count must equal the rows loaded. Any diffe
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
 
 from engine import pg
 from engine.catalog import source_rows
 from engine.config import JobConfig
 from engine.errors import VerificationError
-from engine.load import LoadTarget, count_rows
-from engine.plan import Plan
+from engine.load import LoadTarget, conform, count_rows
+from engine.plan import Partition, Plan
+from engine.sql import quote_ident
 
 if TYPE_CHECKING:
     from engine.checkpoint import Checkpoint
@@ -24,6 +29,7 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
                finished: dict[int, Checkpoint] | None, report: RunReport) -> str:
     if config.pipeline.verify == "none":
         return "skipped (pipeline.verify = none)"
+    content = " and every row's content matched before commit" if config.pipeline.verify == "content" else ""
     url = config.source_url
     problems: list[str] = []
     if finished is None:  # no checkpoints: check this invocation's totals
@@ -52,4 +58,55 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
     if problems:
         raise VerificationError("verification failed:\n  " + "\n  ".join(problems))
     return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + (
-        "; new table row count matches" if target.mode == "replace" else "")
+        "; new table row count matches" if target.mode == "replace" else "") + content
+
+
+# Content verification (pipeline.verify = "content"): before a partition commits, its rows are read back from
+# the target inside the same transaction and compared row by row with what was sent, by a hash of each row.
+# A difference rolls the partition back and fails the job with the first differing keys.
+
+def target_key(plan: Plan) -> str | None:
+    """The target column holding the partition key unchanged, if any (content checks select by it)."""
+    return next((c.name for c in plan.target_columns if plan.key and c.source == plan.key), None)
+
+
+def _canonical(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+    """Hashable form: JSON re-serialised with sorted keys (jsonb reorders and re-spaces), uuids as bytes."""
+    columns = {}
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if isinstance(field.type, pa.JsonType):
+            texts = column.storage.to_pylist()
+            columns[field.name] = pl.Series([None if t is None else json.dumps(json.loads(t), sort_keys=True)
+                                             for t in texts], dtype=pl.String)
+        elif isinstance(field.type, pa.ExtensionType):
+            columns[field.name] = pl.Series(column.storage)
+        else:
+            columns[field.name] = pl.Series(column)
+    return pl.DataFrame(columns)
+
+
+def row_fingerprints(batch: pa.RecordBatch, key: str) -> pl.DataFrame:
+    frame = _canonical(batch)
+    return pl.DataFrame({"key": frame[key].cast(pl.String), "hash": frame.hash_rows()})
+
+
+def check_partition_content(conn: pg.Connection, target: LoadTarget, plan: Plan, partition: Partition,
+                            sent: list[pl.DataFrame]) -> None:
+    """Compare the partition's rows now in the target with the rows sent; raise on any difference."""
+    key = target_key(plan)
+    assert key is not None, "content verification needs the partition key in the target"
+    names = ", ".join(quote_ident(n) for n, _ in target.columns)
+    sql = f"SELECT {names} FROM {target.write_table.quoted()}{partition.where(quote_ident(key))}"
+    stored = conform(pg.fetch_arrow(conn, sql), target)
+    here = row_fingerprints(stored, key)
+    there = pl.concat(sent) if sent else here.clear()
+    missing = there.join(here, on=["key", "hash"], how="anti")
+    unexpected = here.join(there, on=["key", "hash"], how="anti")
+    if missing.height or unexpected.height or here.height != there.height:
+        keys = sorted(set(missing["key"].to_list()) | set(unexpected["key"].to_list()))[:5]
+        raise VerificationError(
+            f"content check failed for partition {partition.id} {partition.label()}: {here.height:,} rows in the "
+            f"target vs {there.height:,} sent; first differing keys: {', '.join(map(str, keys)) or '(duplicates)'}; "
+            "the partition was rolled back")

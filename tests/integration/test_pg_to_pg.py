@@ -169,3 +169,27 @@ def test_null_keys_empty_and_one_row_tables(pg_source: str, pg_db: str, tmp_path
         compare = f"SELECT * FROM public.{table} ORDER BY 1, 2"
         assert pg_rows(pg_db, compare) == pg_rows(pg_source, compare), table
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.nk WHERE k IS NULL") == [(100,)]
+
+
+def test_content_verification_passes_on_an_exact_copy(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_orders(pg_source, 3000)
+    job = write_job(tmp_path, job_toml("content_ok", pg_source, "public.orders", pg_db, "public.orders", mode="replace",
+                                       extra_source="partitions = 3", extra='verify = "content"'))
+    report = run_job(load_config(job))
+    assert "every row's content matched" in report.verification
+    assert pg_rows(pg_db, COMPARE.format(t="public.orders")) == pg_rows(pg_source, COMPARE.format(t="public.orders"))
+
+
+def test_content_verification_catches_a_row_changed_on_the_way_in(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    make_orders(pg_source, 3000)
+    pg_exec(pg_db, "CREATE TABLE public.orders (id bigint PRIMARY KEY, customer_id integer, status varchar(20), "
+                   "amount numeric(12,2), currency char(3), created_at timestamptz, note text, payload jsonb, ref uuid)",
+            """CREATE FUNCTION public.meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN IF NEW.id = 1234 THEN NEW.amount := NEW.amount + 0.01; END IF; RETURN NEW; END $$""",
+            "CREATE TRIGGER meddle BEFORE INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION public.meddle()")
+    job = write_job(tmp_path, job_toml("content_bad", pg_source, "public.orders", pg_db, "public.orders",
+                                       extra_source="partitions = 3", extra='verify = "content"\nworkers = 1'))
+    result = run_cli("run", str(job))
+    assert result.returncode == 66, result.stderr
+    assert "first differing keys: 1234" in result.stderr and "rolled back" in result.stderr
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.orders WHERE id BETWEEN 1001 AND 2000") == [(0,)]
