@@ -37,21 +37,23 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+def _fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
+    name = _unique(prefix)
+    create_database(server.url, name)
+    yield server.database_url(name)
+    drop_database(server.url, name)
+
+
 @pytest.fixture
 def pg_db(pg_server: PostgresServer) -> Iterator[str]:
-    """A fresh PostgreSQL database; yields its URL."""
-    name = _unique("engine_t")
-    create_database(pg_server.url, name)
-    yield pg_server.database_url(name)
-    drop_database(pg_server.url, name)
+    """A fresh PostgreSQL database (the usual target); yields its URL."""
+    yield from _fresh_database(pg_server, "engine_t")
 
 
 @pytest.fixture
 def pg_source(pg_server: PostgresServer) -> Iterator[str]:
-    name = _unique("engine_src")
-    create_database(pg_server.url, name)
-    yield pg_server.database_url(name)
-    drop_database(pg_server.url, name)
+    """Another fresh PostgreSQL database (the usual source)."""
+    yield from _fresh_database(pg_server, "engine_src")
 
 
 def pg_exec(url: str, *statements: str, params: Any = None) -> None:
