@@ -54,7 +54,8 @@ def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_row
     if url.sqlite_path is not None and not url.sqlite_path.is_file():
         raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
     try:
-        reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows, **kwargs)
+        reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows,  # type: ignore[call-overload]
+                             **kwargs)
         for batch in reader:
             failpoints.hit("extract.batch")
             if batch.num_rows:

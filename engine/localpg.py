@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def start_private(bin_dir: Path | None = None) -> PostgresServer:
     return PostgresServer(url, True, data, bin_dir, user)
 
 
-def ensure_postgres(say: callable = print) -> PostgresServer:  # type: ignore[valid-type]
+def ensure_postgres(say: Callable[[str], None] = print) -> PostgresServer:
     env = os.environ.get("DATABASE_URL")
     if env and reachable(env):
         say(f"using PostgreSQL at {redact(env)} (DATABASE_URL)")

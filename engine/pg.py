@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as pgdbapi
@@ -18,7 +18,7 @@ import pyarrow as pa
 from engine.errors import EngineError, TargetError, TransientError
 from engine.urls import DatabaseUrl, redact
 
-Connection = pgdbapi.Connection
+Connection: TypeAlias = Any  # adbc_driver_manager.dbapi.Connection; the driver ships no type hints
 T = TypeVar("T")
 
 # SQLSTATE classes and codes worth retrying: connection exceptions, shutdown, serialization, deadlock.

@@ -206,7 +206,7 @@ class Run:
                 report.status = "failed"
                 report.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
                 self._record_failure(run_id, report)
-                exc.report = report  # type: ignore[union-attr]
+                setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
             raise
         finally:
             report.wall_seconds = round(time.perf_counter() - started, 3)
