@@ -125,3 +125,9 @@ def write_quarantine(conn: pg.Connection, rows: pa.Table) -> int:
 def quarantine_count(conn: pg.Connection, job: str, run_id: str) -> int:
     return int(pg.fetch_all(conn, "SELECT COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2",
                             (job, run_id))[0][0])
+
+
+def top_failures(conn: pg.Connection, job: str, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    rows = pg.fetch_all(conn, """SELECT checks, columns, COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2
+                                 GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""", (job, run_id, limit))
+    return [{"check": r[0], "column": r[1], "rows": int(r[2])} for r in rows]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
+import resource
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-
-import psutil
 
 from engine import checkpoint, failpoints, pg
 from engine.catalog import describe_source
@@ -29,32 +27,12 @@ from engine.verify import target_key, verify_run
 Progress = Callable[[str], None]
 
 
-class MemoryWatch(threading.Thread):
-    """Samples the resident memory of this process and its children; keeps the peak."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._stop_event = interval, 0, threading.Event()
-
-    def sample(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        self.peak = max(self.peak, total)
-        return total
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> float:
-        self._stop_event.set()
-        self.sample()
-        return self.peak / 2**20
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and of waited-for children), as the kernel tracked it: free to
+    read, unlike sampling /proc, which cost measurable CPU on long runs."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # Linux reports KiB
 
 
 def fingerprint(config: JobConfig) -> str:
@@ -78,6 +56,14 @@ def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
                           "loaded. Rerun with --fresh to start over with the new columns")
 
 
+def budget_error(read: int, quarantined: int, budget: float) -> ErrorBudgetExceeded | None:
+    if not read or quarantined / read <= budget:
+        return None
+    return ErrorBudgetExceeded(
+        f"{quarantined:,} of {read:,} rows failed validation ({quarantined / read:.2%} > max_error_rate {budget:.2%}); "
+        "finished partitions are kept; fix the rules and rerun with --fresh, or raise the budget and rerun")
+
+
 def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -86,6 +72,7 @@ class Run:
     def __init__(self, config: JobConfig, fresh: bool, progress: Progress) -> None:
         self.config, self.fresh, self.say = config, fresh, progress
         self.target_url = config.target_url
+        self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
         """Resume the job's unfinished run (same frozen plan), or plan a new one."""
@@ -134,7 +121,7 @@ class Run:
     def _schedule(self, pool: ThreadPoolExecutor, tasks: list[PartitionTask], report: RunReport,
                   failures: Counter[tuple[str, str]]) -> None:
         budget = self.config.validate_.max_error_rate
-        pending: set[Future[PartitionResult]] = set()
+        pending = set[Future[PartitionResult]]()
         queue_ = list(reversed(tasks))
         error: BaseException | None = None
         while queue_ or pending:
@@ -150,12 +137,10 @@ class Run:
                     error = error or exc
                     continue
                 self._account(result, report, failures, len(tasks))
-                if report.rows_read and report.rows_quarantined / report.rows_read > budget and error is None:
+                over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget)
+                if over is not None and error is None:
                     report.add_failures(failures)
-                    error = ErrorBudgetExceeded(
-                        f"{report.rows_quarantined:,} of {report.rows_read:,} rows failed validation "
-                        f"({report.rows_quarantined / report.rows_read:.2%} > max_error_rate {budget:.2%}); "
-                        "finished partitions are kept; fix the data or the rules, then rerun to resume")
+                    error = over
         if error is not None:
             raise error
 
@@ -176,8 +161,6 @@ class Run:
     def run(self) -> RunReport:
         config = self.config
         started = time.perf_counter()
-        memory = MemoryWatch()
-        memory.start()
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
         retries = config.pipeline.retries
@@ -210,7 +193,7 @@ class Run:
             raise
         finally:
             report.wall_seconds = round(time.perf_counter() - started, 3)
-            report.peak_rss_mb = round(memory.stop(), 1)
+            report.peak_rss_mb = round(peak_rss_mb(), 1)
             for c in (conn, lock_conn):
                 try:
                     c.close()
@@ -230,6 +213,7 @@ class Run:
         done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
         conn.commit()
         report.partitions_skipped = len(done)
+        self.prior = (sum(c.rows_read for c in done.values()), sum(c.rows_quarantined for c in done.values()))
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
         tasks = [self.task(run_id, plan, target, i, staging, snapshot)
@@ -244,6 +228,12 @@ class Run:
         """Verify, swap (replace mode) and mark the run done: one transaction, safe to retry."""
         with pg.connection(self.target_url) as conn:
             finished = checkpoint.done_partitions(conn, run_id) if self.config.pipeline.checkpoints else None
+            if finished is not None:  # the budget holds for the whole run, resumed or not
+                read, bad = sum(c.rows_read for c in finished.values()), sum(c.rows_quarantined for c in finished.values())
+                over = budget_error(read, bad, self.config.validate_.max_error_rate)
+                if over is not None:
+                    report.top_failures = checkpoint.top_failures(conn, self.config.job.name, run_id)
+                    raise over
             conn.commit()
             failpoints.hit("run.before_verify")
             report.verification = verify_run(self.config, plan, conn, target, finished, report)

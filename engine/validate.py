@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandera.polars as pa
 import polars as pl
-from pandera.errors import SchemaError, SchemaErrors
 
 from engine.errors import ConfigError, EngineError
 from engine.rules import load_rule
+
+if TYPE_CHECKING:  # pandera costs a quarter second to import: only jobs that validate pay it
+    import pandera.polars as pa
 
 ROW_INDEX = "__engine_row"
 
@@ -32,6 +34,8 @@ class Verdict:
 
 
 def load_schema(rules_dir: Path, ref: str) -> pa.DataFrameSchema:
+    import pandera.polars as pa
+
     rule = load_rule(rules_dir, ref, "validate.schema")
     if isinstance(rule, type) and issubclass(rule, pa.DataFrameModel):
         return rule.to_schema()
@@ -50,6 +54,9 @@ def split_rows(frame: pl.DataFrame, schema: pa.DataFrameSchema | None) -> Verdic
     """Run every check; return the passing rows and, for failing rows, their position and reasons."""
     if schema is None:
         return Verdict(frame, _EMPTY_BAD, _EMPTY_FAILURES)
+    from pandera.errors import SchemaError, SchemaErrors
+
+    cases: Any
     try:
         schema.validate(frame, lazy=True)
         return Verdict(frame, _EMPTY_BAD, _EMPTY_FAILURES)

@@ -153,8 +153,8 @@ def test_bad_rows_are_quarantined_with_reasons_and_budget_enforced(pg_source: st
     with pytest.raises(ErrorBudgetExceeded) as failure:
         run_job(load_config(strict))
     assert "max_error_rate" in str(failure.value)
-    result = run_cli("run", str(strict))
-    assert result.returncode == 65 and "top failing checks" in result.stdout
+    result = run_cli("run", str(strict))  # resuming does not launder the budget: it holds for the whole run
+    assert result.returncode == 65 and "top failing checks" in result.stdout, result.stdout + result.stderr
 
 
 def test_null_keys_empty_and_one_row_tables(pg_source: str, pg_db: str, tmp_path: Path) -> None:
@@ -193,3 +193,17 @@ def test_content_verification_catches_a_row_changed_on_the_way_in(pg_source: str
     assert result.returncode == 66, result.stderr
     assert "first differing keys: 1234" in result.stderr and "rolled back" in result.stderr
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.orders WHERE id BETWEEN 1001 AND 2000") == [(0,)]
+
+
+def test_budget_holds_for_the_whole_run_even_when_every_partition_committed(pg_source: str, pg_db: str,
+                                                                           tmp_path: Path) -> None:
+    pg_exec(pg_source, """CREATE TABLE public.orders AS SELECT g AS id, 1 AS customer_id, 'paid' AS status,
+        (CASE WHEN g % 5 = 0 THEN -1 ELSE 1 END)::numeric(12,2) AS amount, 'EUR' AS currency,
+        'a@b.com' AS email, NULL::text AS note FROM generate_series(1, 500) g""")
+    body = job_toml("budget_all", pg_source, "public.orders", pg_db, "public.orders")
+    job = write_job(tmp_path, body + '\n[validate]\nschema = "orders.schema:Orders"\nmax_error_rate = 0.1\n')
+    first = run_cli("run", str(job))
+    assert first.returncode == 65 and "100 of 500 rows failed validation" in first.stderr
+    again = run_cli("run", str(job))
+    assert again.returncode == 65, again.stdout + again.stderr
+    assert "amount" in again.stdout and "top failing checks" in again.stdout
