@@ -31,7 +31,7 @@ from engine.load import LoadTarget, conform, write_batches
 from engine.plan import Partition, Plan
 from engine.transform import Transform, build_transform
 from engine.urls import DatabaseUrl, parse_url
-from engine.validate import ROW_INDEX, load_schema, split_rows
+from engine.validate import ROW_INDEX, Rules, Verdict, load_schema, split_rows
 from engine.verify import check_partition_content, row_fingerprints, target_key
 
 _END = object()
@@ -86,7 +86,7 @@ def _compiled_transform(section: TransformSection, rules_dir: str) -> Transform:
 
 
 @lru_cache(maxsize=16)
-def _compiled_schema(rules_dir: str, ref: str) -> Any:
+def _compiled_schema(rules_dir: str, ref: str) -> Rules:
     return load_schema(Path(rules_dir), ref)
 
 
@@ -171,35 +171,59 @@ def quarantine_rows(task: PartitionTask, original: pl.DataFrame, bad: pl.DataFra
 def _process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: PartitionResult,
              rejected: list[pa.Table], sent: list[pl.DataFrame]) -> Iterator[pa.RecordBatch]:
     transform = _compiled_transform(task.transform, task.rules_dir)
-    schema = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
-    passthrough = schema is None and task.transform == TransformSection()
+    rules = _compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
+    untransformed = task.transform == TransformSection()
     for number, batch in enumerate(batches):
         failpoints.hit("transform.batch")
         start = time.perf_counter()
-        if passthrough:  # nothing to transform or check: Arrow straight to the loader
-            result.rows_read += batch.num_rows
-            out = conform(batch, task.target)
-            result.phases["transform"] += time.perf_counter() - start
-            yield from _stage(task, out, number, sent)
-            continue
-        original = pl.from_arrow(batch)
-        assert isinstance(original, pl.DataFrame)
-        result.rows_read += original.height
-        frame = transform(original.lazy()).collect()
-        if frame.height != original.height:
-            raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
-                              "transforms must keep every row: reject rows with validation rules instead")
-        mid = time.perf_counter()
-        verdict = split_rows(frame, schema)
-        if verdict.bad_rows.height:
-            rejected.append(quarantine_rows(task, original, verdict.bad_rows))
-            result.rows_quarantined += verdict.bad_rows.height
-            result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
-        out = conform(verdict.good.to_arrow(), task.target)
-        done = time.perf_counter()
-        result.phases["transform"] += mid - start
-        result.phases["validate"] += done - mid
+        result.rows_read += batch.num_rows
+        if untransformed:  # rows stay in Arrow; only checked columns visit Polars
+            out = _checked(task, batch, rules, result, rejected)
+            result.phases["validate"] += time.perf_counter() - start
+        else:
+            out = _transformed_and_checked(task, batch, transform, rules, result, rejected)
         yield from _stage(task, out, number, sent)
+
+
+def _checked(task: PartitionTask, batch: pa.RecordBatch, rules: Rules | None, result: PartitionResult,
+             rejected: list[pa.Table]) -> pa.RecordBatch:
+    """Validation without a transform: strings are not copied into Polars and back, rows are filtered in Arrow."""
+    if rules is None:
+        return conform(batch, task.target)
+    checked = [n for n in rules.columns if n in batch.schema.names]
+    frame = pl.from_arrow(batch.select(checked) if len(checked) == len(rules.columns) else batch)
+    assert isinstance(frame, pl.DataFrame)
+    verdict = split_rows(frame, rules)
+    if verdict.keep is None or verdict.bad_rows.height == 0:
+        return conform(batch, task.target)
+    _reject(task, pl.from_arrow(batch), verdict, result, rejected)  # type: ignore[arg-type]
+    return conform(batch.filter(verdict.keep.to_arrow()), task.target)
+
+
+def _transformed_and_checked(task: PartitionTask, batch: pa.RecordBatch, transform: Transform, rules: Rules | None,
+                             result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
+    start = time.perf_counter()
+    original = pl.from_arrow(batch)
+    assert isinstance(original, pl.DataFrame)
+    frame = transform(original.lazy()).collect()
+    if frame.height != original.height:
+        raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
+                          "transforms must keep every row: reject rows with validation rules instead")
+    mid = time.perf_counter()
+    verdict = split_rows(frame, rules)
+    if verdict.bad_rows.height:
+        _reject(task, original, verdict, result, rejected)
+    out = conform(verdict.good.to_arrow(), task.target)
+    result.phases["transform"] += mid - start
+    result.phases["validate"] += time.perf_counter() - mid
+    return out
+
+
+def _reject(task: PartitionTask, original: pl.DataFrame, verdict: Verdict, result: PartitionResult,
+            rejected: list[pa.Table]) -> None:
+    rejected.append(quarantine_rows(task, original, verdict.bad_rows))
+    result.rows_quarantined += verdict.bad_rows.height
+    result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
 
 
 def _stage(task: PartitionTask, out: pa.RecordBatch, number: int, sent: list[pl.DataFrame]
