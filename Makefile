@@ -33,8 +33,14 @@ lint: setup
 	$(VENV)/bin/ruff check engine rules tests perf
 	$(VENV)/bin/mypy engine
 
+# The peers are optional: the perf group brings the Python ones (bytecode compiled, as after a normal install);
+# pgloader comes from apt when it can, else its cases are reported as skipped.
 perf: setup
-	$(VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),)
+	$(UV) sync --frozen --all-groups --compile-bytecode --quiet
+	@command -v pgloader >/dev/null 2>&1 || (apt-get install -y -qq pgloader || (apt-get update -qq && \
+		apt-get install -y -qq pgloader)) >/dev/null 2>&1 || echo "pgloader not installable here: reported as skipped"
+	$(VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
+		$(if $(SCALING),--scaling,) $(PERF_ARGS)
 
 perf-smoke: setup
 	$(VENV)/bin/python -m perf.run --rows 20000 --runs 1 --smoke

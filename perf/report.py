@@ -1,0 +1,124 @@
+"""Results: per-case medians, ratios to the raw COPY limit, the markdown table and the JSON files.
+
+Wall time is the median over runs (robust to one noisy run); peak RSS is the largest peak seen in any run
+(memory limits are about the worst case). MB/s counts the source's row bytes (PostgreSQL `pg_column_size`),
+10^6 bytes to the MB; RSS is in MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["ok", "failed", "skipped"]
+LIMIT_CASE = "copy-limit"
+
+
+@dataclass
+class CaseResult:
+    case: str
+    label: str
+    rows: int  # rows the case stands for (the full table, also when extrapolated from a sample)
+    data_bytes: int
+    group: str = "cases"
+    status: Status = "ok"
+    reason: str | None = None
+    walls: list[float] = field(default_factory=list)
+    peaks_mb: list[float] = field(default_factory=list)
+    extrapolated_from: int | None = None  # sample rows actually moved per run
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the engine's median phase seconds
+
+    def add_run(self, wall_s: float, peak_mb: float) -> None:
+        scale = self.rows / self.extrapolated_from if self.extrapolated_from else 1.0
+        self.walls.append(round(wall_s * scale, 3))
+        self.peaks_mb.append(peak_mb)
+
+    def fail(self, reason: str) -> None:
+        self.status, self.reason = "failed", reason
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.walls) if self.walls and self.status == "ok" else None
+
+    def summary(self, limit_s: float | None) -> dict[str, Any]:
+        median = self.median
+        data = asdict(self)
+        data.update({
+            "runs": len(self.walls),
+            "wall_s_median": round(median, 3) if median else None,
+            "wall_s_all": data.pop("walls"),
+            "rows_per_s": round(self.rows / median) if median else None,
+            "mb_per_s": round(self.data_bytes / 1e6 / median, 1) if median else None,
+            "ratio_to_limit": round(median / limit_s, 2) if median and limit_s else None,
+            "peak_rss_mb": max(self.peaks_mb) if self.peaks_mb else None,
+            "peak_rss_mb_all": data.pop("peaks_mb"),
+        })
+        return data
+
+
+def summarize(results: list[CaseResult]) -> list[dict[str, Any]]:
+    limit = next((r.median for r in results if r.case == LIMIT_CASE), None)
+    return [r.summary(limit) for r in results]
+
+
+def _num(value: float | int | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    lines = [f"### {title}", "",
+             "| case | rows | runs | median wall s | rows/s | MB/s | × COPY limit | peak RSS MB | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['reason']}"
+        if r["status"] == "ok" and r.get("notes"):
+            status += f" ({r['notes']})"
+        if len(set(r.get("extra", {}).get("engine_source", []))) > 1:
+            status += "; **engine code changed between runs**"
+        failed = r.get("extra", {}).get("failed_attempts", [])
+        if r["status"] == "ok" and failed:
+            status += f"; **{len(failed)} failed attempt(s)**, first: {failed[0][:200]}"
+        spread = ""
+        if r["status"] == "ok" and len(r["wall_s_all"]) > 1:
+            spread = f" ({min(r['wall_s_all']):.2f}–{max(r['wall_s_all']):.2f})"
+        cells = [str(r["label"]), status]
+        label, status = (c.replace("|", "\\|").replace("\n", " ") for c in cells)  # keep the table intact
+        lines.append(
+            f"| {label} | {r['rows']:,} | {r['runs']} | {_num(r['wall_s_median'], '.2f')}{spread} | "
+            f"{_num(r['rows_per_s'], ',')} | {_num(r['mb_per_s'], '.1f')} | {_num(r['ratio_to_limit'], '.2f')} | "
+            f"{_num(r['peak_rss_mb'], ',.0f')} | {status} |")
+    busy = {r["case"]: max(r["extra"]["cpu_busy_before_run_pct"]) for r in rows
+            if r.get("extra", {}).get("cpu_busy_before_run_pct")}
+    if busy:
+        noisy = ", ".join(f"{k} {v:.0f}%" for k, v in busy.items() if v >= 25) or "all quiet"
+        lines += ["", f"CPU busy in the second before a run (other work on the machine): "
+                      f"max {max(busy.values()):.0f}% ({noisy})"]
+    phases = [r for r in rows if r.get("extra", {}).get("phase_seconds")]
+    if phases:
+        lines += ["", "Engine phases (median seconds, summed over workers; from the engine's own JSON report):", ""]
+        for r in phases:
+            p = r["extra"]["phase_seconds"]
+            inner = r["extra"].get("engine_wall_s")
+            lines.append(f"- {r['case']}: " + ", ".join(f"{k} {v:.2f}" for k, v in p.items())
+                         + (f"; engine-reported wall {inner:.2f} s (the rest is process start-up and exit)"
+                            if inner else ""))
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict[str, Any]], folder: Path, name: str, dated_prefix: str | None) -> list[Path]:
+    """Write `<name>.json` (and `<dated_prefix><date>.json`), atomically: a killed run never leaves half a file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(rows, indent=2) + "\n"
+    paths = [folder / f"{name}.json"]
+    if dated_prefix is not None:
+        paths.append(folder / f"{dated_prefix}{time.strftime('%Y-%m-%d')}.json")
+    for path in paths:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return paths
