@@ -18,13 +18,22 @@ import connectorx as cx
 import polars as pl
 import pyarrow as pa
 
-from engine.catalog import SourceShape, describe_source, is_integer_column, source_rows
+from engine.catalog import SourceShape, describe_source, is_integer_column, source_rows, sqlite_storage_classes, unfit_values
 from engine.config import JobConfig
 from engine.errors import ConfigError, SourceError
 from engine.sql import Dialect, pg_name_problem, quote_ident
 from engine.transform import build_transform
-from engine.typemap import ColumnSpec, arrow_type, ingest_type, pg_type_for_arrow
-from engine.urls import redact
+from engine.typemap import (
+    ColumnSpec,
+    arrow_type,
+    as_text_route,
+    declared_route,
+    ingest_type,
+    override_hint,
+    pg_type_for_arrow,
+    sqlite_by_values,
+)
+from engine.urls import DatabaseUrl, redact
 
 MAX_PARTITIONS = 100_000
 
@@ -131,14 +140,38 @@ def cut_ranges(lo: int, hi: int, rows: int, config: JobConfig) -> list[tuple[int
     return [(edges[i], edges[i + 1] - 1) for i in range(count)]
 
 
+def _key_stats(config: JobConfig, shape: SourceShape, key: str) -> tuple[int | None, int | None, int, int]:
+    """MIN, MAX, row count and non-NULL key count. InnoDB counts by scanning the whole table (seconds per
+    million rows), so for a MySQL table the count is the catalog's estimate — it only sizes partitions —
+    and NULL keys are probed through the key's index; the ranges themselves never depend on the count."""
+    url = config.source_url
+    k = quote_ident(key, url.dialect)
+    if url.dialect == "mysql" and config.source_table is not None:
+        lo, hi, has_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), EXISTS(SELECT 1 FROM {shape.from_sql} "
+                                            f"WHERE {k} IS NULL) FROM {shape.from_sql}")[0]
+        estimate = int(source_rows(url, f"SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {_mysql_where(url, config)}"
+                                   )[0][0] or 0) if lo is not None else 0
+        if lo is not None and estimate == 0:  # statistics not gathered yet: count after all
+            estimate = int(source_rows(url, f"SELECT COUNT({k}) FROM {shape.from_sql}")[0][0])
+        return lo, hi, estimate + int(bool(has_null)), estimate
+    lo, hi, total, non_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
+    return lo, hi, int(total or 0), int(non_null or 0)
+
+
+def _mysql_where(url: DatabaseUrl, config: JobConfig) -> str:
+    table = config.source_table
+    assert table is not None
+    schema = table.schema or url.database
+    return (f"TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
+            f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)")
+
+
 def plan_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> tuple[tuple[Partition, ...], int]:
     url = config.source_url
     if key is None:
         total = source_rows(url, f"SELECT COUNT(*) FROM {shape.from_sql}")[0][0]
         return (Partition(0),), int(total)
-    k = quote_ident(key, url.dialect)
-    lo, hi, total, non_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
-    total, non_null = int(total or 0), int(non_null or 0)
+    lo, hi, total, non_null = _key_stats(config, shape, key)
     if config.source.bounds is not None:
         lo, hi = config.source.bounds
     ranges = cut_ranges(int(lo), int(hi), non_null, config) if lo is not None else []
@@ -195,8 +228,76 @@ def plan_target_columns(config: JobConfig, columns: tuple[ColumnSpec, ...], flig
         else:
             empty = pl.Series(name, [], dtype).to_arrow()
             pg_type = pg_type_for_arrow(empty.type)
-        result.append(TargetColumn(name, pg_type, ingest_type(pg_type) is None, origin if unchanged else None))
+        # A column whose values travel as text is cast by PostgreSQL even where its type has an Arrow form.
+        via_text = ingest_type(pg_type) is None or (unchanged and spec is not None and spec.via_text)
+        result.append(TargetColumn(name, pg_type, via_text, origin if unchanged else None))
     return tuple(result)
+
+
+_SOURCE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL", "sqlite": "SQLite"}
+
+
+def fit_columns(config: JobConfig, shape: SourceShape) -> tuple[ColumnSpec, ...]:
+    """The source columns' mappings after the declared types and a look at the values the source holds.
+
+    A value a mapping cannot carry is never changed: a PostgreSQL column holding one travels as text (which
+    PostgreSQL parses back exactly); another source's column is refused, naming the column, the values and
+    the override that keeps them.
+    """
+    url = config.source_url
+    columns = [_declared(config, c) for c in shape.columns]
+    problems = _type_untyped_sqlite(config, shape.from_sql, columns)
+    found = unfit_values(url, shape.from_sql, tuple(columns))
+    for i, c in enumerate(columns):
+        if c.name not in found:
+            continue
+        count, example = found[c.name]
+        if url.dialect == "postgresql":
+            columns[i] = as_text_route(c, f"holds {c.unfit_what}: travels as text, cast by PostgreSQL")
+            continue
+        q = quote_ident(c.name, url.dialect)
+        alternative = (f", or read the table through a [source] query that maps them to NULL if that is what they "
+                       f"mean: CASE WHEN {c.unfit} THEN NULL ELSE {q} END AS {q}"
+                       if url.dialect == "mysql" and "zero" in c.unfit_what else "")
+        problems.append(
+            f"column {c.name!r} ({_SOURCE_NAMES[url.dialect]} {c.source_type or 'without a declared type'} -> "
+            f"PostgreSQL {c.pg_type}): {count:,} row(s) hold {c.unfit_what}, e.g. {example}; declare "
+            f"{override_hint(c.name, c.pg_type)} (or another type that holds them) to load them unchanged"
+            + alternative)
+    if problems:
+        raise ConfigError(str(config.path), problems)
+    return tuple(columns)
+
+
+def _declared(config: JobConfig, column: ColumnSpec) -> ColumnSpec:
+    """The column as `[target] types` declares it, when it reaches the target unchanged by [transform]."""
+    from engine.load import canonical_type  # load imports this module
+
+    target_name = config.transform.rename.get(column.name, column.name)
+    declared = config.target.types.get(target_name)
+    if declared is None or column.name in config.transform.cast or target_name in config.transform.add:
+        return column
+    if column.pg_type != "auto" and canonical_type(declared) == canonical_type(column.pg_type):
+        return column
+    return declared_route(config.source_url.dialect, column, declared)
+
+
+def _type_untyped_sqlite(config: JobConfig, from_sql: str, columns: list[ColumnSpec]) -> list[str]:
+    """SQLite columns without a usable declared type take the type of their values (refused when mixed)."""
+    untyped = [i for i, c in enumerate(columns) if c.pg_type == "auto" and config.source_url.dialect == "sqlite"]
+    classes = sqlite_storage_classes(config.source_url, from_sql, [columns[i].name for i in untyped])
+    problems = []
+    for i in untyped:
+        c = columns[i]
+        typed = sqlite_by_values(c, classes[c.name])
+        if typed is None:
+            problems.append(
+                f"column {c.name!r} (SQLite, declared {c.source_type or 'without a type'}) holds values of several "
+                f"storage classes ({', '.join(sorted(classes[c.name]))}); declare {override_hint(c.name)} (or "
+                "another type that holds them all) to load them unchanged")
+        else:
+            columns[i] = typed
+    return problems
 
 
 def check_target_names(config: JobConfig, targets: tuple[TargetColumn, ...] = ()) -> None:
@@ -215,6 +316,7 @@ def make_plan(config: JobConfig) -> Plan:
     check_target_names(config)
     url = config.source_url
     shape = describe_source(url, config.source_table, config.source.query)
+    shape = dataclasses.replace(shape, columns=fit_columns(config, shape))
     key = choose_key(config, shape)
     partitions, total = plan_partitions(config, shape, key)
     flight = _flight_schema(config, shape.columns, shape.from_sql)
