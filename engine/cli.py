@@ -131,6 +131,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def cmd_types(args: argparse.Namespace) -> int:
+    from engine.typemap import type_map_markdown
+
+    print(type_map_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine",
@@ -159,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)
+    types = sub.add_parser("types", help="Print the type map: source type -> Arrow in flight -> PostgreSQL type.")
+    types.set_defaults(func=cmd_types)
     demo = sub.add_parser("demo", help="Generate demo data and run configs/demo.toml into PostgreSQL "
                           "(local service, DATABASE_URL, or a private server it starts).")
     demo.add_argument("--config", default="configs/demo.toml")
@@ -176,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
