@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from engine import pg
 from engine.errors import SourceError
-from engine.sql import TableName, quote_ident
-from engine.typemap import ColumnSpec, dialect_column, pg_type_for_arrow
+from engine.sql import Dialect, TableName, quote_ident
+from engine.typemap import SQLITE_CLASSES, ColumnSpec, dialect_column, pg_type_for_arrow
 from engine.urls import DatabaseUrl, redact
 
 _INTEGER_TYPES = {"smallint", "integer", "bigint", "int", "tinyint", "mediumint", "int2", "int4", "int8"}
@@ -59,13 +59,22 @@ def source_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> lis
         raise SourceError(f"source query failed on {url}: {redact(str(exc).splitlines()[0])}") from None
 
 
-def _pg_columns(url: DatabaseUrl, relation: str) -> list[tuple[str, str, bool]]:
-    rows = source_rows(url, """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype = 'e'
-        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-                       (relation,))
-    return [(r[0], r[1], bool(r[2])) for r in rows]
+# name, declared type, whether it is an enum (or an array of one), and a domain's underlying type (the target
+# has neither the enum nor the domain: enums travel as their labels, domains as their base type).
+_PG_COLUMN_SQL = """
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype = 'e' OR COALESCE(e.typtype = 'e', false),
+           CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                WHEN e.typtype = 'd' THEN format_type(e.typbasetype, e.typtypmod) || '[]' END
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_type e ON t.typcategory = 'A' AND e.oid = t.typelem
+    WHERE a.attrelid = {relation} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"""
+
+PgColumn = tuple[str, str, bool, str | None]
+
+
+def _pg_columns(url: DatabaseUrl, relation: str) -> list[PgColumn]:
+    rows = source_rows(url, _PG_COLUMN_SQL.format(relation="to_regclass($1)"), (relation,))
+    return [(r[0], r[1], bool(r[2]), r[3]) for r in rows]
 
 
 def _pg_primary_key(url: DatabaseUrl, relation: str) -> tuple[str, ...]:
@@ -115,12 +124,9 @@ def _query_columns(url: DatabaseUrl, from_sql: str) -> list[ColumnSpec]:
     if url.dialect == "postgresql":
         with pg.connection(url) as conn:  # a temporary view gives the exact declared types
             pg.execute(conn, f"CREATE TEMPORARY VIEW engine_probe AS SELECT * FROM {from_sql}")
-            rows = pg.fetch_all(conn, """
-                SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype = 'e'
-                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-                WHERE a.attrelid = 'engine_probe'::regclass AND a.attnum > 0 ORDER BY a.attnum""")
+            rows = pg.fetch_all(conn, _PG_COLUMN_SQL.format(relation="'engine_probe'::regclass"))
             conn.rollback()
-        return [dialect_column("postgresql", r[0], r[1], bool(r[2])) for r in rows]
+        return [dialect_column("postgresql", r[0], r[1], bool(r[2]), r[3]) for r in rows]
     limit = f"SELECT * FROM {from_sql} LIMIT 0"
     try:
         schema = cx.read_sql(url.connectorx, limit, return_type="arrow").schema
@@ -144,17 +150,66 @@ def describe_source(url: DatabaseUrl, table: TableName | None, query: str | None
         return SourceShape(tuple(_query_columns(url, from_sql)), (), from_sql)
     assert table is not None
     from_sql = table.quoted(url.dialect)
+    cols: list[PgColumn]
     if url.dialect == "postgresql":
         cols = _pg_columns(url, table.quoted())
         pk = _pg_primary_key(url, table.quoted()) if cols else ()
     elif url.dialect == "mysql":
-        cols, pk = _mysql_columns(url, table)
+        found, pk = _mysql_columns(url, table)
+        cols = [(n, t, e, None) for n, t, e in found]
     else:
-        cols, pk = _sqlite_columns(url, table)
+        found, pk = _sqlite_columns(url, table)
+        cols = [(n, t, e, None) for n, t, e in found]
     if not cols:
         raise SourceError(f"source table {table} not found (or has no columns) in {url}; names are case-sensitive")
-    specs = tuple(dialect_column(url.dialect, name, ftype, is_enum) for name, ftype, is_enum in cols)
+    specs = tuple(dialect_column(url.dialect, name, ftype, is_enum, base) for name, ftype, is_enum, base in cols)
     return SourceShape(specs, pk, from_sql)
+
+
+def unfit_values(url: DatabaseUrl, from_sql: str, columns: tuple[ColumnSpec, ...]) -> dict[str, tuple[int, str]]:
+    """Per column with an `unfit` condition: how many source rows hold values its mapping cannot carry, and
+    one of them as text (for the message).
+
+    Usually there are none: one scan that stops at the first unfit row says so (much cheaper than counting
+    per column). Counting and examples follow only when there is something to report.
+    """
+    checked = [c for c in columns if c.unfit]
+    if not checked:
+        return {}
+    dialect = url.dialect
+    any_unfit = " OR ".join(f"({c.unfit})" for c in checked)
+    if not source_rows(url, f"SELECT 1 AS {quote_ident('u', dialect)} FROM {from_sql} WHERE {any_unfit} LIMIT 1"):
+        return {}
+    count = "count(*) FILTER (WHERE {u})" if dialect == "postgresql" else "SUM(CASE WHEN {u} THEN 1 ELSE 0 END)"
+    row = source_rows(url, f"SELECT {_aliased([count.format(u=c.unfit) for c in checked], dialect)} FROM {from_sql}")[0]
+    found = [(c, int(n)) for c, n in zip(checked, row, strict=True) if n]
+    if not found:
+        return {}
+    examples = [_example_sql(c, dialect) for c, _ in found]
+    row = source_rows(url, f"SELECT {_aliased(examples, dialect)} FROM {from_sql}")[0]
+    return {c.name: (n, str(example)) for (c, n), example in zip(found, row, strict=True)}
+
+
+def _aliased(expressions: list[str], dialect: Dialect) -> str:
+    return ", ".join(f"{e} AS {quote_ident(f'u{i}', dialect)}" for i, e in enumerate(expressions))
+
+
+def _example_sql(column: ColumnSpec, dialect: Dialect) -> str:
+    q = quote_ident(column.name, dialect)
+    if dialect == "postgresql":
+        return f"min(left({q}::text, 60)) FILTER (WHERE {column.unfit})"
+    text = f"LEFT(CAST({q} AS CHAR), 60)" if dialect == "mysql" else f"substr(quote({q}), 1, 60)"
+    return f"MIN(CASE WHEN {column.unfit} THEN {text} END)"
+
+
+def sqlite_storage_classes(url: DatabaseUrl, from_sql: str, names: list[str]) -> dict[str, set[str]]:
+    """For SQLite columns without a usable declared type: the storage classes their values have."""
+    if not names:
+        return {}
+    parts = [f"SUM(typeof({quote_ident(n, 'sqlite')}) = '{k}')" for n in names for k in SQLITE_CLASSES]
+    row = source_rows(url, f"SELECT {', '.join(parts)} FROM {from_sql}")[0]
+    k = len(SQLITE_CLASSES)
+    return {n: {cls for j, cls in enumerate(SQLITE_CLASSES) if row[i * k + j]} for i, n in enumerate(names)}
 
 
 def is_integer_column(spec: ColumnSpec) -> bool:

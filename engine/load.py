@@ -22,7 +22,7 @@ from engine.config import LoadMode
 from engine.errors import ConfigError, TargetError
 from engine.plan import Plan
 from engine.sql import TableName, quote_ident
-from engine.typemap import ingest_type
+from engine.typemap import ingest_type, override_hint
 
 STAGING_SUFFIX = "__engine_new"
 BATCH_TABLE = "engine_batch"
@@ -37,13 +37,19 @@ class LoadTarget:
     mode: LoadMode
     key: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type) of the loaded columns, in batch order
+    # Columns whose values travel as text whatever the target type (e.g. a timestamp holding 'infinity'):
+    # binary COPY cannot carry them, PostgreSQL's cast can.
+    text_columns: tuple[str, ...] = ()
+
+    def _ingest_type(self, name: str, pg_type: str) -> pa.DataType | None:
+        return None if name in self.text_columns else ingest_type(pg_type)
 
     @property
     def via_text(self) -> bool:
-        return self.mode == "upsert" or any(ingest_type(t) is None for _, t in self.columns)
+        return self.mode == "upsert" or any(self._ingest_type(n, t) is None for n, t in self.columns)
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([(n, ingest_type(t) or pa.large_string()) for n, t in self.columns])
+        return pa.schema([(n, self._ingest_type(n, t) or pa.large_string()) for n, t in self.columns])
 
 
 _ALIASES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
@@ -106,7 +112,7 @@ def prepare_target(conn: pg.Connection, plan: Plan, table: TableName, mode: Load
             "upsert needs one (CREATE UNIQUE INDEX … or let the engine create the table)"])
     columns = tuple((c.name, written[c.name]) for c in plan.target_columns)
     conn.commit()
-    return LoadTarget(table, write_table, mode, key, columns)
+    return LoadTarget(table, write_table, mode, key, columns, tuple(c.name for c in plan.target_columns if c.via_text))
 
 
 _STRINGS = (pa.string(), pa.large_string())
@@ -147,9 +153,11 @@ def _cast(column: pa.Array, wanted: pa.DataType, name: str) -> pa.Array:
         storage = column if have in _STRINGS else column.cast(pa.large_string())
         return pa.ExtensionArray.from_storage(pa.json_(storage.type), storage)
     try:
-        return column.cast(wanted)
+        return column.cast(wanted)  # safe cast: overflow, lost decimals and unparsable text raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise TargetError(f"column {name!r}: cannot convert {have} to the target's type ({exc})") from None
+        raise TargetError(f"column {name!r}: cannot convert {have} to the target's type {wanted} ({exc}); nothing "
+                          f"was changed: declare a type that holds the value in [target] types, e.g. "
+                          f"{override_hint(name)}") from None
 
 
 def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:

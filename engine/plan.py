@@ -153,9 +153,13 @@ def _key_stats(config: JobConfig, shape: SourceShape, key: str) -> tuple[int | N
                                    )[0][0] or 0) if lo is not None else 0
         if lo is not None and estimate == 0:  # statistics not gathered yet: count after all
             estimate = int(source_rows(url, f"SELECT COUNT({k}) FROM {shape.from_sql}")[0][0])
-        return lo, hi, estimate + int(bool(has_null)), estimate
+        return _int(lo), _int(hi), estimate + int(bool(has_null)), estimate
     lo, hi, total, non_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
-    return lo, hi, int(total or 0), int(non_null or 0)
+    return _int(lo), _int(hi), int(total or 0), int(non_null or 0)
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 def _mysql_where(url: DatabaseUrl, config: JobConfig) -> str:
@@ -174,11 +178,12 @@ def plan_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> t
     lo, hi, total, non_null = _key_stats(config, shape, key)
     if config.source.bounds is not None:
         lo, hi = config.source.bounds
-    ranges = cut_ranges(int(lo), int(hi), non_null, config) if lo is not None else []
+    ranges = cut_ranges(lo, hi, non_null, config) if lo is not None and hi is not None else []
     parts = [Partition(i, a, b) for i, (a, b) in enumerate(ranges)]
     if config.source.bounds is not None:  # rows outside explicit bounds still belong somewhere
-        parts.insert(0, Partition(len(parts), None, int(lo) - 1))
-        parts.append(Partition(len(parts) + 1, int(hi) + 1, None))
+        low, high = config.source.bounds
+        parts.insert(0, Partition(len(parts), None, low - 1))
+        parts.append(Partition(len(parts) + 1, high + 1, None))
         parts = [dataclasses.replace(p, id=i) for i, p in enumerate(parts)]
     if total > non_null or not parts:
         parts.append(Partition(len(parts), null_keys=True))

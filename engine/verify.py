@@ -97,7 +97,9 @@ def check_partition_content(conn: pg.Connection, target: LoadTarget, plan: Plan,
     """Compare the partition's rows now in the target with the rows sent; raise on any difference."""
     key = target_key(plan)
     assert key is not None, "content verification needs the partition key in the target"
-    names = ", ".join(quote_ident(n) for n, _ in target.columns)
+    text = {f.name for f in target.arrow_schema() if f.type == pa.large_string()}  # sent as text: compare as text
+    names = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" if n in text else quote_ident(n)
+                      for n, _ in target.columns)
     sql = f"SELECT {names} FROM {target.write_table.quoted()}{partition.where(quote_ident(key))}"
     stored = conform(pg.fetch_arrow(conn, sql), target)
     here = row_fingerprints(stored, key)

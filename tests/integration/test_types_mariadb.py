@@ -1,0 +1,216 @@
+"""MariaDB/MySQL -> PostgreSQL: one column per common type, edge values in every row, compared value by value.
+
+The source is read back with pymysql (its own protocol and conversions, independent of the engine's reader)
+and the target with PostgreSQL's; both sides are normalised to exact Python values (Decimal text, bit strings,
+microsecond counts) before comparing. Zero dates are refused at planning, naming the column and the override.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from engine.config import load_config
+from engine.errors import ConfigError
+from engine.pipeline import run_job
+from engine.plan import make_plan
+from tests.conftest import job_toml, mariadb_exec, pg_rows, write_job
+
+pytestmark = pytest.mark.mariadb
+
+FLT_MAX, FLT_MIN = 3.4028234663852886e38, 1.1754943508222875e-38
+LONG = "ü😀a\\" * 25_000
+
+
+def _bits(width: int) -> Callable[[Any], Any]:  # MySQL's bytes and PostgreSQL's bit string, as '0'/'1' text
+    return lambda v: v if v is None or isinstance(v, str) else format(int.from_bytes(v, "big"), f"0{width}b")
+
+
+def _micros(v: Any) -> Any:  # a MySQL TIME (timedelta) or a PostgreSQL interval's epoch (Decimal seconds)
+    if v is None:
+        return None
+    if isinstance(v, dt.timedelta):
+        return (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds
+    return int(Decimal(v) * 1_000_000)
+
+
+def _utc(v: Any) -> Any:
+    return v.astimezone(dt.UTC).replace(tzinfo=None) if isinstance(v, dt.datetime) and v.tzinfo else v
+
+
+def _json(v: Any) -> Any:
+    return None if v is None else json.loads(v)
+
+
+def _same(v: Any) -> Any:
+    return bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else v
+
+
+# name, MariaDB type, PostgreSQL type it must become, values (row 4 is NULL everywhere),
+# source select, target select, normaliser applied to both sides.
+COLUMNS: list[tuple[str, str, str, list[Any], str, str, Callable[[Any], Any]]] = [
+    ("t1", "tinyint(1)", "smallint", [-128, 127, 0, None, 1], "{c}", "{c}", _same),
+    ("tu", "tinyint unsigned", "smallint", [0, 255, 1], "{c}", "{c}", _same),
+    ("si", "smallint", "smallint", [-32768, 32767, 0], "{c}", "{c}", _same),
+    ("su", "smallint unsigned", "integer", [0, 65535, 1], "{c}", "{c}", _same),
+    ("mi", "mediumint", "integer", [-8388608, 8388607, 0], "{c}", "{c}", _same),
+    ("mu", "mediumint unsigned", "integer", [0, 16777215, 1], "{c}", "{c}", _same),
+    ("ii", "int", "integer", [-2**31, 2**31 - 1, 0], "{c}", "{c}", _same),
+    ("iu", "int unsigned", "bigint", [0, 2**32 - 1, 1], "{c}", "{c}", _same),
+    ("bi", "bigint", "bigint", [-2**63, 2**63 - 1, 0], "{c}", "{c}", _same),
+    ("bu", "bigint unsigned", "numeric(20,0)", [0, 2**64 - 1, 2**53 + 1], "CAST({c} AS CHAR)", "{c}::text", _same),
+    ("d65", "decimal(65,30)", "numeric(65,30)",
+     ["-" + "9" * 35 + "." + "9" * 30, "9" * 35 + "." + "9" * 30, "0", None, "0." + "0" * 29 + "1"],
+     "CAST({c} AS CHAR)", "{c}::text", _same),
+    ("d12", "decimal(12,2)", "numeric(12,2)", ["-9999999999.99", "9999999999.99", "0.00", None, "-0.01"],
+     "CAST({c} AS CHAR)", "{c}::text", _same),
+    ("d38", "decimal(38,0)", "numeric(38,0)", ["-" + "9" * 38, "9" * 38, "0"], "CAST({c} AS CHAR)", "{c}::text", _same),
+    ("f", "float", "real", [-FLT_MAX, FLT_MAX, 0.0, None, FLT_MIN, 1.5, -0.25], "CAST({c} AS DOUBLE)", "{c}", _same),
+    ("dbl", "double", "double precision", [-1.7976931348623157e308, 1.7976931348623157e308, 0.0, None,
+                                           2.2250738585072014e-308, 0.1, -1e-300], "{c}", "{c}", _same),
+    ("c", "char(10)", "character(10)", ["", "😀😀😀😀😀😀😀😀😀😀", " a"], "{c}", "rtrim({c})", _same),
+    ("vc", "varchar(255)", "character varying(255)", ["", "😀" * 255, "NULL", None, "tab\t\nnewline \\ 'q' \"dq\""],
+     "{c}", "{c}", _same),
+    ("tx", "text", "text", ["", "e\u0301 \u05e9\u05dc\u05d5\u05dd \U0001F469\u200d\U0001F469\u200d\U0001F467", " "],
+     "{c}", "{c}", _same),
+    ("lt", "longtext", "text", [LONG, "", "x"], "{c}", "{c}", _same),
+    ("bl", "blob", "bytea", [b"", bytes(range(256)), b"\x00"], "{c}", "{c}", _same),
+    ("bn", "binary(4)", "bytea", [b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"ab\x00\x00"], "{c}", "{c}", _same),
+    ("vb", "varbinary(10)", "bytea", [b"", b"\x00" * 10, b"\\x00"], "{c}", "{c}", _same),
+    ("d", "date", "date", [dt.date(1000, 1, 1), dt.date(9999, 12, 31), dt.date(1970, 1, 1), None,
+                           dt.date(1, 1, 1), dt.date(2024, 2, 29)], "{c}", "{c}", _same),
+    ("dtm", "datetime(6)", "timestamp without time zone",
+     [dt.datetime(1000, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999), dt.datetime(1970, 1, 1), None,
+      dt.datetime(2024, 3, 31, 2, 30), dt.datetime(2024, 10, 27, 2, 30, 0, 1), dt.datetime(1, 1, 1)],
+     "{c}", "{c}", _same),
+    ("ts", "timestamp(6) NULL DEFAULT NULL", "timestamp with time zone",
+     [dt.datetime(1970, 1, 1, 0, 0, 1), dt.datetime(2038, 1, 19, 3, 14, 7, 999999), dt.datetime(2000, 1, 1), None,
+      dt.datetime(2024, 3, 31, 0, 59, 59, 999999), dt.datetime(2024, 3, 31, 1, 0), dt.datetime(2024, 10, 27, 1, 0)],
+     "{c}", "{c}", _utc),
+    ("tm", "time(6)", "interval", ["838:59:59", "-838:59:59", "00:00:00", None, "-00:00:00.000001", "24:00:00",
+                                   "100:00:00.5"], "{c}", "extract(epoch FROM {c})::text", _micros),
+    ("y", "year", "smallint", [1901, 2155, 0], "{c}", "{c}", _same),
+    ("j", "json", "jsonb", ['{"a": [1, 2.5, null], "ü": "😀"}', "[]", '"just a string"', None, "null"],
+     "{c}", "{c}::text", _json),
+    ("e", "enum('a','b','😀 c')", "text", ["a", "😀 c", "b"], "{c}", "{c}", _same),
+    ("st", "set('x','y','z')", "text", ["", "x,y,z", "y"], "{c}", "{c}", _same),
+    ("b1", "bit(1)", "bit(1)", [b"\x00", b"\x01", b"\x01"], "{c}", "{c}::text", _bits(1)),
+    ("b10", "bit(10)", "bit(10)", [b"\x00\x00", b"\x03\xff", b"\x02\x01"], "{c}", "{c}::text", _bits(10)),
+    ("b64", "bit(64)", "bit(64)", [b"\x00" * 8, b"\xff" * 8, b"\x80" + b"\x00" * 7], "{c}", "{c}::text", _bits(64)),
+]
+ROWS = max(len(v) for *_, v, _s, _t, _n in COLUMNS)
+NULL_ROW = 4
+NAMES = [c[0] for c in COLUMNS]
+
+
+def _value(values: list[Any], row: int) -> Any:
+    return values[row - 1] if row - 1 < len(values) and row != NULL_ROW else None
+
+
+def make_source(url: str) -> None:
+    ddl = ", ".join(f"`{n}` {t}" for n, t, *_ in COLUMNS)
+    rows = [(row, *(_value(c[3], row) for c in COLUMNS)) for row in range(1, ROWS + 1)]
+    mariadb_exec(url, f"CREATE TABLE kinds (id int NOT NULL PRIMARY KEY, {ddl}) CHARACTER SET utf8mb4",
+                 "SET time_zone = '+00:00'",
+                 many=(f"INSERT INTO kinds VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})", rows))
+
+
+def source_rows(url: str) -> list[tuple[Any, ...]]:
+    select = ", ".join(src.format(c=f"`{n}`") for n, _t, _p, _v, src, _tg, _n in COLUMNS)
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4",
+                           database=url.rsplit("/", 1)[1])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute(f"SELECT id, {select} FROM kinds ORDER BY id")
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def target_rows(url: str) -> list[tuple[Any, ...]]:
+    select = ", ".join(tg.format(c=f'"{n}"') for n, _t, _p, _v, _s, tg, _n in COLUMNS)
+    return pg_rows(url, f"SELECT id, {select} FROM public.kinds ORDER BY id")
+
+
+def normalised(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [(r[0], *(c[6](v) for c, v in zip(COLUMNS, r[1:], strict=True))) for r in rows]
+
+
+def column_types(url: str) -> dict[str, str]:
+    return dict(pg_rows(url, """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+        WHERE attrelid = 'public.kinds'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'id'"""))
+
+
+def test_every_type_arrives_unchanged(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
+    make_source(mariadb_db)
+    job = write_job(tmp_path, job_toml("maria_types", mariadb_db, "kinds", pg_db, "public.kinds",
+                                       extra_source="partitions = 2"))
+    report = run_job(load_config(job))
+    assert report.status == "succeeded", report.error
+    assert report.rows_loaded == ROWS
+    assert column_types(pg_db) == {n: pg for n, _t, pg, *_ in COLUMNS}
+    source, target = normalised(source_rows(mariadb_db)), normalised(target_rows(pg_db))
+    assert len(source) == len(target) == ROWS
+    for s, t in zip(source, target, strict=True):
+        diffs = [f"{n}: {a!r:.60} != {b!r:.60}" for n, a, b in zip(["id", *NAMES], s, t, strict=True) if a != b]
+        assert not diffs, f"row {s[0]} differs: " + "; ".join(diffs)
+
+
+ZERO_DDL = """CREATE TABLE dates (id int PRIMARY KEY, d date, dtm datetime, ts timestamp NULL DEFAULT NULL,
+    ok date)"""
+ZERO_ROWS = ["INSERT INTO dates VALUES (1, '0000-00-00', '0000-00-00 00:00:00', '0000-00-00 00:00:00', '2024-01-01')",
+             "INSERT INTO dates VALUES (2, '2020-00-15', '2020-02-00 10:00:00', NULL, NULL)",
+             "INSERT INTO dates VALUES (3, '2024-02-29', '2024-02-29 12:00:00', '2024-02-29 12:00:00', '2024-02-29')"]
+
+
+def test_zero_dates_are_refused_naming_the_column_and_the_override(mariadb_db: str, pg_db: str,
+                                                                    tmp_path: Path) -> None:
+    mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
+    config = load_config(write_job(tmp_path, job_toml("maria_zero", mariadb_db, "dates", pg_db, "public.dates")))
+    with pytest.raises(ConfigError) as refused:
+        make_plan(config)
+    problems = refused.value.problems
+    assert len(problems) == 3 and all("zero dates" in p for p in problems)
+    assert "column 'd' (MySQL date -> PostgreSQL date): 2 row(s)" in problems[0]
+    assert "e.g. 0000-00-00;" in problems[0] and '[target] types = { d = "text" }' in problems[0]
+    assert "column 'ts' (MySQL timestamp -> PostgreSQL timestamptz): 1 row(s)" in problems[2]
+    with pytest.raises(ConfigError, match="zero dates"):  # the run refuses the same way, before loading
+        run_job(config)
+    assert pg_rows(pg_db, "SELECT to_regclass('public.dates')") == [(None,)]
+
+
+def test_declared_text_keeps_zero_dates_as_they_are(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
+    mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
+    body = job_toml("maria_zero_text", mariadb_db, "dates", pg_db, "public.dates").replace(
+        "\n[pipeline]", '\n[target.types]\nd = "text"\ndtm = "text"\nts = "text"\n\n[pipeline]')
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert report.status == "succeeded", report.error
+    assert pg_rows(pg_db, "SELECT id, d, dtm, ts, ok FROM public.dates ORDER BY id") == [
+        (1, "0000-00-00", "0000-00-00 00:00:00", "0000-00-00 00:00:00", dt.date(2024, 1, 1)),
+        (2, "2020-00-15", "2020-02-00 10:00:00", None, None),
+        (3, "2024-02-29", "2024-02-29 12:00:00", "2024-02-29 12:00:00", dt.date(2024, 2, 29))]
+
+
+def test_zero_dates_become_null_only_through_a_declared_query(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
+    """The refusal names the expression; a job reading the table through it loads NULL for those dates."""
+    mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
+    with pytest.raises(ConfigError) as refused:
+        make_plan(load_config(write_job(tmp_path, job_toml("maria_zero_q0", mariadb_db, "dates", pg_db,
+                                                           "public.dates"))))
+    expression = refused.value.problems[0].split("mean: ")[1]
+    assert expression.startswith("CASE WHEN") and expression.endswith("AS `d`")
+    query = f"SELECT id, {expression}, ok FROM dates"
+    body = job_toml("maria_zero_q", mariadb_db, "dates", pg_db, "public.dates").replace(
+        'table = "dates"', f'query = "{query}"', 1)
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert report.status == "succeeded", report.error
+    assert pg_rows(pg_db, "SELECT id, d, ok FROM public.dates ORDER BY id") == [
+        (1, None, dt.date(2024, 1, 1)), (2, None, None), (3, dt.date(2024, 2, 29), dt.date(2024, 2, 29))]
