@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -42,7 +43,11 @@ def _say(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    gc.disable()  # the imports build hundreds of thousands of objects and no garbage: skip collecting them
     from engine.pipeline import run_job
+
+    gc.freeze()
+    gc.enable()
 
     config = load_config(args.config)
     try:
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RUST_BACKTRACE", "0")  # driver panics are reported as errors, not Rust backtraces
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # idle BLAS threads (via numpy) only take CPU from the work
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

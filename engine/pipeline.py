@@ -21,7 +21,7 @@ from engine.load import LoadTarget, prepare_target, swap_in
 from engine.plan import Plan, make_plan
 from engine.report import RunReport
 from engine.snapshot import source_snapshot
-from engine.task import PartitionResult, PartitionTask, close_worker_connections, run_partition
+from engine.task import PartitionResult, PartitionTask, close_worker_connections, preload_rules, run_partition
 from engine.verify import target_key, verify_run
 
 Progress = Callable[[str], None]
@@ -164,6 +164,8 @@ class Run:
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
         retries = config.pipeline.retries
+        preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
+        pg.forget_databases()  # this run sees the types created since the last one
         lock_conn = pg.with_retries(lambda: pg.connect(self.target_url, autocommit=True), "connecting to the target",
                                     retries, self.say)
         conn = pg.with_retries(lambda: pg.connect(self.target_url), "connecting to the target", retries, self.say)

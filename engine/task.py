@@ -90,6 +90,21 @@ def _compiled_schema(rules_dir: str, ref: str) -> Rules:
     return load_schema(Path(rules_dir), ref)
 
 
+def preload_rules(section: TransformSection, rules_dir: str, schema_ref: str | None) -> threading.Thread:
+    """Compile the job's transform and rules in the background (importing Pandera takes about a second),
+    so that it overlaps planning instead of delaying the first partitions. Errors resurface in the tasks."""
+    def compile_all() -> None:
+        try:
+            _compiled_transform(section, rules_dir)
+            if schema_ref:
+                _compiled_schema(rules_dir, schema_ref)
+        except Exception:
+            pass
+    thread = threading.Thread(target=compile_all, name="rules", daemon=True)
+    thread.start()
+    return thread
+
+
 class _Stage(threading.Thread):
     """A pipeline stage thread: pulls from `source`, pushes into a bounded queue, stops on `stop`."""
 
@@ -311,6 +326,10 @@ def _worker_connection(url: DatabaseUrl) -> pg.Connection:
     if cached is not None:
         _drop_worker_connection(cached)
     conn = pg.connect(url)
+    # Partitions commit without waiting for the WAL flush: a server crash can only lose whole partitions,
+    # rows and checkpoint together, which a resume redoes; the run's final commit waits for all of it.
+    pg.execute(conn, "SET synchronous_commit = off")
+    conn.commit()
     _local.conn, _local.url = conn, url.raw
     with _opened_lock:
         _opened.add(conn)

@@ -172,9 +172,11 @@ def test_killed_during_an_upsert_the_partition_is_all_or_nothing(pg_source: str,
     assert_exact_copy(pg_source, pg_db)
 
 
-def test_concurrent_writes_to_the_source_are_copied_as_of_one_snapshot(pg_source: str, pg_db: str,
-                                                                       tmp_path: Path) -> None:
+def test_concurrent_writes_to_the_source_are_copied_as_of_one_snapshot(pg_source: str, pg_db: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     make_items(pg_source, 20000)
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "extract.batch=sleep@5")  # a pause mid-job: the writes land during it
+    failpoints.reset()
     total = pg_rows(pg_source, "SELECT SUM(amount) FROM public.items")[0][0]
     job = items_job(tmp_path, "snapshot", pg_source, pg_db, partitions=10, workers=1)
     stop = threading.Event()
