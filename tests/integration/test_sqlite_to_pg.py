@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from engine import failpoints
 from engine.config import load_config
+from engine.errors import VerificationError
 from engine.pipeline import run_job
 from tests.conftest import job_toml, pg_rows, sqlite_exec, write_job
 
@@ -166,3 +172,33 @@ def test_sparse_key_loads_every_row(tmp_path: Path, pg_db: str) -> None:
     assert_same_rows(pg_db, "public.items", rows)
     sql = "SELECT SUM(rows_read)::bigint, MIN(lo)::bigint, MAX(hi)::bigint FROM engine.checkpoints"
     assert pg_rows(pg_db, sql) == [(4, 1, 10**12)]
+
+
+def test_a_source_row_gone_before_verification_fails_the_run_naming_the_partition(
+        tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "src.db"
+    write_items(db, make_items(2000))
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "run.before_verify=sleep")  # 3 s between loading and verifying
+    failpoints.reset()
+
+    def delete_once_loaded() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            loaded = pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") if pg_rows(
+                pg_db, "SELECT to_regclass('engine.checkpoints') IS NOT NULL")[0][0] else [(0,)]
+            if loaded[0][0] == 4:
+                sqlite_exec(db, "DELETE FROM items WHERE id = 1500")
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=delete_once_loaded)
+    thread.start()
+    job = write_job(tmp_path, job_toml("sqlite_verify", f"sqlite://{db}", "items", pg_db, "public.items",
+                                       extra_source="partitions = 4"), name="verify.toml")
+    try:
+        with pytest.raises(VerificationError) as failed:
+            run_job(load_config(job))
+    finally:
+        thread.join()
+    assert "partition 2 [1001, 1500]: the source holds 499 rows, 500 were read" in str(failed.value)
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("failed",)]
