@@ -183,6 +183,25 @@ def swap_in(conn: pg.Connection, target: LoadTarget) -> None:
     pg.execute(conn, f"LOCK TABLE {target.table.quoted()} IN ACCESS EXCLUSIVE MODE")
     pg.execute(conn, f"DROP TABLE {target.table.quoted()}")
     pg.execute(conn, f"ALTER TABLE {target.write_table.quoted()} RENAME TO {quote_ident(target.table.name)}")
+    _drop_staging_suffix(conn, target.table)
+
+
+def _drop_staging_suffix(conn: pg.Connection, table: TableName) -> None:
+    """Indexes (and with them their constraints) and owned sequences of the swapped-in table were named after
+    the staging table: give them the names the old table's had (`orders_pkey`, not `orders__engine_new_pkey`)."""
+    owned = pg.fetch_all(conn, """
+        SELECT c.relname, c.relkind::text, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = to_regclass($1))
+           OR c.oid IN (SELECT objid FROM pg_depend WHERE refobjid = to_regclass($1)
+                        AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))""", (table.quoted(),))
+    for name, kind, schema in owned:
+        if STAGING_SUFFIX not in name or kind not in ("i", "S"):
+            continue
+        wanted = name.replace(STAGING_SUFFIX, "", 1)
+        if pg.fetch_all(conn, "SELECT to_regclass($1)", (f"{quote_ident(schema)}.{quote_ident(wanted)}",))[0][0]:
+            continue  # the name is taken by something else: keep the staging name rather than fail the swap
+        what = "INDEX" if kind == "i" else "SEQUENCE"
+        pg.execute(conn, f"ALTER {what} {quote_ident(schema)}.{quote_ident(name)} RENAME TO {quote_ident(wanted)}")
 
 
 def count_rows(conn: pg.Connection, table: TableName) -> int:

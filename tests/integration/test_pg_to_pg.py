@@ -57,13 +57,16 @@ def test_replace_swaps_in_the_new_table(pg_source: str, pg_db: str, tmp_path: Pa
     make_orders(pg_source, 400)
     pg_exec(pg_db, "CREATE TABLE public.orders (id bigint, old_column text)", "INSERT INTO public.orders VALUES (1, 'x')")
     job = write_job(tmp_path, job_toml("replace1", pg_source, "public.orders", pg_db, "public.orders", mode="replace",
-                                       extra_source="partitions = 3"))
+                                       key=["id"], extra_source="partitions = 3"))
     run_job(load_config(job))
     pg_exec(pg_source, "DELETE FROM public.orders WHERE id > 350")
     report = run_job(load_config(job))
     assert report.rows_loaded == 350
     assert pg_rows(pg_db, COMPARE.format(t="public.orders")) == pg_rows(pg_source, COMPARE.format(t="public.orders"))
     assert pg_rows(pg_db, "SELECT to_regclass('public.orders__engine_new')") == [(None,)]
+    # the new table's primary key keeps the table's own name through the swaps
+    assert pg_rows(pg_db, "SELECT conname FROM pg_constraint WHERE conrelid = 'public.orders'::regclass") == [
+        ("orders_pkey",)]
 
 
 def test_upsert_updates_changed_rows_and_inserts_new(pg_source: str, pg_db: str, tmp_path: Path) -> None:
