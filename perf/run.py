@@ -104,6 +104,7 @@ def run_once(case: Case, result: CaseResult, ctx: Context, label: str, timeout_s
         source = engine_source()
         measured = run_measured(case.argv, env=case.env, cwd=ROOT, timeout_s=timeout_s)
         loaded = case.loaded() if measured.ok else None
+        case.reset()  # empty the target now: autovacuum of a full table would otherwise land in the next case's run
         if measured.ok and loaded == case.rows:
             result.extra.setdefault("cpu_busy_before_run_pct", []).append(busy)
             if case.report_json is not None:
