@@ -90,7 +90,7 @@ def _compiled_schema(rules_dir: str, ref: str) -> Rules:
     return load_schema(Path(rules_dir), ref)
 
 
-def preload_rules(section: TransformSection, rules_dir: str, schema_ref: str | None) -> threading.Thread:
+def preload_rules(section: TransformSection, rules_dir: str, schema_ref: str | None) -> None:
     """Compile the job's transform and rules in the background (importing Pandera takes about a second),
     so that it overlaps planning instead of delaying the first partitions. Errors resurface in the tasks."""
     def compile_all() -> None:
@@ -100,9 +100,7 @@ def preload_rules(section: TransformSection, rules_dir: str, schema_ref: str | N
                 _compiled_schema(rules_dir, schema_ref)
         except Exception:
             pass
-    thread = threading.Thread(target=compile_all, name="rules", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=compile_all, name="rules", daemon=True).start()
 
 
 class _Stage(threading.Thread):

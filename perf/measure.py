@@ -1,14 +1,17 @@
-"""Run one command as a child process and measure it: wall time and the peak RSS of its process tree.
+"""Run one command as a child process and measure it: wall time, CPU time and the peak RSS of its process tree.
 
 Every case, the engine and every peer alike, runs as its own process, so start-up and imports are paid
 the same way and memory is that process tree's own (database server processes are not counted).
 A sampler thread sums the RSS of the child and all its descendants every `interval` seconds; the main
-thread only waits, so the wall time is not skewed by sampling.
+thread only waits, so the wall time is not skewed by sampling. CPU time (user + system) is the kernel's
+account of the child and the descendants it waited for; on a machine of few cores, every CPU-second a tool
+spends is taken from the database servers.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import tempfile
@@ -27,6 +30,7 @@ class Measurement:
     wall_s: float
     peak_rss_mb: float
     returncode: int
+    cpu_s: float
     stdout: str  # the last TAIL_CHARS characters
     stderr: str
 
@@ -102,6 +106,7 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
     with tempfile.TemporaryDirectory(prefix="perf-run-") as tmp:
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
+            cpu_before = _children_cpu_s()
             started = time.perf_counter()
             # Output goes to files, not pipes: a chatty child can never block on a full pipe buffer.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
@@ -117,4 +122,11 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, cwd: Pat
                 err.write(f"\nkilled after the {timeout_s:.0f} s timeout".encode())
             wall = time.perf_counter() - started
             peak = sampler.stop()
-        return Measurement(round(wall, 3), round(peak / 2**20, 1), code, _tail(out_path), _tail(err_path))
+            cpu = _children_cpu_s() - cpu_before
+        return Measurement(round(wall, 3), round(peak / 2**20, 1), code, round(cpu, 2), _tail(out_path),
+                           _tail(err_path))
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

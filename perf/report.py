@@ -29,14 +29,16 @@ class CaseResult:
     reason: str | None = None
     walls: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     extrapolated_from: int | None = None  # sample rows actually moved per run
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the engine's median phase seconds
 
-    def add_run(self, wall_s: float, peak_mb: float) -> None:
+    def add_run(self, wall_s: float, peak_mb: float, cpu_s: float) -> None:
         scale = self.rows / self.extrapolated_from if self.extrapolated_from else 1.0
         self.walls.append(round(wall_s * scale, 3))
         self.peaks_mb.append(peak_mb)
+        self.cpus.append(round(cpu_s * scale, 2))
 
     def fail(self, reason: str) -> None:
         self.status, self.reason = "failed", reason
@@ -57,6 +59,8 @@ class CaseResult:
             "ratio_to_limit": round(median / limit_s, 2) if median and limit_s else None,
             "peak_rss_mb": max(self.peaks_mb) if self.peaks_mb else None,
             "peak_rss_mb_all": data.pop("peaks_mb"),
+            "cpu_s_median": round(statistics.median(self.cpus), 2) if self.cpus and median else None,
+            "cpu_s_all": data.pop("cpus"),
         })
         return data
 
@@ -72,8 +76,8 @@ def _num(value: float | int | None, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"### {title}", "",
-             "| case | rows | runs | median wall s | rows/s | MB/s | × COPY limit | peak RSS MB | status |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| case | rows | runs | median wall s | rows/s | MB/s | × COPY limit | peak RSS MB | median CPU s | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['reason']}"
         if r["status"] == "ok" and r.get("notes"):
@@ -91,11 +95,12 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         lines.append(
             f"| {label} | {r['rows']:,} | {r['runs']} | {_num(r['wall_s_median'], '.2f')}{spread} | "
             f"{_num(r['rows_per_s'], ',')} | {_num(r['mb_per_s'], '.1f')} | {_num(r['ratio_to_limit'], '.2f')} | "
-            f"{_num(r['peak_rss_mb'], ',.0f')} | {status} |")
+            f"{_num(r['peak_rss_mb'], ',.0f')} | {_num(r.get('cpu_s_median'), '.2f')} | {status} |")
     busy = {r["case"]: max(r["extra"]["cpu_busy_before_run_pct"]) for r in rows
             if r.get("extra", {}).get("cpu_busy_before_run_pct")}
     if busy:
         noisy = ", ".join(f"{k} {v:.0f}%" for k, v in busy.items() if v >= 25) or "all quiet"
+        lines += ["", "CPU s: user + system time of the case's own process tree (not the database servers)."]
         lines += ["", f"CPU busy in the second before a run (other work on the machine): "
                       f"max {max(busy.values()):.0f}% ({noisy})"]
     phases = [r for r in rows if r.get("extra", {}).get("phase_seconds")]

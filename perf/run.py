@@ -109,7 +109,7 @@ def run_once(case: Case, result: CaseResult, ctx: Context, label: str, timeout_s
             result.extra.setdefault("cpu_busy_before_run_pct", []).append(busy)
             if case.report_json is not None:
                 result.extra.setdefault("engine_source", []).append(source)
-            result.add_run(measured.wall_s, measured.peak_rss_mb)
+            result.add_run(measured.wall_s, measured.peak_rss_mb, measured.cpu_s)
             _engine_phases(case, result)
             say(f"{label} {case.key} ({ctx.rows:,} rows): {measured.wall_s:.2f} s, {measured.peak_rss_mb:,.0f} MB")
             return

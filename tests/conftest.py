@@ -122,6 +122,14 @@ def sqlite_exec(path: Path, *statements: str, many: tuple[str, list[tuple[Any, .
             conn.executemany(many[0], many[1])
 
 
+MATRIX_NULL_ROW = 4  # in the type-matrix tests, the row that is NULL in every column
+
+
+def matrix_value(values: list[Any], row: int) -> Any:
+    """A type-matrix column's value in 1-based `row`: NULL past its list of edge values and in the NULL row."""
+    return values[row - 1] if row - 1 < len(values) and row != MATRIX_NULL_ROW else None
+
+
 def write_job(tmp_path: Path, body: str, name: str = "job.toml") -> Path:
     path = tmp_path / name
     path.write_text(body, encoding="utf-8")

@@ -181,15 +181,16 @@ def test_a_source_row_gone_before_verification_fails_the_run_naming_the_partitio
     monkeypatch.setenv("ENGINE_FAILPOINTS", "run.before_verify=sleep")  # 3 s between loading and verifying
     failpoints.reset()
 
+    def checkpoints() -> int:
+        if pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None:
+            return 0
+        return int(pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0])
+
     def delete_once_loaded() -> None:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            loaded = pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") if pg_rows(
-                pg_db, "SELECT to_regclass('engine.checkpoints') IS NOT NULL")[0][0] else [(0,)]
-            if loaded[0][0] == 4:
-                sqlite_exec(db, "DELETE FROM items WHERE id = 1500")
-                return
+        while checkpoints() < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
+        sqlite_exec(db, "DELETE FROM items WHERE id = 1500")
 
     thread = threading.Thread(target=delete_once_loaded)
     thread.start()

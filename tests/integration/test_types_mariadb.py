@@ -21,7 +21,7 @@ from engine.config import load_config
 from engine.errors import ConfigError
 from engine.pipeline import run_job
 from engine.plan import make_plan
-from tests.conftest import job_toml, mariadb_exec, pg_rows, write_job
+from tests.conftest import job_toml, mariadb_exec, matrix_value, pg_rows, write_job
 
 pytestmark = pytest.mark.mariadb
 
@@ -106,17 +106,12 @@ COLUMNS: list[tuple[str, str, str, list[Any], str, str, Callable[[Any], Any]]] =
     ("b64", "bit(64)", "bit(64)", [b"\x00" * 8, b"\xff" * 8, b"\x80" + b"\x00" * 7], "{c}", "{c}::text", _bits(64)),
 ]
 ROWS = max(len(v) for *_, v, _s, _t, _n in COLUMNS)
-NULL_ROW = 4
 NAMES = [c[0] for c in COLUMNS]
-
-
-def _value(values: list[Any], row: int) -> Any:
-    return values[row - 1] if row - 1 < len(values) and row != NULL_ROW else None
 
 
 def make_source(url: str) -> None:
     ddl = ", ".join(f"`{n}` {t}" for n, t, *_ in COLUMNS)
-    rows = [(row, *(_value(c[3], row) for c in COLUMNS)) for row in range(1, ROWS + 1)]
+    rows = [(row, *(matrix_value(c[3], row) for c in COLUMNS)) for row in range(1, ROWS + 1)]
     mariadb_exec(url, f"CREATE TABLE kinds (id int NOT NULL PRIMARY KEY, {ddl}) CHARACTER SET utf8mb4",
                  "SET time_zone = '+00:00'",
                  many=(f"INSERT INTO kinds VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})", rows))

@@ -15,7 +15,7 @@ from engine.errors import SourceError
 from engine.extract import read_partition
 from engine.pipeline import run_job
 from engine.plan import make_plan
-from tests.conftest import job_toml, pg_exec, pg_rows, write_job
+from tests.conftest import job_toml, matrix_value, pg_exec, pg_rows, write_job
 
 LONG_TEXT = "'" + ("ü😀a\\" * 25_000) + "'"
 
@@ -89,7 +89,6 @@ COLUMNS: dict[str, tuple[str, list[str | None]]] = {
     "r": ("int4range", ["'[1,10)'", "'empty'", "'(,5]'"]),
 }
 ROWS = max(len(v) for _, v in COLUMNS.values())
-NULL_ROW = 4
 
 # What the target's columns are: the source's own types, but enums (the target has no such type) become
 # text and a domain its base type.
@@ -106,7 +105,7 @@ def make_source(url: str) -> None:
     for row in range(1, ROWS + 1):
         values = []
         for _, (t, literals) in COLUMNS.items():
-            v = literals[row - 1] if row - 1 < len(literals) and row != NULL_ROW else None
+            v = matrix_value(literals, row)
             values.append("NULL" if v is None else f"({v})::{t}")
         statements.append(f"INSERT INTO public.kinds VALUES ({row}, {', '.join(values)})")
     pg_exec(url, *statements)

@@ -23,7 +23,7 @@ from engine.errors import ConfigError, SourceError
 from engine.extract import read_partition
 from engine.pipeline import run_job
 from engine.plan import make_plan
-from tests.conftest import job_toml, pg_rows, sqlite_exec, write_job
+from tests.conftest import job_toml, matrix_value, pg_rows, sqlite_exec, write_job
 
 LONG = "ü😀a\\" * 25_000
 
@@ -86,17 +86,12 @@ COLUMNS: list[tuple[str, str, str, list[Any], str, Callable[[Any], Any]]] = [
     ("s", "STRING", "text", ["abc", "", "😀"], "{c}", _same),
 ]
 ROWS = max(len(c[3]) for c in COLUMNS)
-NULL_ROW = 4
 NAMES = [c[0] for c in COLUMNS]
-
-
-def _value(values: list[Any], row: int) -> Any:
-    return values[row - 1] if row - 1 < len(values) and row != NULL_ROW else None
 
 
 def make_source(db: Path) -> None:
     ddl = ", ".join(f'"{n}" {t}' for n, t, *_ in COLUMNS)
-    rows = [(row, *(_value(c[3], row) for c in COLUMNS)) for row in range(1, ROWS + 1)]
+    rows = [(row, *(matrix_value(c[3], row) for c in COLUMNS)) for row in range(1, ROWS + 1)]
     sqlite_exec(db, f"CREATE TABLE kinds (id INTEGER PRIMARY KEY, {ddl})",
                 many=(f"INSERT INTO kinds VALUES ({', '.join('?' * (len(COLUMNS) + 1))})", rows))
 
