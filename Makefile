@@ -33,17 +33,21 @@ lint: setup
 	$(VENV)/bin/ruff check engine rules tests perf
 	$(VENV)/bin/mypy engine
 
-# The peers are optional: the perf group brings the Python ones (bytecode compiled, as after a normal install);
-# pgloader comes from apt when it can, else its cases are reported as skipped.
+# The peers are optional: the perf group brings the Python ones into their own environment (.venv-perf,
+# bytecode compiled, as after a normal install), so the engine keeps running from .venv with only its own
+# locked dependencies; pgloader comes from apt when it can, else its cases are reported as skipped.
+PERF_VENV := .venv-perf
+
 perf: setup
-	$(UV) sync --frozen --all-groups --compile-bytecode --quiet
+	$(UV) sync --frozen --compile-bytecode --quiet
+	UV_PROJECT_ENVIRONMENT=$(PERF_VENV) $(UV) sync --frozen --all-groups --compile-bytecode --quiet
 	@command -v pgloader >/dev/null 2>&1 || (apt-get install -y -qq pgloader || (apt-get update -qq && \
 		apt-get install -y -qq pgloader)) >/dev/null 2>&1 || echo "pgloader not installable here: reported as skipped"
-	$(VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
+	$(PERF_VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
 		$(if $(SCALING),--scaling,) $(PERF_ARGS)
 
 perf-smoke: setup
 	$(VENV)/bin/python -m perf.run --rows 20000 --runs 1 --smoke
 
 clean:
-	rm -rf .engine .pytest_cache
+	rm -rf .engine .pytest_cache .venv-perf

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,13 @@ from perf.datasets import create_target
 from perf.db import Server, pg_count, pg_exec
 
 ROOT = Path(__file__).resolve().parent.parent
+# The engine runs from its own environment, holding only its locked dependencies, as a user installs it; the
+# peers (and this suite) from the one `make perf` builds with every dependency group. Sharing one would make
+# the engine pay for the peers' packages: with pandas importable, pyarrow.dataset and Pandera import it too
+# (about half a second of start-up).
+ENGINE = ROOT / ".venv" / "bin" / "engine"
+PEERS_PYTHON = Path(sys.executable)
+_PEERS_INSTALL = "`make perf` installs the peers into .venv-perf"
 
 
 @dataclass
@@ -75,7 +83,7 @@ def _counter(ctx: Context, table: str) -> Callable[[], int | None]:
 
 def _missing(*modules: str) -> str | None:
     absent = [m for m in modules if importlib.util.find_spec(m) is None]
-    return f"Python package(s) {', '.join(absent)} not installed (uv sync --all-groups)" if absent else None
+    return f"Python package(s) {', '.join(absent)} not installed ({_PEERS_INSTALL})" if absent else None
 
 
 def copy_limit(ctx: Context) -> Case:
@@ -104,8 +112,7 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
     job = ctx.workdir / f"{target}.toml"
     job.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
     report = ctx.workdir / f"{target}.json"
-    engine = ROOT / ".venv" / "bin" / "engine"
-    return Case(key, label, [str(engine), "run", str(job), "--fresh", "--quiet", "--json", str(report)],
+    return Case(key, label, [str(ENGINE), "run", str(job), "--fresh", "--quiet", "--json", str(report)],
                 _empty_table(ctx, target), _counter(ctx, f"public.{target}"), ctx.rows,
                 skip=ctx.mysql_error if source == "mysql" else None, notes=notes, report_json=report)
 
@@ -134,7 +141,7 @@ def engine_workers(ctx: Context, workers: int) -> Case:
 def _sling(ctx: Context, key: str, source: str) -> Case:
     spec = importlib.util.find_spec("sling_linux_amd64")
     binary = Path(spec.origin).parent / "bin" / "sling-linux-amd64" if spec and spec.origin else None
-    skip = None if binary and binary.is_file() else "PyPI wheel sling-linux-amd64 not installed (uv sync --all-groups)"
+    skip = None if binary and binary.is_file() else f"PyPI wheel sling-linux-amd64 not installed ({_PEERS_INSTALL})"
     src_url = (ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src + "?sslmode=disable")
     stream = f"{ctx.src_db}.{ctx.table}" if source == "mysql" else f"public.{ctx.table}"
     target = key.replace("-", "_")
@@ -188,7 +195,7 @@ def pgloader_mysql(ctx: Context) -> Case:
 
 
 def _python_peer(ctx: Context, peer: str, target: str, limit: int | None = None) -> list[str]:
-    argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "perf.peers", peer, "--src", ctx.src, "--dst", ctx.dst,
+    argv = [str(PEERS_PYTHON), "-m", "perf.peers", peer, "--src", ctx.src, "--dst", ctx.dst,
             "--table", ctx.table, "--target", target]
     return argv + (["--limit", str(limit)] if limit else [])
 
