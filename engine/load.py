@@ -11,10 +11,12 @@ Nothing here commits: the caller commits each partition's rows with its checkpoi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import pg
 from engine.catalog import target_columns, target_unique_keys
@@ -125,23 +127,23 @@ def conform(data: pa.RecordBatch | pa.Table, target: LoadTarget) -> pa.RecordBat
     String and binary columns keep whichever offset width they arrived with (copying them is the most
     expensive thing a cast could do); everything else is cast exactly to what binary COPY needs.
     """
-    arrays = []
+    arrays, pg_types = [], dict(target.columns)
     for field in target.arrow_schema():
         column = data.column(field.name)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
-        arrays.append(_cast(column, field.type, field.name))
+        arrays.append(_cast(column, field.type, field.name, pg_types[field.name]))
     names = [n for n, _ in target.columns]
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _cast(column: pa.Array, wanted: pa.DataType, name: str) -> pa.Array:
+def _cast(column: pa.Array, wanted: pa.DataType, name: str, pg_type: str = "") -> pa.Array:
     have = column.type
     if have == wanted or (wanted in _STRINGS and have in _STRINGS) or (wanted in _BINARIES and have in _BINARIES):
         return column
     if pa.types.is_string_view(have) or pa.types.is_binary_view(have):
         return _cast(column.cast(pa.large_string() if pa.types.is_string_view(have) else pa.large_binary()),
-                     wanted, name)
+                     wanted, name, pg_type)
     if isinstance(wanted, pa.UuidType):
         if pa.types.is_fixed_size_binary(have):
             storage = column.cast(pa.binary(16))
@@ -153,11 +155,41 @@ def _cast(column: pa.Array, wanted: pa.DataType, name: str) -> pa.Array:
         storage = column if have in _STRINGS else column.cast(pa.large_string())
         return pa.ExtensionArray.from_storage(pa.json_(storage.type), storage)
     try:
-        return column.cast(wanted)  # safe cast: overflow, lost decimals and unparsable text raise
+        cast = column.cast(wanted)  # safe cast: overflow, lost decimals and unparsable text raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise TargetError(f"column {name!r}: cannot convert {have} to the target's type {wanted} ({exc}); nothing "
                           f"was changed: declare a type that holds the value in [target] types, e.g. "
                           f"{override_hint(name)}") from None
+    changed = _first_changed(column, cast) if _may_round(have, wanted) else None
+    if changed is not None:
+        accept = override_hint(name).replace('"text"', json.dumps(pg_type))
+        raise TargetError(
+            f"column {name!r}: the target column ({pg_type}) cannot hold the value {column[changed].as_py()!r} exactly "
+            f"(it would be stored as {cast[changed].as_py()!r}); nothing was changed: widen the target column "
+            f"(ALTER TABLE … ALTER COLUMN … TYPE) or drop the table to let the engine create it, or, to accept "
+            f"PostgreSQL's rounding, declare {accept}")
+    return cast
+
+
+def _may_round(have: pa.DataType, wanted: pa.DataType) -> bool:
+    """Casts Arrow's safe mode lets round silently: floats into narrower floats (1e300 -> inf) and between
+    floats and decimals (doubles hold 15-17 digits, decimals up to 38)."""
+    floating, decimal = pa.types.is_floating, pa.types.is_decimal
+    return ((floating(have) and floating(wanted) and have.bit_width > wanted.bit_width)
+            or (floating(have) and decimal(wanted)) or (decimal(have) and floating(wanted)))
+
+
+def _first_changed(column: pa.Array, cast: pa.Array) -> int | None:
+    """Position of the first value that does not read back as itself from the target type (NaN stays NaN)."""
+    try:
+        back = cast.cast(column.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return 0 if len(column) else None
+    differs = pc.fill_null(pc.not_equal(column, back), False)
+    if pa.types.is_floating(column.type):
+        differs = pc.and_not(differs, pc.and_(pc.is_nan(column), pc.fill_null(pc.is_nan(back), False)))
+    found = pc.indices_nonzero(differs)
+    return found[0].as_py() if len(found) else None
 
 
 def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:
