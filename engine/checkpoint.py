@@ -78,6 +78,20 @@ def try_lock_job(conn: pg.Connection, job: str) -> None:
                              "database); wait for it to finish, or stop it, then rerun to resume")
 
 
+def claim_run(conn: pg.Connection, run_id: str, doing: str) -> None:
+    """Hold the run's row (FOR SHARE) until this transaction ends, refusing if the run is no longer running.
+
+    The advisory lock dies with its session; if the server dropped it, another process may have started the
+    job meanwhile. Whatever it did to this run (abandoned it with --fresh, or finished it) is visible here,
+    and it cannot change the run's status before this transaction commits.
+    """
+    rows = pg.fetch_all(conn, "SELECT status FROM engine.runs WHERE run_id = $1 FOR SHARE", (run_id,))
+    status = rows[0][0] if rows else "deleted"
+    if status != "running":
+        raise JobLockedError(f"run {run_id} is no longer running (its status is now {status!r}: another process "
+                             f"took the job over after this one lost its connection); stopped before {doing}")
+
+
 def latest_run(conn: pg.Connection, job: str) -> RunRecord | None:
     rows = pg.fetch_all(conn, """SELECT run_id, job, status, started_at, fingerprint, plan::text FROM engine.runs
                                  WHERE job = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1""", (job,))

@@ -25,7 +25,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "the job succeeded (bad rows, if any, are in the quarantine and within the budget)",
     EXIT_INTERNAL: "unexpected internal error (a bug: please report it with the traceback)",
     EXIT_CONFIG: "the job file or command line is invalid; nothing was touched",
-    EXIT_LOCKED: "another run of the same job is in progress; nothing was touched",
+    EXIT_LOCKED: "another run of the same job is in progress (or took this one over); this one wrote nothing more",
     EXIT_ERROR_BUDGET: "too many rows failed validation (validate.max_error_rate); finished partitions are kept",
     EXIT_VERIFICATION: "verification found target and source disagree",
     EXIT_UNAVAILABLE: "a database refused or stayed unreachable after retries; rerun to resume",

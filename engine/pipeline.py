@@ -73,6 +73,7 @@ class Run:
         self.config, self.fresh, self.say = config, fresh, progress
         self.target_url = config.target_url
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
+        self.lock_conn: pg.Connection  # the session holding the job's advisory lock
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
         """Resume the job's unfinished run (same frozen plan), or plan a new one."""
@@ -166,13 +167,13 @@ class Run:
         retries = config.pipeline.retries
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
         pg.forget_databases()  # this run sees the types created since the last one
-        lock_conn = pg.with_retries(lambda: pg.connect(self.target_url, autocommit=True), "connecting to the target",
-                                    retries, self.say)
+        self.lock_conn = pg.with_retries(lambda: pg.connect(self.target_url, autocommit=True),
+                                         "connecting to the target", retries, self.say)
         conn = pg.with_retries(lambda: pg.connect(self.target_url), "connecting to the target", retries, self.say)
         run_id = ""
         try:
             checkpoint.ensure_schema(conn)
-            checkpoint.try_lock_job(lock_conn, config.job.name)
+            checkpoint.try_lock_job(self.lock_conn, config.job.name)
             with source_snapshot(config.source_url) as snapshot:
                 run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
@@ -196,7 +197,7 @@ class Run:
         finally:
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(peak_rss_mb(), 1)
-            for c in (conn, lock_conn):
+            for c in (conn, self.lock_conn):
                 try:
                     c.close()
                 except Exception:
@@ -237,6 +238,8 @@ class Run:
                     report.top_failures = checkpoint.top_failures(conn, self.config.job.name, run_id)
                     raise over
             conn.commit()
+            self._hold_lock()
+            checkpoint.claim_run(conn, run_id, "finishing the run")
             failpoints.hit("run.before_verify")
             report.verification = verify_run(self.config, plan, conn, target, finished, report)
             if target.mode == "replace":
@@ -244,6 +247,21 @@ class Run:
                 swap_in(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _hold_lock(self) -> None:
+        """Make sure this process still holds the job's lock: the server drops it with its session (a restart,
+        a terminated backend). Take it again if it is free; if another run holds it now, stop."""
+        try:
+            pg.fetch_all(self.lock_conn, "SELECT 1")
+            return
+        except Exception:
+            pass
+        try:
+            self.lock_conn.close()
+        except Exception:
+            pass
+        self.lock_conn = pg.connect(self.target_url, autocommit=True)
+        checkpoint.try_lock_job(self.lock_conn, self.config.job.name)
 
     def _record_failure(self, run_id: str, report: RunReport) -> None:
         try:

@@ -290,6 +290,7 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
             pq.write_table(quarantined, folder / f"part-{task.partition.id:05d}.parquet")
         result.rows_loaded = loaded
         result.seconds = time.perf_counter() - started
+        checkpoint.claim_run(conn, task.run_id, f"committing partition {task.partition.id}")
         if task.checkpoints:
             checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
                                         result.rows_read, loaded, result.rows_quarantined, result.seconds)

@@ -38,6 +38,13 @@ def assert_exact_copy(source: str, target: str, table: str = "public.items") -> 
     assert dst == src, f"target {dst} != source {src} (target rows: {lost})"
 
 
+def drop_advisory_locks(url: str) -> int:
+    """End the sessions holding advisory locks in this database, as a server restart would; how many."""
+    ended = pg_rows(url, """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())""")
+    return sum(1 for (ok,) in ended if ok)
+
+
 class CuttingProxy:
     """Forwards 127.0.0.1:<port> to a server; cuts the first `cuts` connections after `after_bytes` bytes."""
 

@@ -6,6 +6,7 @@ The long randomized campaign lives in test_chaos.py (marked slow; `make chaos`).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import failpoints
+from engine import checkpoint, failpoints, pg
 from engine.config import load_config
-from engine.errors import SourceError
+from engine.errors import JobLockedError, SourceError
 from engine.pipeline import run_job
+from engine.urls import parse_url
 from tests.conftest import ROOT, pg_exec, pg_rows, run_cli
-from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, items_job, make_items
+from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, drop_advisory_locks, items_job, make_items
 
 KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
                "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
@@ -107,7 +109,7 @@ def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, 
     job = items_job(tmp_path, "concurrent", pg_source, pg_db, partitions=2, workers=1)
     env = {"ENGINE_FAILPOINTS": "load.before_commit=sleep@1"}
     first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
-                             env={**__import__("os").environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     time.sleep(1.5)
     second = run_cli("run", str(job))
@@ -115,6 +117,71 @@ def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, 
     assert first.returncode == 0, first_err[-2000:]
     assert second.returncode == 3, second.stderr
     assert "already running" in second.stderr
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_run_that_lost_its_lock_stops_once_another_run_took_the_job_over(pg_source: str, pg_db: str,
+                                                                          tmp_path: Path) -> None:
+    """The server drops an advisory lock with its session: a second run can then start the job. The first
+    must notice before it commits anything more, whatever the second did to its run."""
+    make_items(pg_source, 4000)
+    job = items_job(tmp_path, "takeover", pg_source, pg_db, mode="upsert", partitions=4, workers=1)
+    slow = "load.before_commit=sleep@2,transform.batch=sleep@3"  # ~6 s between the 1st and the 3rd commit
+    first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
+                             env={**os.environ, "ENGINE_FAILPOINTS": slow}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None or
+                                      pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 1):
+        time.sleep(0.05)
+    run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
+    assert drop_advisory_locks(pg_db) == 1
+    second = run_cli("run", str(job), "--fresh")
+    assert second.returncode == 0, second.stderr[-2000:]
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 3, first_err[-2000:]
+    assert f"run {run_id} is no longer running (its status is now 'abandoned'" in first_err
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints WHERE run_id = $1", (run_id,)) == [(2,)]
+    assert_exact_copy(pg_source, pg_db)
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_run_whose_lock_was_dropped_takes_it_again_before_finishing(taken: bool, pg_source: str, pg_db: str,
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server dropped the lock's session (a restart): the run finishes if the lock is still free, and
+    stops, committing nothing more, if another run of the job holds it by then."""
+    make_items(pg_source, 3000)
+    job = items_job(tmp_path, "relock", pg_source, pg_db, partitions=3, workers=1)
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "load.after_commit=sleep@3")  # after the last partition
+    failpoints.reset()
+    other = pg.connect(parse_url(pg_db), autocommit=True)
+
+    def drop_the_lock() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and (pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None or
+                                          pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 3):
+            time.sleep(0.05)
+        drop_advisory_locks(pg_db)
+        if taken:  # as if another run had started the job meanwhile
+            checkpoint.try_lock_job(other, "relock")
+
+    thread = threading.Thread(target=drop_the_lock)
+    thread.start()
+    try:
+        if taken:
+            with pytest.raises(JobLockedError, match="already running"):
+                run_job(load_config(job))
+        else:
+            assert run_job(load_config(job)).status == "succeeded"
+    finally:
+        thread.join()
+        other.close()  # the other run is gone, and its lock with it
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("failed" if taken else "succeeded",)]
+    if taken:  # the rerun finds every partition done and only finishes the run
+        monkeypatch.delenv("ENGINE_FAILPOINTS")
+        report = run_job(load_config(job))
+        assert report.status == "succeeded" and report.partitions_skipped == 3
     assert_exact_copy(pg_source, pg_db)
 
 
