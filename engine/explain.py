@@ -8,7 +8,7 @@ from pathlib import Path
 from engine import pg
 from engine.catalog import target_columns, target_unique_keys
 from engine.config import JobConfig
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 from engine.load import target_ddl
 from engine.plan import Plan, make_plan
 from engine.transform import build_transform
@@ -54,6 +54,11 @@ def explain(config: JobConfig) -> str:
     return "\n".join(lines)
 
 
+def _problems(exc: EngineError) -> list[str]:
+    """A ConfigError's own list, so `engine check` shows one flat list rather than lists inside it."""
+    return list(exc.problems) if isinstance(exc, ConfigError) else [str(exc)]
+
+
 def check(config: JobConfig) -> list[str]:
     """Every problem found, without writing anything."""
     problems: list[str] = []
@@ -62,12 +67,12 @@ def check(config: JobConfig) -> list[str]:
         try:
             step()
         except EngineError as exc:
-            problems.append(str(exc))
+            problems.extend(_problems(exc))
     plan = None
     try:
         plan = make_plan(config)
     except EngineError as exc:
-        problems.append(str(exc))
+        problems.extend(_problems(exc))
     try:
         with pg.connection(config.target_url) as conn:
             existing = target_columns(conn, config.target_table)

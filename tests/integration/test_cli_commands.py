@@ -32,6 +32,7 @@ def test_check_reports_every_problem(pg_source: str, pg_db: str, tmp_path: Path)
     assert "`transform.cast.grp`: unknown type 'Int99'" in out
     assert "has no 'Nope'" in out
     assert "`source.partition_on`: column 'label' is text, not an integer" in out
+    assert out.count("problem(s)") == 1 and out.count("\n  - ") == int(out.split(" problem(s)")[0].split()[-1])
 
 
 def test_check_passes_a_good_job(pg_source: str, pg_db: str, tmp_path: Path) -> None:
