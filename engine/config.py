@@ -81,7 +81,7 @@ class TargetSection(_Section):
 
 class PipelineSection(_Section):
     workers: int = Field(2, ge=1, le=64, description="Partitions in flight at once")
-    batch_rows: int = Field(16_384, ge=1_000, le=10_000_000,
+    batch_rows: int = Field(8_192, ge=1_000, le=10_000_000,
                             description="Rows per Arrow batch (several per partition, so its stages overlap)")
     queue_depth: int = Field(4, ge=1, le=64, description="Batches buffered between stages per partition")
     staging_dir: str = Field(".engine/staging", description="Where rejected (and staged) batches go")
