@@ -16,7 +16,7 @@ from pathlib import Path
 from engine import checkpoint, failpoints, pg
 from engine.catalog import describe_source
 from engine.config import JobConfig
-from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, SourceError
+from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLockedError, SourceError
 from engine.load import LoadTarget, prepare_target, swap_in
 from engine.plan import Plan, make_plan
 from engine.report import RunReport
@@ -191,7 +191,8 @@ class Run:
             if run_id:
                 report.status = "failed"
                 report.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-                self._record_failure(run_id, report)
+                if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
+                    self._record_failure(run_id, report)
                 setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
             raise
         finally:
