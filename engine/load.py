@@ -12,6 +12,8 @@ Nothing here commits: the caller commits each partition's rows with its checkpoi
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -24,7 +26,8 @@ from engine.config import LoadMode
 from engine.errors import ConfigError, TargetError
 from engine.plan import Plan
 from engine.sql import TableName, quote_ident
-from engine.typemap import ingest_type, override_hint
+from engine.typemap import e_literal, ingest_type, override_hint
+from engine.urls import redact
 
 STAGING_SUFFIX = "__engine_new"
 BATCH_TABLE = "engine_batch"
@@ -192,6 +195,24 @@ def _first_changed(column: pa.Array, cast: pa.Array) -> int | None:
     return found[0].as_py() if len(found) else None
 
 
+_DOES_NOT_FIT = "[does not fit]"
+_UNCONSTRAINED = {"character varying": "text", "character": "bpchar", "bit": "varbit", "bit varying": "varbit"}
+
+
+def exact_cast(name: str, pg_type: str) -> str:
+    """`column::pg_type`, refusing the row instead of letting a type modifier change the value: casts to
+    varchar(n) and bit varying(n) truncate, numeric(p,s), timestamp(p) and interval(p) round. The refusal is a
+    failed cast whose input is the reason, so the row is quarantined with it."""
+    expr = quote_ident(name)
+    if "(" not in pg_type or pg_type.endswith("[]"):
+        return f"{expr}::{pg_type}"
+    base = re.sub(r"\(\d+(,\d+)?\)", "", pg_type).strip()
+    base = _UNCONSTRAINED.get(base, base)
+    reason = e_literal(f'{_DOES_NOT_FIT} column "{name}" holds a value {pg_type} would change: ')
+    return (f"CASE WHEN {expr}::{pg_type}::{base} IS DISTINCT FROM {expr}::{base} "
+            f"THEN ({reason} || {expr}::text)::integer::text::{pg_type} ELSE {expr}::{pg_type} END")
+
+
 def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:
     """COPY the batches into the target per its mode, inside the caller's transaction."""
     if not target.via_text:
@@ -199,7 +220,7 @@ def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatc
     pg.execute(conn, f"DROP TABLE IF EXISTS pg_temp.{quote_ident(BATCH_TABLE)}")
     rows = pg.ingest(conn, BATCH_TABLE, None, reader, mode="create", temporary=True)
     names = ", ".join(quote_ident(n) for n, _ in target.columns)
-    casts = ", ".join(f"{quote_ident(n)}::{t}" for n, t in target.columns)
+    casts = ", ".join(exact_cast(n, t) for n, t in target.columns)
     sql = f"INSERT INTO {target.write_table.quoted()} ({names}) SELECT {casts} FROM pg_temp.{quote_ident(BATCH_TABLE)}"
     if target.mode == "upsert":
         keys = ", ".join(quote_ident(k) for k in target.key)
@@ -208,6 +229,87 @@ def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatc
     pg.execute(conn, sql)
     pg.execute(conn, f"DROP TABLE pg_temp.{quote_ident(BATCH_TABLE)}")
     return rows
+
+
+# Errors PostgreSQL raises for a row's values, not for the load as a whole: the row is quarantined with the
+# database's own message. 22P03 (bad binary format) is not among them: it would mean a wrong batch type.
+_ROW_ERRORS = {"23505": "unique_violation", "23503": "foreign_key_violation", "23514": "check_violation",
+               "23502": "not_null_violation", "23P01": "exclusion_violation", "21000": "cardinality_violation",
+               "22001": "string_data_right_truncation", "22003": "numeric_value_out_of_range",
+               "22P02": "invalid_text_representation", "22007": "invalid_datetime_format",
+               "22008": "datetime_field_overflow", "22023": "invalid_parameter_value",
+               "22P05": "untranslatable_character", "22021": "character_not_in_repertoire",
+               "22026": "string_data_length_mismatch"}
+MAX_REJECTED_ROWS = 1000  # per partition: beyond this the data or the table is wrong, not a few rows
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row the target refused: the one-row batch as sent, and why."""
+
+    row: pa.RecordBatch
+    condition: str  # PostgreSQL's name for the error, e.g. check_violation
+    column: str  # the column the message names, or "(row)"
+    message: str
+
+
+def row_rejection(exc: BaseException) -> str | None:
+    """The condition name when the target refused a row's values (constraint, length, range), else None."""
+    return _ROW_ERRORS.get(getattr(exc, "sqlstate", None) or "")
+
+
+def write_isolating(conn: pg.Connection, target: LoadTarget, batches: Iterator[pa.RecordBatch],
+                    rejected: list[RejectedRow]) -> int:
+    """Load batch by batch, each under a savepoint; split a refused batch in halves until the rows the target
+    refuses are alone, and hand those back instead of failing. Needs an explicit transaction on an autocommit
+    session (the driver cannot roll back to a savepoint once a statement failed otherwise)."""
+    loaded = 0
+    for batch in batches:
+        loaded += _load_or_split(conn, target, batch, rejected)
+    return loaded
+
+
+def _load_or_split(conn: pg.Connection, target: LoadTarget, batch: pa.RecordBatch, rejected: list[RejectedRow]) -> int:
+    pg.execute(conn, "SAVEPOINT engine_rows")
+    try:
+        rows = write_batches(conn, target, pa.RecordBatchReader.from_batches(batch.schema, [batch]))
+        pg.execute(conn, "RELEASE SAVEPOINT engine_rows")
+        return rows
+    except Exception as exc:
+        condition = row_rejection(exc)
+        if condition is None:
+            raise
+        pg.execute(conn, "ROLLBACK TO SAVEPOINT engine_rows")
+        if batch.num_rows > 1:
+            half = batch.num_rows // 2
+            return (_load_or_split(conn, target, batch.slice(0, half), rejected)
+                    + _load_or_split(conn, target, batch.slice(half), rejected))
+        message = _database_message(exc)
+        if _DOES_NOT_FIT in message:  # exact_cast's refusal: its reason is the cast's input
+            condition, message = "value_does_not_fit", message.split(_DOES_NOT_FIT, 1)[1].strip().rstrip('"')
+        rejected.append(RejectedRow(batch, condition, _named_column(str(exc)), message))
+        if len(rejected) > MAX_REJECTED_ROWS:
+            raise TargetError(f"the target refused more than {MAX_REJECTED_ROWS:,} rows of this partition "
+                              f"(e.g. {rejected[0].condition}: {rejected[0].message}); fix the target table's "
+                              "constraints or the data, then rerun to resume") from None
+        return 0
+
+
+def _database_message(exc: BaseException) -> str:
+    """PostgreSQL's ERROR and DETAIL lines, without the driver's wrapping."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [re.sub(r"^.*?ERROR:\s*", "", line) for line in lines if "ERROR:" in line or line.startswith("DETAIL:")]
+    return redact(" ".join(kept) or (lines[0] if lines else type(exc).__name__))
+
+
+def _named_column(message: str) -> str:
+    """The column PostgreSQL's message names (`column "x"`, or COPY's context `…, line 3, column x: …`)."""
+    message = message.split("ERROR:", 1)[-1]  # the driver puts the failed query first
+    m = re.search(r'column "((?:[^"]|"")+)"', message)
+    if m:
+        return m.group(1).replace('""', '"')
+    m = re.search(r"COPY [^\n]*?, line \d+, column (.+?)(?::|\n|$)", message)
+    return m.group(1) if m else "(row)"
 
 
 def swap_in(conn: pg.Connection, target: LoadTarget) -> None:

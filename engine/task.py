@@ -27,7 +27,7 @@ from engine import checkpoint, failpoints, pg
 from engine.config import TransformSection
 from engine.errors import EngineError
 from engine.extract import read_partition
-from engine.load import LoadTarget, conform, write_batches
+from engine.load import LoadTarget, RejectedRow, conform, row_rejection, write_batches, write_isolating
 from engine.plan import Partition, Plan
 from engine.transform import Transform, build_transform
 from engine.urls import DatabaseUrl, parse_url
@@ -252,7 +252,11 @@ def _stage(task: PartitionTask, out: pa.RecordBatch, number: int, sent: list[pl.
         yield out
 
 
-def _attempt(task: PartitionTask, result: PartitionResult) -> None:
+class _RowsRefused(Exception):
+    """The target refused some rows of the partition: redo it isolating them (see `write_isolating`)."""
+
+
+def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False) -> None:
     source, target = parse_url(task.source_url), parse_url(task.target_url)
     started = time.perf_counter()
     stop = threading.Event()
@@ -264,7 +268,7 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
     reader = _Stage("extract", _timed(read_partition(task.plan, task.partition, source, task.batch_rows,
                                                      task.snapshot), result, "extract"), raw, stop)
     worker = _Stage("transform", _process(task, _drain(raw, reader, [0.0]), result, rejected, sent), ready, stop)
-    conn = _worker_connection(target)
+    conn = _isolating_connection(target) if isolate else _worker_connection(target)
     try:
         reader.start()
         worker.start()
@@ -275,10 +279,17 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         schema = first.schema if first is not None else task.target.arrow_schema()
         stream = pa.RecordBatchReader.from_batches(schema, itertools.chain([first] if first else [], batches))
         try:
-            loaded = write_batches(conn, task.target, stream)
-        except Exception:
+            if isolate:
+                refused: list[RejectedRow] = []
+                loaded = write_isolating(conn, task.target, iter(stream), refused)
+                _quarantine_refused(task, refused, result, rejected)
+            else:
+                loaded = write_batches(conn, task.target, stream)
+        except Exception as exc:
             if upstream_errors:
                 raise upstream_errors[0] from None
+            if not isolate and row_rejection(exc):
+                raise _RowsRefused() from exc
             raise
         result.phases["load"] += time.perf_counter() - load_start - waited[0]
         commit_start = time.perf_counter()
@@ -297,7 +308,10 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         if task.verify_content:
             check_partition_content(conn, task.target, task.plan, task.partition, sent)
         failpoints.hit("load.before_commit")
-        conn.commit()
+        if isolate:
+            pg.execute(conn, "COMMIT")
+        else:
+            conn.commit()
         failpoints.hit("load.after_commit")
         result.phases["commit"] += time.perf_counter() - commit_start
     except BaseException:
@@ -306,6 +320,8 @@ def _attempt(task: PartitionTask, result: PartitionResult) -> None:
         raise
     finally:
         stop.set()
+        if isolate:
+            _drop_worker_connection(conn)
         for thread in (reader, worker):
             thread.join(timeout=30)
 
@@ -333,6 +349,30 @@ def _worker_connection(url: DatabaseUrl) -> pg.Connection:
     with _opened_lock:
         _opened.add(conn)
     return conn
+
+
+def _isolating_connection(url: DatabaseUrl) -> pg.Connection:
+    """A session for `write_isolating`: autocommit, with the partition's transaction opened by hand."""
+    conn = pg.connect(url, autocommit=True)
+    pg.execute(conn, "BEGIN")
+    pg.execute(conn, "SET LOCAL synchronous_commit = off")
+    return conn
+
+
+def _quarantine_refused(task: PartitionTask, refused: list[RejectedRow], result: PartitionResult,
+                        rejected: list[pa.Table]) -> None:
+    """Rows the target refused join the partition's quarantine, with the database's reason."""
+    for row in refused:
+        plain = pa.RecordBatch.from_arrays(
+            [c.storage if isinstance(c, pa.ExtensionArray) else c for c in row.row.columns], names=row.row.schema.names)
+        original = pl.from_arrow(plain)
+        assert isinstance(original, pl.DataFrame)
+        check = f"target {row.condition}"
+        bad = pl.DataFrame({ROW_INDEX: pl.Series([0], dtype=pl.UInt32), "checks": [check], "columns": [row.column],
+                            "reason": [f"{row.column}: {row.message}"]})
+        rejected.append(quarantine_rows(task, original, bad))
+        result.rows_quarantined += 1
+        result.failures[(check, row.column)] += 1
 
 
 def _drop_worker_connection(conn: pg.Connection) -> None:
@@ -366,7 +406,11 @@ def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = 
     def attempt() -> PartitionResult:
         attempts[0] += 1
         result = PartitionResult(task.partition.id, attempts=attempts[0])
-        _attempt(task, result)
+        try:
+            _attempt(task, result)
+        except _RowsRefused:  # redo the partition, loading what the target accepts and quarantining the rest
+            result = PartitionResult(task.partition.id, attempts=attempts[0])
+            _attempt(task, result, isolate=True)
         return result
 
     return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)

@@ -74,7 +74,7 @@ def _pg_time_kind(pg_type: str) -> str | None:
             "time without time zone": "time"}.get(t)
 
 
-def _e_literal(text: str) -> str:
+def e_literal(text: str) -> str:
     """A PostgreSQL string literal read the same whatever standard_conforming_strings says."""
     return "E'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -85,8 +85,8 @@ def _pg_guard(name: str, expr: str, unfit: str, pg_type: str) -> str:
     The plan chose the binary path after finding no such value; this catches rows written later (a resumed
     run reads a newer snapshot). The failure is an invalid cast whose input is the message itself.
     """
-    message = _e_literal(f"column {name} holds ")
-    tail = _e_literal(", which this run's plan cannot carry (it appeared after planning); rerun with --fresh")
+    message = e_literal(f"column {name} holds ")
+    tail = e_literal(", which this run's plan cannot carry (it appeared after planning); rerun with --fresh")
     return f"CASE WHEN {unfit} THEN ({message} || {expr}::text || {tail})::{pg_type} ELSE {expr} END"
 
 

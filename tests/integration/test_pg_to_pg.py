@@ -210,3 +210,44 @@ def test_budget_holds_for_the_whole_run_even_when_every_partition_committed(pg_s
     again = run_cli("run", str(job))
     assert again.returncode == 65, again.stdout + again.stderr
     assert "amount" in again.stdout and "top failing checks" in again.stdout
+
+
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_rows_the_target_refuses_are_quarantined_with_the_database_reason(mode: str, pg_source: str, pg_db: str,
+                                                                          tmp_path: Path) -> None:
+    """A target table with its own constraints: each refused row is quarantined once, with PostgreSQL's
+    condition and message; every other row loads; a rerun into the full table stops at the error budget."""
+    pg_exec(pg_source, "CREATE TABLE public.t (id bigint PRIMARY KEY, code text, qty integer, parent integer, "
+                       "note text, email text)",
+            "INSERT INTO public.t SELECT g, 'c' || g % 100, g, g % 3 + 1, 'n', 'e' || g FROM generate_series(1, 2000) g",
+            "UPDATE public.t SET qty = -5 WHERE id = 10", "UPDATE public.t SET code = 'toolongcode' WHERE id = 20",
+            "UPDATE public.t SET note = NULL WHERE id = 30", "UPDATE public.t SET email = 'e41' WHERE id = 40",
+            "UPDATE public.t SET parent = 99 WHERE id = 50")
+    pg_exec(pg_db, "CREATE TABLE public.parents (id integer PRIMARY KEY)", "INSERT INTO public.parents VALUES (1), (2), (3)",
+            "CREATE TABLE public.t (id bigint PRIMARY KEY, code varchar(5), qty integer CHECK (qty > 0), "
+            "parent integer REFERENCES public.parents, note text NOT NULL, email text UNIQUE)")
+    job = write_job(tmp_path, job_toml("refused", pg_source, "public.t", pg_db, "public.t", mode=mode,
+                                       key=["id"] if mode == "upsert" else None, extra_source="partitions = 4",
+                                       extra="batch_rows = 1000"))
+    report = run_job(load_config(job))
+    assert report.status == "succeeded", report.error
+    assert (report.rows_loaded, report.rows_quarantined) == (1995, 5)
+    quarantined = pg_rows(pg_db, "SELECT source_key, checks, columns, reason, row->>'code' FROM engine.quarantine "
+                                 "ORDER BY source_key::int")
+    # upsert goes through a temporary table and a cast, where the engine refuses what varchar(5) would truncate
+    too_long = "target string_data_right_truncation" if mode == "append" else "target value_does_not_fit"
+    assert [(q[0], q[1]) for q in quarantined] == [
+        ("10", "target check_violation"), ("20", too_long),
+        ("30", "target not_null_violation"), ("41", "target unique_violation"), ("50", "target foreign_key_violation")]
+    assert "t_qty_check" in quarantined[0][3] and quarantined[1][4] == "toolongcode"
+    assert quarantined[1][2] == "code" and "character varying(5)" in quarantined[1][3]
+    assert quarantined[2][2] == "note" and "t_email_key" in quarantined[3][3]
+    loaded = {r[0] for r in pg_rows(pg_db, "SELECT id FROM public.t")}
+    assert loaded == set(range(1, 2001)) - {10, 20, 30, 41, 50}
+
+    if mode == "append":
+        with pytest.raises(ErrorBudgetExceeded, match="max_error_rate"):  # every row is a duplicate now
+            run_job(load_config(job), fresh=True)
+    else:  # upserting again changes nothing and refuses the same rows
+        assert run_job(load_config(job), fresh=True).rows_quarantined == 5
+    assert pg_rows(pg_db, "SELECT count(*) FROM public.t") == [(1995,)]

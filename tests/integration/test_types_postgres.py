@@ -218,3 +218,22 @@ def test_an_existing_narrower_target_column_never_rounds_silently(pg_source: str
     report = run_job(load_config(write_job(tmp_path, declared)), fresh=True)
     assert report.status == "succeeded", report.error
     assert pg_rows(pg_db, "SELECT id, f::text, n::text FROM public.m ORDER BY id") == [(1, "0.1", "2.5"), (2, "0.1", "2.5")]
+
+
+def test_a_declared_type_whose_modifier_would_change_a_value_quarantines_the_row(pg_source: str, pg_db: str,
+                                                                                 tmp_path: Path) -> None:
+    """PostgreSQL's own casts round numeric(p,s) and timestamp(p) and truncate varchar(n) without a word: a
+    value that would change is quarantined with the reason instead."""
+    pg_exec(pg_source, "CREATE TABLE public.d (id integer PRIMARY KEY, n numeric(12,4), at timestamptz, s text)",
+            "INSERT INTO public.d VALUES (1, 2.5, '2024-01-01 10:00:00+00', 'abc'), "
+            "(2, 1.2345, '2024-01-01 10:00:00+00', 'abc'), (3, 2.5, '2024-01-01 10:00:00.5+00', 'abc'), "
+            "(4, 2.5, '2024-01-01 10:00:00+00', 'abcdef')")
+    body = job_toml("pg_typmod", pg_source, "public.d", pg_db, "public.d").replace(
+        "\n[pipeline]", '\n[target.types]\nn = "numeric(10,2)"\nat = "timestamptz(0)"\ns = "varchar(3)"\n\n[pipeline]')
+    body = body.replace("[source]", "[validate]\nmax_error_rate = 1.0\n\n[source]")
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert report.status == "succeeded", report.error
+    assert pg_rows(pg_db, "SELECT id, n::text, at::text, s FROM public.d") == [(1, "2.50", "2024-01-01 10:00:00+00", "abc")]
+    assert pg_rows(pg_db, "SELECT source_key, checks, columns FROM engine.quarantine ORDER BY 1") == [
+        ("2", "target value_does_not_fit", "n"), ("3", "target value_does_not_fit", "at"),
+        ("4", "target value_does_not_fit", "s")]
