@@ -468,6 +468,9 @@ def ingest_type(pg_type: str) -> pa.DataType | None:
     if t == "uuid":
         return pa.uuid()
     base = re.sub(r"\(.*\)", "", t).strip()
+    precision = re.search(r"\((\d+)\)", t)
+    if base.startswith(("time", "timestamp")) and precision and int(precision.group(1)) < 6:
+        return None  # binary COPY would round the microseconds silently: the text path refuses such values
     table = {
         "smallint": pa.int16(), "integer": pa.int32(), "bigint": pa.int64(), "real": pa.float32(),
         "double precision": pa.float64(), "boolean": pa.bool_(), "text": pa.large_string(),

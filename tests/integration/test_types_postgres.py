@@ -237,3 +237,18 @@ def test_a_declared_type_whose_modifier_would_change_a_value_quarantines_the_row
     assert pg_rows(pg_db, "SELECT source_key, checks, columns FROM engine.quarantine ORDER BY 1") == [
         ("2", "target value_does_not_fit", "n"), ("3", "target value_does_not_fit", "at"),
         ("4", "target value_does_not_fit", "s")]
+
+
+def test_an_existing_timestamp_column_with_fewer_digits_never_rounds(pg_source: str, pg_db: str,
+                                                                     tmp_path: Path) -> None:
+    """Binary COPY into timestamptz(0) would round 10:00:00.5 to 10:00:01: such a row is quarantined."""
+    pg_exec(pg_source, "CREATE TABLE public.e (id integer PRIMARY KEY, at timestamptz)",
+            "INSERT INTO public.e VALUES (1, '2024-01-01 10:00:00+00'), (2, '2024-01-01 10:00:00.5+00')")
+    pg_exec(pg_db, "CREATE TABLE public.e (id integer PRIMARY KEY, at timestamptz(0))")
+    body = job_toml("pg_ts0", pg_source, "public.e", pg_db, "public.e").replace(
+        "[source]", "[validate]\nmax_error_rate = 1.0\n\n[source]")
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert (report.rows_loaded, report.rows_quarantined) == (1, 1), report.error
+    assert pg_rows(pg_db, "SELECT id, at::text FROM public.e") == [(1, "2024-01-01 10:00:00+00")]
+    assert pg_rows(pg_db, "SELECT source_key, checks, columns FROM engine.quarantine") == [
+        ("2", "target value_does_not_fit", "at")]
