@@ -115,9 +115,11 @@ def set_status(conn: pg.Connection, run_id: str, status: RunStatus, report: dict
     conn.commit()
 
 
-def done_partitions(conn: pg.Connection, run_id: str) -> dict[int, Checkpoint]:
+def done_partitions(conn: pg.Connection, run_id: str, partition_id: int | None = None) -> dict[int, Checkpoint]:
+    """Finished partitions of a run (or just the one asked for)."""
     rows = pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined
-                                 FROM engine.checkpoints WHERE run_id = $1""", (run_id,))
+                                 FROM engine.checkpoints WHERE run_id = $1 AND partition_id = COALESCE($2, partition_id)""",
+                        (run_id, partition_id))
     return {int(r[0]): Checkpoint(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
 

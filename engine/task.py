@@ -399,12 +399,26 @@ def close_worker_connections() -> None:
             pass
 
 
+def _committed(task: PartitionTask, attempt: int) -> PartitionResult | None:
+    """The partition's checkpoint, if an earlier attempt committed it: resolves a commit in doubt."""
+    with pg.connection(parse_url(task.target_url)) as conn:
+        done = checkpoint.done_partitions(conn, task.run_id, task.partition.id)
+    if task.partition.id not in done:
+        return None
+    c = done[task.partition.id]
+    return PartitionResult(task.partition.id, c.rows_read, c.rows_loaded, c.rows_quarantined, attempts=attempt)
+
+
 def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = None) -> PartitionResult:
     """Run one partition, retrying transient failures; each attempt starts the partition over."""
     attempts = [0]
 
     def attempt() -> PartitionResult:
         attempts[0] += 1
+        if attempts[0] > 1 and task.checkpoints:
+            committed = _committed(task, attempts[0])
+            if committed is not None:  # the last attempt's COMMIT went through; only its answer was lost
+                return committed
         result = PartitionResult(task.partition.id, attempts=attempts[0])
         try:
             _attempt(task, result)

@@ -186,6 +186,24 @@ def test_a_run_whose_lock_was_dropped_takes_it_again_before_finishing(taken: boo
     assert_exact_copy(pg_source, pg_db)
 
 
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_a_commit_whose_answer_was_lost_is_not_redone(mode: str, pg_source: str, pg_db: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection fails right after COMMIT went through: the retry finds the partition's checkpoint and
+    takes the commit as done instead of loading the partition a second time."""
+    make_items(pg_source, 4000)
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "load.after_commit=raise@2")
+    failpoints.reset()
+    job = items_job(tmp_path, f"in_doubt_{mode}", pg_source, pg_db, mode=mode, partitions=4, workers=1)
+    retries: list[str] = []
+    report = run_job(load_config(job), progress=retries.append)
+    assert report.status == "succeeded", report.error
+    assert any("failpoint load.after_commit; retry 1/" in line for line in retries), retries
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (4000, 4000, 0)
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.quarantine") == [(0,)]
+    assert_exact_copy(pg_source, pg_db)
+
+
 def test_source_schema_change_between_runs_is_refused(pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_items(pg_source, 6000)
     job = items_job(tmp_path, "schema_change", pg_source, pg_db, mode="replace", workers=1)
