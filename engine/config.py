@@ -90,6 +90,10 @@ class PipelineSection(_Section):
     verify: Literal["count", "content", "none"] = Field(
         "count", description="count: per-partition counts; content: also compare every row before commit")
     retries: int = Field(3, ge=0, le=20, description="Attempts after the first on transient errors")
+    executor: Literal["threads", "dask"] = Field(
+        "threads", description="threads: partitions run in this process; dask: as tasks on a Dask cluster")
+    dask_scheduler: str = Field(
+        "", description="Dask scheduler address (tcp://host:8786); empty: a local cluster of `workers` processes")
 
 
 class JobConfig(_Section):

@@ -5,6 +5,7 @@
     ├── JobLockedError               another run of the same job holds the lock (exit 3)
     ├── SourceError / TargetError    a database refused something or is unreachable (exit 69)
     │     (marked TransientError when a retry may help: connection lost, server restarting, deadlock)
+    ├── WorkerLost                   Dask gave up on a partition whose workers kept dying (exit 69)
     ├── ErrorBudgetExceeded          more bad rows than `validate.max_error_rate` allows (exit 65)
     └── VerificationError            target and source disagree after loading (exit 66)
 
@@ -65,6 +66,10 @@ class TargetError(EngineError):
 class TransientError(EngineError):
     """Marker: the operation may succeed if retried (connection lost, server restarting, deadlock)."""
 
+    exit_code = EXIT_UNAVAILABLE
+
+
+class WorkerLost(EngineError):
     exit_code = EXIT_UNAVAILABLE
 
 

@@ -10,11 +10,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from engine import checkpoint, failpoints, pg
 from engine.catalog import describe_source
+from engine.cluster import dask_executor, explain_task_failure
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLockedError, SourceError
 from engine.load import LoadTarget, prepare_target, swap_in
@@ -113,21 +114,26 @@ class Run:
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
+        pipeline = self.config.pipeline
+        if pipeline.executor == "dask":
+            with dask_executor(pipeline.dask_scheduler, pipeline.workers, pipeline.retries) as pool:
+                self._schedule(pool, tasks, report, failures, on_retry=None)  # workers print their own retries
+            return
         try:
-            with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="partition") as pool:
-                self._schedule(pool, tasks, report, failures)
+            with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="partition") as pool:
+                self._schedule(pool, tasks, report, failures, on_retry=self.say)
         finally:
             close_worker_connections()
 
-    def _schedule(self, pool: ThreadPoolExecutor, tasks: list[PartitionTask], report: RunReport,
-                  failures: Counter[tuple[str, str]]) -> None:
+    def _schedule(self, pool: Executor, tasks: list[PartitionTask], report: RunReport,
+                  failures: Counter[tuple[str, str]], on_retry: Progress | None) -> None:
         budget = self.config.validate_.max_error_rate
         pending = set[Future[PartitionResult]]()
         queue_ = list(reversed(tasks))
         error: BaseException | None = None
         while queue_ or pending:
             while queue_ and len(pending) < self.config.pipeline.workers and error is None:
-                pending.add(pool.submit(run_partition, queue_.pop(), self.say))
+                pending.add(pool.submit(run_partition, queue_.pop(), on_retry))
             if not pending:
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -135,7 +141,7 @@ class Run:
                 try:
                     result = future.result()
                 except BaseException as exc:
-                    error = error or exc
+                    error = error or explain_task_failure(exc)
                     continue
                 self._account(result, report, failures, len(tasks))
                 over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget)

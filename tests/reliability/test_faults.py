@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from engine import checkpoint, failpoints, pg
@@ -285,3 +286,57 @@ def test_concurrent_writes_to_the_source_are_copied_as_of_one_snapshot(pg_source
     assert moves[0] > 10
     assert pg_rows(pg_db, "SELECT SUM(amount) FROM public.items")[0][0] == total
     assert "one snapshot" in " ".join(report.notes)
+
+
+def test_partitions_run_as_tasks_on_a_dask_cluster(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    """`executor = "dask"`: a local cluster of worker processes runs the partitions; a worker killed mid-task
+    has its task rerun on a new one, and the copy is still exact."""
+    make_items(pg_source, 12000)
+    job = items_job(tmp_path, "dask", pg_source, pg_db, partitions=6, extra='executor = "dask"')
+    env = {**os.environ, "ENGINE_FAILPOINTS": "transform.batch=sleep@2"}  # each worker pauses in its 1st task
+    engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        workers: list[psutil.Process] = []
+        while time.time() < deadline and len(workers) < 2:
+            workers = _dask_workers(engine.pid)
+            time.sleep(0.2)
+        time.sleep(1.5)  # into the first tasks' pause
+        workers[0].kill()
+        before = {p.pid for p in workers}
+        replaced = False
+        while time.time() < deadline and not replaced and engine.poll() is None:
+            replaced = any(p.pid not in before for p in _dask_workers(engine.pid))
+            time.sleep(0.1)
+        out, err = engine.communicate(timeout=180)
+    finally:
+        engine.kill()
+    assert engine.returncode == 0, err[-3000:]
+    assert replaced, "the killed worker was not replaced"
+    assert "6 run, 0 already done" in out and "12,000 loaded" in out
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") == [(6,)]
+    assert_exact_copy(pg_source, pg_db)
+
+
+def _dask_workers(pid: int) -> list[psutil.Process]:
+    """The worker processes a local Dask cluster spawned under this process (zombies excluded)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if "spawn" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_a_partition_whose_dask_workers_keep_dying_fails_the_run_which_resumes(pg_source: str, pg_db: str,
+                                                                              tmp_path: Path) -> None:
+    make_items(pg_source, 3000)
+    job = items_job(tmp_path, "dask_dies", pg_source, pg_db, partitions=3, extra='executor = "dask"')
+    failed = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "transform.batch=exit@1"})  # every worker dies
+    assert failed.returncode == 69, failed.stderr[-2000:]
+    assert "the Dask workers running a partition kept dying" in failed.stderr and "rerun to resume" in failed.stderr
+    assert run_cli("run", str(job)).returncode == 0
+    assert_exact_copy(pg_source, pg_db)
