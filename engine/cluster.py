@@ -2,8 +2,9 @@
 
 A `PartitionTask` is self-contained and picklable, and running it twice is safe (its rows and its checkpoint
 commit together; a partition already committed is recognised), so Dask may rerun the task of a worker that
-died. Workers need the engine installed, both databases within reach and the job's rules directory at the
-same path. Without a scheduler address the run starts a local cluster of `workers` processes and stops it.
+died. On a worker a task closes its target session when it ends, so a shared worker keeps nothing of a run.
+Workers need the engine installed, both databases within reach and the job's rules directory at the same
+path. Without a scheduler address the run starts a local cluster of `workers` processes and stops it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from engine.errors import ConfigError, WorkerLost
-from engine.task import close_worker_connections
 from engine.urls import redact
 
 
 @contextmanager
-def dask_executor(address: str, workers: int, retries: int) -> Iterator[Executor]:
+def dask_executor(address: str, workers: int) -> Iterator[Executor]:
     """A concurrent.futures executor whose tasks run on Dask workers."""
     try:
         from distributed import Client, LocalCluster
@@ -40,14 +40,13 @@ def dask_executor(address: str, workers: int, retries: int) -> Iterator[Executor
         raise ConfigError("pipeline.dask_scheduler", [
             f"`pipeline.dask_scheduler`: cannot reach {redact(address)} ({exc})"]) from None
     try:
-        yield client.get_executor(retries=retries, pure=False)  # retries: a worker that died
+        # No Dask retries: a task retries transient errors itself, and Dask reruns the task of a worker that
+        # died anyway (up to distributed.scheduler.allowed-failures times).
+        yield client.get_executor(pure=False)
     finally:
-        try:
-            client.run(close_worker_connections)  # the workers' cached target sessions
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def explain_task_failure(exc: BaseException) -> BaseException:

@@ -95,6 +95,13 @@ class PipelineSection(_Section):
     dask_scheduler: str = Field(
         "", description="Dask scheduler address (tcp://host:8786); empty: a local cluster of `workers` processes")
 
+    @model_validator(mode="after")
+    def _dask_needs_checkpoints(self) -> PipelineSection:
+        if self.executor == "dask" and not self.checkpoints:
+            raise ValueError('`pipeline.checkpoints` must stay true with executor = "dask": Dask reruns the task of '
+                             "a worker that died, and only the partition's checkpoint tells that it was loaded")
+        return self
+
 
 class JobConfig(_Section):
     job: JobSection

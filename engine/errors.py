@@ -50,6 +50,9 @@ class ConfigError(EngineError):
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{path}: {len(problems)} problem(s) in the job configuration:\n{lines}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[str]]]:  # raised on a Dask worker too
+        return ConfigError, (self.path, self.problems)
+
 
 class JobLockedError(EngineError):
     exit_code = EXIT_LOCKED

@@ -15,10 +15,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine import pg
 from engine.catalog import target_columns, target_unique_keys
@@ -183,19 +183,24 @@ def _may_round(have: pa.DataType, wanted: pa.DataType) -> bool:
 
 
 def _first_changed(column: pa.Array, cast: pa.Array) -> int | None:
-    """Position of the first value that does not read back as itself from the target type (NaN stays NaN)."""
-    try:
-        back = cast.cast(column.type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return 0 if len(column) else None
-    differs = pc.fill_null(pc.not_equal(column, back), False)
-    if pa.types.is_floating(column.type):
-        differs = pc.and_not(differs, pc.and_(pc.is_nan(column), pc.fill_null(pc.is_nan(back), False)))
-    found = pc.indices_nonzero(differs)
-    return found[0].as_py() if len(found) else None
+    """Position of the first value whose shortest decimal form the cast changes (0.1 stays 0.1 as a real;
+    0.123456789 would read back as 0.12345679, 1e300 as inf). Only for the rare casts `_may_round` names."""
+    before, after = column.cast(pa.string()).to_pylist(), cast.cast(pa.string()).to_pylist()
+    for i, (was, now) in enumerate(zip(before, after, strict=True)):
+        if was is None and now is None:
+            continue
+        if was is None or now is None or not _same_number(Decimal(was), Decimal(now)):
+            return i
+    return None
+
+
+def _same_number(was: Decimal, now: Decimal) -> bool:
+    return (was.is_nan() and now.is_nan()) or was == now
 
 
 _DOES_NOT_FIT = "[does not fit]"
+# Types whose modifier can change a value on a cast (others, like PostGIS geometry(Point,4326), are left alone).
+_MODIFIED_TYPES = ("numeric", "character", "bit", "timestamp", "time", "interval")
 _UNCONSTRAINED = {"character varying": "text", "character": "bpchar", "bit": "varbit", "bit varying": "varbit"}
 
 
@@ -204,10 +209,11 @@ def exact_cast(name: str, pg_type: str) -> str:
     varchar(n) and bit varying(n) truncate, numeric(p,s), timestamp(p) and interval(p) round. The refusal is a
     failed cast whose input is the reason, so the row is quarantined with it."""
     expr = quote_ident(name)
-    if "(" not in pg_type or pg_type.endswith("[]"):
-        return f"{expr}::{pg_type}"
     base = re.sub(r"\(\d+(,\d+)?\)", "", pg_type).strip()
-    base = _UNCONSTRAINED.get(base, base)
+    modified = base != pg_type or base.startswith("interval ")  # `interval hour to minute` drops the seconds
+    if not modified or not base.startswith(_MODIFIED_TYPES) or pg_type.endswith("[]"):
+        return f"{expr}::{pg_type}"
+    base = _UNCONSTRAINED.get(base, "interval" if base.startswith("interval") else base)
     reason = e_literal(f'{_DOES_NOT_FIT} column "{name}" holds a value {pg_type} would change: ')
     return (f"CASE WHEN {expr}::{pg_type}::{base} IS DISTINCT FROM {expr}::{base} "
             f"THEN ({reason} || {expr}::text)::integer::text::{pg_type} ELSE {expr}::{pg_type} END")
@@ -280,6 +286,7 @@ def _load_or_split(conn: pg.Connection, target: LoadTarget, batch: pa.RecordBatc
         if condition is None:
             raise
         pg.execute(conn, "ROLLBACK TO SAVEPOINT engine_rows")
+        pg.execute(conn, "RELEASE SAVEPOINT engine_rows")  # else every refusal nests the next savepoint deeper
         if batch.num_rows > 1:
             half = batch.num_rows // 2
             return (_load_or_split(conn, target, batch.slice(0, half), rejected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -116,8 +117,9 @@ class Run:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
         pipeline = self.config.pipeline
         if pipeline.executor == "dask":
-            with dask_executor(pipeline.dask_scheduler, pipeline.workers, pipeline.retries) as pool:
-                self._schedule(pool, tasks, report, failures, on_retry=None)  # workers print their own retries
+            remote = [dataclasses.replace(t, keep_connection=False) for t in tasks]
+            with dask_executor(pipeline.dask_scheduler, pipeline.workers) as pool:
+                self._schedule(pool, remote, report, failures, on_retry=None)  # workers print their own retries
             return
         try:
             with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="partition") as pool:

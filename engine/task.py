@@ -32,7 +32,7 @@ from engine.plan import Partition, Plan
 from engine.transform import Transform, build_transform
 from engine.urls import DatabaseUrl, parse_url
 from engine.validate import ROW_INDEX, Rules, Verdict, load_schema, split_rows
-from engine.verify import check_partition_content, row_fingerprints, target_key
+from engine.verify import check_partition_content, row_fingerprints, target_key, without_rows
 
 _END = object()
 
@@ -57,6 +57,7 @@ class PartitionTask:
     retries: int
     snapshot: str | None = None
     verify_content: bool = False
+    keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"
@@ -252,6 +253,10 @@ def _stage(task: PartitionTask, out: pa.RecordBatch, number: int, sent: list[pl.
         yield out
 
 
+class _AlreadyCommitted(Exception):
+    """Another attempt of this partition committed it first: this one rolls back and reports that one."""
+
+
 class _RowsRefused(Exception):
     """The target refused some rows of the partition: redo it isolating them (see `write_isolating`)."""
 
@@ -283,6 +288,9 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
                 refused: list[RejectedRow] = []
                 loaded = write_isolating(conn, task.target, iter(stream), refused)
                 _quarantine_refused(task, refused, result, rejected)
+                if task.verify_content:
+                    key = target_key(task.plan) or ""
+                    sent[:] = without_rows(sent, [row_fingerprints(r.row, key) for r in refused])
             else:
                 loaded = write_batches(conn, task.target, stream)
         except Exception as exc:
@@ -303,8 +311,14 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
         result.seconds = time.perf_counter() - started
         checkpoint.claim_run(conn, task.run_id, f"committing partition {task.partition.id}")
         if task.checkpoints:
-            checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
-                                        result.rows_read, loaded, result.rows_quarantined, result.seconds)
+            try:
+                checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo,
+                                            task.partition.hi, result.rows_read, loaded, result.rows_quarantined,
+                                            result.seconds)
+            except Exception as exc:  # an earlier attempt (a task Dask reran, say) committed it: keep that one
+                if getattr(exc, "sqlstate", None) == "23505":
+                    raise _AlreadyCommitted() from exc
+                raise
         if task.verify_content:
             check_partition_content(conn, task.target, task.plan, task.partition, sent)
         failpoints.hit("load.before_commit")
@@ -320,7 +334,7 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
         raise
     finally:
         stop.set()
-        if isolate:
+        if isolate or not task.keep_connection:
             _drop_worker_connection(conn)
         for thread in (reader, worker):
             thread.join(timeout=30)
@@ -421,10 +435,15 @@ def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = 
                 return committed
         result = PartitionResult(task.partition.id, attempts=attempts[0])
         try:
-            _attempt(task, result)
-        except _RowsRefused:  # redo the partition, loading what the target accepts and quarantining the rest
-            result = PartitionResult(task.partition.id, attempts=attempts[0])
-            _attempt(task, result, isolate=True)
+            try:
+                _attempt(task, result)
+            except _RowsRefused:  # redo the partition, loading what the target accepts and quarantining the rest
+                result = PartitionResult(task.partition.id, attempts=attempts[0])
+                _attempt(task, result, isolate=True)
+        except _AlreadyCommitted:
+            committed = _committed(task, attempts[0])
+            assert committed is not None
+            return committed
         return result
 
     return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)

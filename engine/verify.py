@@ -105,6 +105,18 @@ def row_fingerprints(batch: pa.RecordBatch, key: str) -> pl.DataFrame:
     return pl.DataFrame({"key": frame[key].cast(pl.String), "hash": frame.hash_rows()})
 
 
+def without_rows(sent: list[pl.DataFrame], refused: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """The fingerprints sent, less one occurrence per refused row (the target kept the others)."""
+    if not refused or not sent:
+        return sent
+
+    def numbered(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.int_range(pl.len()).over("key", "hash").alias("n"))
+
+    kept = numbered(pl.concat(sent)).join(numbered(pl.concat(refused)), on=["key", "hash", "n"], how="anti")
+    return [kept.drop("n")]
+
+
 def check_partition_content(conn: pg.Connection, target: LoadTarget, plan: Plan, partition: Partition,
                             sent: list[pl.DataFrame]) -> None:
     """Compare the partition's rows now in the target with the rows sent; raise on any difference."""

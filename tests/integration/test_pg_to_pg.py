@@ -251,3 +251,15 @@ def test_rows_the_target_refuses_are_quarantined_with_the_database_reason(mode: 
     else:  # upserting again changes nothing and refuses the same rows
         assert run_job(load_config(job), fresh=True).rows_quarantined == 5
     assert pg_rows(pg_db, "SELECT count(*) FROM public.t") == [(1995,)]
+
+
+def test_content_verification_counts_refused_rows_out(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    pg_exec(pg_source, "CREATE TABLE public.c (id bigint PRIMARY KEY, qty integer)",
+            "INSERT INTO public.c SELECT g, CASE WHEN g = 7 THEN -1 ELSE g END FROM generate_series(1, 300) g")
+    pg_exec(pg_db, "CREATE TABLE public.c (id bigint PRIMARY KEY, qty integer CHECK (qty > 0))")
+    job = write_job(tmp_path, job_toml("refused_content", pg_source, "public.c", pg_db, "public.c",
+                                       extra='verify = "content"\nbatch_rows = 1000').replace(
+        "[source]", "[validate]\nmax_error_rate = 0.1\n\n[source]"))
+    report = run_job(load_config(job))
+    assert (report.status, report.rows_loaded, report.rows_quarantined) == ("succeeded", 299, 1), report.error
+    assert pg_rows(pg_db, "SELECT source_key FROM engine.quarantine") == [("7",)]

@@ -340,3 +340,16 @@ def test_a_partition_whose_dask_workers_keep_dying_fails_the_run_which_resumes(p
     assert "the Dask workers running a partition kept dying" in failed.stderr and "rerun to resume" in failed.stderr
     assert run_cli("run", str(job)).returncode == 0
     assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_dask_task_rerun_after_its_commit_keeps_the_first_commit(pg_source: str, pg_db: str,
+                                                                   tmp_path: Path) -> None:
+    """Each worker dies right after its first COMMIT: Dask reruns that task on a new worker, which finds the
+    partition committed (its checkpoint exists) and rolls its own copy back."""
+    make_items(pg_source, 3000)
+    job = items_job(tmp_path, "dask_rerun", pg_source, pg_db, mode="upsert", partitions=3, extra='executor = "dask"')
+    result = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "load.after_commit=exit@1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3,000 read, 3,000 loaded" in result.stdout
+    assert pg_rows(pg_db, "SELECT COUNT(*), SUM(rows_loaded)::int FROM engine.checkpoints") == [(3, 3000)]
+    assert_exact_copy(pg_source, pg_db)
