@@ -263,3 +263,17 @@ def test_content_verification_counts_refused_rows_out(pg_source: str, pg_db: str
     report = run_job(load_config(job))
     assert (report.status, report.rows_loaded, report.rows_quarantined) == ("succeeded", 299, 1), report.error
     assert pg_rows(pg_db, "SELECT source_key FROM engine.quarantine") == [("7",)]
+
+
+@pytest.mark.parametrize(("bad", "passes"), [(5, True), (6, False)])
+def test_error_budget_holds_exactly_at_the_limit(bad: int, passes: bool, pg_source: str, pg_db: str,
+                                                 tmp_path: Path) -> None:
+    """max_error_rate = 0.05 over 100 rows: 5 bad rows pass, 6 fail the job (exit 65)."""
+    pg_exec(pg_source, "CREATE TABLE public.b (id bigint PRIMARY KEY, qty integer)",
+            f"INSERT INTO public.b SELECT g, CASE WHEN g <= {bad} THEN -g ELSE g END FROM generate_series(1, 100) g")
+    pg_exec(pg_db, "CREATE TABLE public.b (id bigint PRIMARY KEY, qty integer CHECK (qty > 0))")
+    job = write_job(tmp_path, job_toml("budget_edge", pg_source, "public.b", pg_db, "public.b").replace(
+        "[source]", "[validate]\nmax_error_rate = 0.05\n\n[source]"))
+    result = run_cli("run", str(job))
+    assert result.returncode == (0 if passes else 65), result.stdout + result.stderr
+    assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.quarantine") == [(bad,)]
