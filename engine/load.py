@@ -209,11 +209,13 @@ def exact_cast(name: str, pg_type: str) -> str:
     varchar(n) and bit varying(n) truncate, numeric(p,s), timestamp(p) and interval(p) round. The refusal is a
     failed cast whose input is the reason, so the row is quarantined with it."""
     expr = quote_ident(name)
-    base = re.sub(r"\(\d+(,\d+)?\)", "", pg_type).strip()
-    modified = base != pg_type or base.startswith("interval ")  # `interval hour to minute` drops the seconds
-    if not modified or not base.startswith(_MODIFIED_TYPES) or pg_type.endswith("[]"):
+    dims = pg_type[len(pg_type.rstrip("[]")):]  # arrays: guard per element
+    element = pg_type[:len(pg_type) - len(dims)]
+    base = re.sub(r"\(\d+(,\d+)?\)", "", element).strip()
+    modified = base != element or base.startswith("interval ")  # `interval hour to minute` drops the seconds
+    if not modified or not base.startswith(_MODIFIED_TYPES):
         return f"{expr}::{pg_type}"
-    base = _UNCONSTRAINED.get(base, "interval" if base.startswith("interval") else base)
+    base = _UNCONSTRAINED.get(base, "interval" if base.startswith("interval") else base) + dims
     reason = e_literal(f'{_DOES_NOT_FIT} column "{name}" holds a value {pg_type} would change: ')
     return (f"CASE WHEN {expr}::{pg_type}::{base} IS DISTINCT FROM {expr}::{base} "
             f"THEN ({reason} || {expr}::text)::integer::text::{pg_type} ELSE {expr}::{pg_type} END")

@@ -230,19 +230,22 @@ def test_a_declared_type_whose_modifier_would_change_a_value_quarantines_the_row
                                                                                  tmp_path: Path) -> None:
     """PostgreSQL's own casts round numeric(p,s) and timestamp(p) and truncate varchar(n) without a word: a
     value that would change is quarantined with the reason instead."""
-    pg_exec(pg_source, "CREATE TABLE public.d (id integer PRIMARY KEY, n numeric(12,4), at timestamptz, s text)",
-            "INSERT INTO public.d VALUES (1, 2.5, '2024-01-01 10:00:00+00', 'abc'), "
-            "(2, 1.2345, '2024-01-01 10:00:00+00', 'abc'), (3, 2.5, '2024-01-01 10:00:00.5+00', 'abc'), "
-            "(4, 2.5, '2024-01-01 10:00:00+00', 'abcdef')")
+    pg_exec(pg_source, "CREATE TABLE public.d (id integer PRIMARY KEY, n numeric(12,4), at timestamptz, s text, "
+                       "a numeric[])",
+            "INSERT INTO public.d VALUES (1, 2.5, '2024-01-01 10:00:00+00', 'abc', '{1.5,2}'), "
+            "(2, 1.2345, '2024-01-01 10:00:00+00', 'abc', '{1}'), (3, 2.5, '2024-01-01 10:00:00.5+00', 'abc', '{1}'), "
+            "(4, 2.5, '2024-01-01 10:00:00+00', 'abcdef', '{1}'), (5, 2.5, '2024-01-01 10:00:00+00', 'abc', '{1,2.125}')")
     body = job_toml("pg_typmod", pg_source, "public.d", pg_db, "public.d").replace(
-        "\n[pipeline]", '\n[target.types]\nn = "numeric(10,2)"\nat = "timestamptz(0)"\ns = "varchar(3)"\n\n[pipeline]')
+        "\n[pipeline]", '\n[target.types]\nn = "numeric(10,2)"\nat = "timestamptz(0)"\ns = "varchar(3)"\n'
+        'a = "numeric(5,2)[]"\n\n[pipeline]')
     body = body.replace("[source]", "[validate]\nmax_error_rate = 1.0\n\n[source]")
     report = run_job(load_config(write_job(tmp_path, body)))
     assert report.status == "succeeded", report.error
-    assert pg_rows(pg_db, "SELECT id, n::text, at::text, s FROM public.d") == [(1, "2.50", "2024-01-01 10:00:00+00", "abc")]
+    assert pg_rows(pg_db, "SELECT id, n::text, at::text, s, a::text FROM public.d") == [
+        (1, "2.50", "2024-01-01 10:00:00+00", "abc", "{1.50,2.00}")]
     assert pg_rows(pg_db, "SELECT source_key, checks, columns FROM engine.quarantine ORDER BY 1") == [
         ("2", "target value_does_not_fit", "n"), ("3", "target value_does_not_fit", "at"),
-        ("4", "target value_does_not_fit", "s")]
+        ("4", "target value_does_not_fit", "s"), ("5", "target value_does_not_fit", "a")]
 
 
 def test_an_existing_timestamp_column_with_fewer_digits_never_rounds(pg_source: str, pg_db: str,
