@@ -19,6 +19,7 @@ from decimal import Decimal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import pg
 from engine.catalog import target_columns, target_unique_keys
@@ -140,7 +141,7 @@ def conform(data: pa.RecordBatch | pa.Table, target: LoadTarget) -> pa.RecordBat
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _cast(column: pa.Array, wanted: pa.DataType, name: str, pg_type: str = "") -> pa.Array:
+def _cast(column: pa.Array, wanted: pa.DataType, name: str, pg_type: str) -> pa.Array:
     have = column.type
     if have == wanted or (wanted in _STRINGS and have in _STRINGS) or (wanted in _BINARIES and have in _BINARIES):
         return column
@@ -185,12 +186,13 @@ def _may_round(have: pa.DataType, wanted: pa.DataType) -> bool:
 def _first_changed(column: pa.Array, cast: pa.Array) -> int | None:
     """Position of the first value whose shortest decimal form the cast changes (0.1 stays 0.1 as a real;
     0.123456789 would read back as 0.12345679, 1e300 as inf). Only for the rare casts `_may_round` names."""
-    before, after = column.cast(pa.string()).to_pylist(), cast.cast(pa.string()).to_pylist()
-    for i, (was, now) in enumerate(zip(before, after, strict=True)):
-        if was is None and now is None:
-            continue
+    before, after = column.cast(pa.string()), cast.cast(pa.string())
+    same_text = pc.fill_null(pc.equal(before, after), False)
+    both_null = pc.and_(pc.is_null(before), pc.is_null(after))
+    for i in pc.indices_nonzero(pc.invert(pc.or_(same_text, both_null))).to_pylist():  # e.g. '1.50' vs '1.5'
+        was, now = before[i].as_py(), after[i].as_py()
         if was is None or now is None or not _same_number(Decimal(was), Decimal(now)):
-            return i
+            return int(i)
     return None
 
 

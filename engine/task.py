@@ -376,17 +376,20 @@ def _isolating_connection(url: DatabaseUrl) -> pg.Connection:
 def _quarantine_refused(task: PartitionTask, refused: list[RejectedRow], result: PartitionResult,
                         rejected: list[pa.Table]) -> None:
     """Rows the target refused join the partition's quarantine, with the database's reason."""
-    for row in refused:
-        plain = pa.RecordBatch.from_arrays(
-            [c.storage if isinstance(c, pa.ExtensionArray) else c for c in row.row.columns], names=row.row.schema.names)
-        original = pl.from_arrow(plain)
-        assert isinstance(original, pl.DataFrame)
-        check = f"target {row.condition}"
-        bad = pl.DataFrame({ROW_INDEX: pl.Series([0], dtype=pl.UInt32), "checks": [check], "columns": [row.column],
-                            "reason": [f"{row.column}: {row.message}"]})
-        rejected.append(quarantine_rows(task, original, bad))
-        result.rows_quarantined += 1
-        result.failures[(check, row.column)] += 1
+    if not refused:
+        return
+    rows = pa.Table.from_batches([r.row for r in refused]).combine_chunks()
+    original = pl.from_arrow(pa.table(  # Polars takes extension columns (json, uuid) by their storage
+        [c.storage if isinstance(c, pa.ExtensionArray) else c for c in rows.to_batches()[0].columns],
+        names=rows.column_names))
+    assert isinstance(original, pl.DataFrame)
+    checks = [f"target {r.condition}" for r in refused]
+    bad = pl.DataFrame({ROW_INDEX: pl.Series(range(len(refused)), dtype=pl.UInt32), "checks": checks,
+                        "columns": [r.column for r in refused],
+                        "reason": [f"{r.column}: {r.message}" for r in refused]})
+    rejected.append(quarantine_rows(task, original, bad))
+    result.rows_quarantined += len(refused)
+    result.failures.update(zip(checks, (r.column for r in refused), strict=True))
 
 
 def _drop_worker_connection(conn: pg.Connection) -> None:
@@ -423,6 +426,17 @@ def _committed(task: PartitionTask, attempt: int) -> PartitionResult | None:
     return PartitionResult(task.partition.id, c.rows_read, c.rows_loaded, c.rows_quarantined, attempts=attempt)
 
 
+def _load_partition(task: PartitionTask, attempt: int) -> PartitionResult:
+    """One attempt; if the target refuses rows, the partition is redone loading what it accepts."""
+    result = PartitionResult(task.partition.id, attempts=attempt)
+    try:
+        _attempt(task, result)
+    except _RowsRefused:
+        result = PartitionResult(task.partition.id, attempts=attempt)
+        _attempt(task, result, isolate=True)
+    return result
+
+
 def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = None) -> PartitionResult:
     """Run one partition, retrying transient failures; each attempt starts the partition over."""
     attempts = [0]
@@ -433,17 +447,11 @@ def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = 
             committed = _committed(task, attempts[0])
             if committed is not None:  # the last attempt's COMMIT went through; only its answer was lost
                 return committed
-        result = PartitionResult(task.partition.id, attempts=attempts[0])
         try:
-            try:
-                _attempt(task, result)
-            except _RowsRefused:  # redo the partition, loading what the target accepts and quarantining the rest
-                result = PartitionResult(task.partition.id, attempts=attempts[0])
-                _attempt(task, result, isolate=True)
+            return _load_partition(task, attempts[0])
         except _AlreadyCommitted:
             committed = _committed(task, attempts[0])
             assert committed is not None
             return committed
-        return result
 
     return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)

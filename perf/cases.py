@@ -99,7 +99,8 @@ def copy_limit(ctx: Context) -> Case:
 
 
 def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", validate: bool = True,
-                 checkpoints: bool = True, workers: int | None = None, notes: str = "") -> Case:
+                 checkpoints: bool = True, workers: int | None = None, executor: str = "threads",
+                 notes: str = "") -> Case:
     target = key.replace("-", "_")
     url = ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src
     lines = [f"[job]\nname = \"perf_{target}\"\nrules_dir = {json.dumps(str(ROOT / 'rules'))}",
@@ -107,7 +108,8 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
     if validate:
         lines.append("[validate]\nschema = \"perf.schema:PerfOrders\"\nmax_error_rate = 0.0")
-    pipeline = [f"checkpoints = {str(checkpoints).lower()}"] + ([f"workers = {workers}"] if workers else [])
+    pipeline = [f"checkpoints = {str(checkpoints).lower()}", f'executor = "{executor}"']
+    pipeline += [f"workers = {workers}"] if workers else []
     lines.append("[pipeline]\n" + "\n".join(pipeline))
     job = ctx.workdir / f"{target}.toml"
     job.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
@@ -132,6 +134,11 @@ def engine_no_checkpoints(ctx: Context) -> Case:
 def engine_mysql(ctx: Context) -> Case:
     return _engine_case(ctx, "engine-mysql", "engine, MariaDB -> PG (defaults)", source="mysql",
                         notes="ratio is to the PostgreSQL COPY limit")
+
+
+def engine_dask(ctx: Context) -> Case:
+    return _engine_case(ctx, "engine-dask", "engine, defaults, partitions on a local Dask cluster", executor="dask",
+                        notes="2 worker processes, started and stopped by the run")
 
 
 def engine_workers(ctx: Context, workers: int) -> Case:
@@ -224,7 +231,8 @@ def pandas_pg(ctx: Context) -> Case:
 
 CASES: dict[str, Callable[[Context], Case]] = {
     "copy-limit": copy_limit, "engine": engine_defaults, "engine-novalidate": engine_no_validation,
-    "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "sling-pg": sling_pg,
+    "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-dask": engine_dask,
+    "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
     "polars-pg": polars_pg, "pandas-pg": pandas_pg,
 }
