@@ -1,4 +1,6 @@
-"""What the source and target databases hold: columns, declared types, keys, sizes.
+"""What the source holds: columns, declared types, keys, and values a column's mapping cannot carry.
+
+The target's catalog is the PostgreSQL adapter's (`engine.pg`); queries here go through the source adapter.
 
 Catalog lookups bind names as parameters (PostgreSQL, SQLite) or as hex literals (MySQL through
 ConnectorX, which takes no parameters), so no name can change the statement.
@@ -7,18 +9,16 @@ ConnectorX, which takes no parameters), so no name can change the statement.
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
-import connectorx as cx
 import pyarrow as pa
 
 from engine import pg
 from engine.errors import SourceError
+from engine.source import query_rows, result_schema
 from engine.sql import Dialect, TableName, quote_ident
 from engine.typemap import SQLITE_CLASSES, ColumnSpec, dialect_column, pg_type_for_arrow
-from engine.urls import DatabaseUrl, redact
+from engine.urls import DatabaseUrl
 
 _INTEGER_TYPES = {"smallint", "integer", "bigint", "int", "tinyint", "mediumint", "int2", "int4", "int8"}
 
@@ -32,31 +32,6 @@ class SourceShape:
 
 def _mysql_text(value: str) -> str:
     return f"CONVERT(X'{value.encode().hex()}' USING utf8mb4)" if value else "''"
-
-
-def source_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run a small catalog or aggregate query on the source."""
-    try:
-        if url.dialect == "postgresql":
-            from engine.snapshot import pinned_connection
-
-            pinned = pinned_connection(url)
-            if pinned is not None:  # inside a run: read the run's snapshot
-                return pg.fetch_all(pinned, sql, params)
-            with pg.connection(url, autocommit=True) as conn:
-                return pg.fetch_all(conn, sql, params)
-        if url.dialect == "sqlite":
-            if not url.sqlite_path or not url.sqlite_path.exists():
-                raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
-            with sqlite3.connect(f"file:{url.sqlite_path}?mode=ro", uri=True) as conn:
-                return list(conn.execute(sql, params).fetchall())
-        assert not params, "MySQL catalog queries take no parameters"
-        table = cx.read_sql(url.connectorx, sql, return_type="arrow")
-        return [tuple(row.values()) for row in table.to_pylist()]
-    except SourceError:
-        raise
-    except Exception as exc:
-        raise SourceError(f"source query failed on {url}: {redact(str(exc).splitlines()[0])}") from None
 
 
 # name, declared type, whether it is an enum (or an array of one), and a domain's underlying type (the target
@@ -73,12 +48,12 @@ PgColumn = tuple[str, str, bool, str | None]
 
 
 def _pg_columns(url: DatabaseUrl, relation: str) -> list[PgColumn]:
-    rows = source_rows(url, _PG_COLUMN_SQL.format(relation="to_regclass($1)"), (relation,))
+    rows = query_rows(url, _PG_COLUMN_SQL.format(relation="to_regclass($1)"), (relation,))
     return [(r[0], r[1], bool(r[2]), r[3]) for r in rows]
 
 
 def _pg_primary_key(url: DatabaseUrl, relation: str) -> tuple[str, ...]:
-    rows = source_rows(url, """
+    rows = query_rows(url, """
         SELECT a.attname FROM pg_index i
         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
         WHERE i.indrelid = to_regclass($1) AND i.indisprimary""", (relation,))
@@ -87,7 +62,7 @@ def _pg_primary_key(url: DatabaseUrl, relation: str) -> tuple[str, ...]:
 
 def _mysql_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, str, bool]], tuple[str, ...]]:
     schema = table.schema or url.database
-    rows = source_rows(url, (
+    rows = query_rows(url, (
         "SELECT COLUMN_NAME AS name, COLUMN_TYPE AS ctype, COLUMN_KEY AS ckey FROM information_schema.COLUMNS "
         f"WHERE TABLE_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table.name)} "
         "ORDER BY ORDINAL_POSITION"))
@@ -103,7 +78,7 @@ _JSON_VALID = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)")
 def _mariadb_json_columns(url: DatabaseUrl, schema: str, table: str) -> set[str]:
     """MariaDB's JSON is an alias of LONGTEXT with a `json_valid(col)` check: the columns declared so."""
     try:
-        rows = source_rows(url, (
+        rows = query_rows(url, (
             "SELECT CHECK_CLAUSE AS clause FROM information_schema.CHECK_CONSTRAINTS "
             f"WHERE CONSTRAINT_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table)}"))
     except SourceError:  # MySQL has no TABLE_NAME there, and a JSON type of its own
@@ -113,7 +88,7 @@ def _mariadb_json_columns(url: DatabaseUrl, schema: str, table: str) -> set[str]
 
 
 def _sqlite_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, str, bool]], tuple[str, ...]]:
-    rows = source_rows(url, f"PRAGMA table_info({quote_ident(table.name, 'sqlite')})")
+    rows = query_rows(url, f"PRAGMA table_info({quote_ident(table.name, 'sqlite')})")
     cols = [(str(r[1]), str(r[2] or ""), False) for r in rows]
     pk = tuple(str(r[1]) for r in sorted(rows, key=lambda r: r[5]) if r[5])
     return cols, pk
@@ -127,11 +102,7 @@ def _query_columns(url: DatabaseUrl, from_sql: str) -> list[ColumnSpec]:
             rows = pg.fetch_all(conn, _PG_COLUMN_SQL.format(relation="'engine_probe'::regclass"))
             conn.rollback()
         return [dialect_column("postgresql", r[0], r[1], bool(r[2]), r[3]) for r in rows]
-    limit = f"SELECT * FROM {from_sql} LIMIT 0"
-    try:
-        schema = cx.read_sql(url.connectorx, limit, return_type="arrow").schema
-    except Exception as exc:
-        raise SourceError(f"cannot read the source query's columns: {redact(str(exc).splitlines()[0])}") from None
+    schema = result_schema(url, f"SELECT * FROM {from_sql} LIMIT 0", "cannot read the source query's columns")
     return [ColumnSpec(f.name, str(f.type), quote_ident(f.name, url.dialect), "auto", _pg_or_text(f.type))
             for f in schema]
 
@@ -180,13 +151,13 @@ def unfit_values(url: DatabaseUrl, from_sql: str, columns: tuple[ColumnSpec, ...
     dialect = url.dialect
     any_unfit = " OR ".join(f"({c.unfit})" for c in checked)
     count = "count(*) FILTER (WHERE {u})" if dialect == "postgresql" else "SUM(CASE WHEN {u} THEN 1 ELSE 0 END)"
-    row = source_rows(url, f"SELECT {_aliased([count.format(u=c.unfit) for c in checked], dialect)} "
+    row = query_rows(url, f"SELECT {_aliased([count.format(u=c.unfit) for c in checked], dialect)} "
                            f"FROM {from_sql} WHERE {any_unfit}")[0]
     found = [(c, int(n)) for c, n in zip(checked, row, strict=True) if n]  # SUM over no rows is NULL
     if not found:
         return {}
     examples = [_example_sql(c, dialect) for c, _ in found]
-    row = source_rows(url, f"SELECT {_aliased(examples, dialect)} FROM {from_sql}")[0]
+    row = query_rows(url, f"SELECT {_aliased(examples, dialect)} FROM {from_sql}")[0]
     return {c.name: (n, str(example)) for (c, n), example in zip(found, row, strict=True)}
 
 
@@ -207,7 +178,7 @@ def sqlite_storage_classes(url: DatabaseUrl, from_sql: str, names: list[str]) ->
     if not names:
         return {}
     parts = [f"SUM(typeof({quote_ident(n, 'sqlite')}) = '{k}')" for n in names for k in SQLITE_CLASSES]
-    row = source_rows(url, f"SELECT {', '.join(parts)} FROM {from_sql}")[0]
+    row = query_rows(url, f"SELECT {', '.join(parts)} FROM {from_sql}")[0]
     k = len(SQLITE_CLASSES)
     return {n: {cls for j, cls in enumerate(SQLITE_CLASSES) if row[i * k + j]} for i, n in enumerate(names)}
 
@@ -215,23 +186,3 @@ def sqlite_storage_classes(url: DatabaseUrl, from_sql: str, names: list[str]) ->
 def is_integer_column(spec: ColumnSpec) -> bool:
     base = spec.source_type.lower().split("(")[0].replace("unsigned", "").strip()
     return base in _INTEGER_TYPES or spec.flight in ("int16", "int32", "int64")
-
-
-def target_columns(conn: pg.Connection, table: TableName) -> dict[str, str] | None:
-    """Column -> declared type of a target table, or None when it does not exist."""
-    rows = pg.fetch_all(conn, """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-                        (table.quoted(),))
-    return {r[0]: r[1] for r in rows} if rows else None
-
-
-def target_unique_keys(conn: pg.Connection, table: TableName) -> list[set[str]]:
-    rows = pg.fetch_all(conn, """
-        SELECT i.indexrelid, a.attname FROM pg_index i
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-        WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL""", (table.quoted(),))
-    keys: dict[Any, set[str]] = {}
-    for index_id, name in rows:
-        keys.setdefault(index_id, set()).add(name)
-    return list(keys.values())

@@ -1,4 +1,5 @@
-"""Run state in the target database (schema `engine`): runs, per-partition checkpoints, the quarantine.
+"""Run state in the target database (schema `engine`): runs and per-partition checkpoints (the quarantine's
+table is `engine.quarantine`'s, created here with the others).
 
 A partition's checkpoint row is written in the same transaction as its rows and its quarantined rows,
 so after any crash a partition is either wholly loaded and recorded, or neither.
@@ -12,12 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-
-from engine import pg
+from engine import pg, quarantine
 from engine.errors import JobLockedError
-
-RunStatus = str  # running | failed | succeeded | abandoned
+from engine.model import RunStatus
 
 _SCHEMA_DDL = [
     "CREATE SCHEMA IF NOT EXISTS engine",
@@ -31,18 +29,8 @@ _SCHEMA_DDL = [
         lo numeric, hi numeric, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
         rows_quarantined bigint NOT NULL, seconds double precision, done_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, partition_id))""",
-    """CREATE TABLE IF NOT EXISTS engine.quarantine (
-        id bigserial PRIMARY KEY, job text NOT NULL, run_id text NOT NULL, partition_id integer NOT NULL,
-        source_key text, checks text NOT NULL, columns text NOT NULL, reason text NOT NULL, row jsonb NOT NULL,
-        quarantined_at timestamptz NOT NULL DEFAULT now())""",
-    "CREATE INDEX IF NOT EXISTS quarantine_run_idx ON engine.quarantine (job, run_id)",
+    *quarantine.TABLE_DDL,
 ]
-
-QUARANTINE_SCHEMA = pa.schema([
-    ("job", pa.large_string()), ("run_id", pa.large_string()), ("partition_id", pa.int32()),
-    ("source_key", pa.large_string()), ("checks", pa.large_string()), ("columns", pa.large_string()),
-    ("reason", pa.large_string()), ("row", pa.json_(pa.large_string())),
-])
 
 
 @dataclass(frozen=True)
@@ -130,20 +118,3 @@ def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: in
                         rows_quarantined, seconds) VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8)""",
                (run_id, partition_id, None if lo is None else str(lo), None if hi is None else str(hi), read, loaded,
                 quarantined, seconds))  # keys may exceed bigint (MySQL unsigned)
-
-
-def write_quarantine(conn: pg.Connection, rows: pa.Table) -> int:
-    if rows.num_rows == 0:
-        return 0
-    return pg.ingest(conn, "quarantine", "engine", rows.cast(QUARANTINE_SCHEMA), mode="append")
-
-
-def quarantine_count(conn: pg.Connection, job: str, run_id: str) -> int:
-    return int(pg.fetch_all(conn, "SELECT COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2",
-                            (job, run_id))[0][0])
-
-
-def top_failures(conn: pg.Connection, job: str, run_id: str, limit: int = 10) -> list[dict[str, Any]]:
-    rows = pg.fetch_all(conn, """SELECT checks, columns, COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2
-                                 GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""", (job, run_id, limit))
-    return [{"check": r[0], "column": r[1], "rows": int(r[2])} for r in rows]

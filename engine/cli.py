@@ -10,7 +10,8 @@ import time
 import traceback
 from pathlib import Path
 
-from engine.config import JobConfig, describe_keys, load_config
+import engine
+from engine.config import describe_keys
 from engine.errors import EXIT_CODES, EXIT_INTERNAL, EngineError
 from engine.urls import redact
 
@@ -44,12 +45,11 @@ def _say(message: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     gc.disable()  # the imports build hundreds of thousands of objects and no garbage: skip collecting them
-    from engine.pipeline import run_job
-
+    run_job = engine.run_job
     gc.freeze()
     gc.enable()
 
-    config = load_config(args.config)
+    config = engine.load_config(args.config)
     try:
         report = run_job(config, fresh=args.fresh, progress=None if args.quiet else _say)
     except EngineError as exc:
@@ -69,18 +69,12 @@ def _write_json(path: str | None, text: str) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from engine.explain import explain
-
-    config = load_config(args.config)
-    print(redact(explain(config)))
+    print(redact(engine.explain_job(engine.load_config(args.config))))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from engine.explain import check
-
-    config = load_config(args.config)
-    problems = check(config)
+    problems = engine.check_job(engine.load_config(args.config))
     if problems:
         print(f"{args.config}: {len(problems)} problem(s):")
         for p in problems:
@@ -91,55 +85,29 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from engine.explain import status
-
-    print(redact(status(load_config(args.config))))
+    print(redact(engine.job_status(engine.load_config(args.config))))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from engine.explain import latest_staging
-    from engine.inspect import query
-
-    config = load_config(args.config)
-    staging = latest_staging(config)
+    config = engine.load_config(args.config)
+    staging = engine.latest_staging(config)
     if staging is None:
         print(f"no staged runs for job {config.job.name!r} yet")
         return 0
     print(f"-- {staging}")
-    print(query(staging, args.sql))
+    print(engine.inspect_staged(staging, args.sql))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import generate_sqlite, row_count
-    from engine.localpg import create_database, ensure_postgres
-    from engine.pipeline import run_job
-
-    server = ensure_postgres(_say)
-    try:
-        create_database(server.url, "engine_demo")
-        os.environ["DATABASE_URL"] = server.database_url("engine_demo")
-        config: JobConfig = load_config(args.config)
-        sqlite_file = config.source_url.sqlite_path
-        assert sqlite_file is not None, "the demo job reads SQLite"
-        if args.regenerate or row_count(sqlite_file) != args.rows:
-            _say(f"generating {args.rows:,} demo orders into {sqlite_file}")
-            dirty = generate_sqlite(sqlite_file, rows=args.rows)
-            _say(f"{dirty:,} of them break a rule on purpose")
-        report = run_job(config, fresh=True, progress=_say)
-        print(redact(report.render()))
-        return 0
-    finally:
-        if server.private:
-            _say("stopping the private PostgreSQL server")
-            server.stop()
+    report = engine.run_demo(args.config, args.rows, args.regenerate, _say)
+    print(redact(report.render()))
+    return 0
 
 
 def cmd_types(args: argparse.Namespace) -> int:
-    from engine.typemap import type_map_markdown
-
-    print(type_map_markdown())
+    print(engine.type_map_markdown())
     return 0
 
 

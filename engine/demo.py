@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.report import RunReport
 
 STATUSES = ["new", "paid", "shipped", "delivered", "cancelled", "refunded"]
 CURRENCIES = ["EUR", "USD", "GBP", "JPY", "CHF"]
@@ -64,3 +70,28 @@ def row_count(path: Path) -> int | None:
             return int(conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
     except sqlite3.Error:
         return None
+
+
+def run_demo(config_path: str, rows: int, regenerate: bool, progress: Callable[[str], None]) -> RunReport:
+    """Generate the demo data (when missing or of another size) and run the demo job into PostgreSQL: the local
+    service, DATABASE_URL's, or a private server started for the demo and stopped after it."""
+    from engine.config import load_config
+    from engine.localpg import create_database, ensure_postgres
+    from engine.pipeline import run_job
+
+    server = ensure_postgres(progress)
+    try:
+        create_database(server.url, "engine_demo")
+        os.environ["DATABASE_URL"] = server.database_url("engine_demo")
+        config = load_config(config_path)
+        sqlite_file = config.source_url.sqlite_path
+        assert sqlite_file is not None, "the demo job reads SQLite"
+        if regenerate or row_count(sqlite_file) != rows:
+            progress(f"generating {rows:,} demo orders into {sqlite_file}")
+            dirty = generate_sqlite(sqlite_file, rows=rows)
+            progress(f"{dirty:,} of them break a rule on purpose")
+        return run_job(config, fresh=True, progress=progress)
+    finally:
+        if server.private:
+            progress("stopping the private PostgreSQL server")
+            server.stop()

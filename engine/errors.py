@@ -9,10 +9,24 @@
     ├── ErrorBudgetExceeded          more bad rows than `validate.max_error_rate` allows (exit 65)
     └── VerificationError            target and source disagree after loading (exit 66)
 
-Retry logic only asks "is it transient?"; everything else fails the partition at once.
+Retry logic only asks "is it transient?"; everything else fails the partition at once. The database adapters
+(`engine.source` for ConnectorX, `engine.pg` for ADBC) translate driver errors into this tree at the edge.
 """
 
 from __future__ import annotations
+
+# What a lost or refused connection says, in any of the drivers' wordings (libpq, MySQL, Rust I/O errors).
+TRANSIENT_WORDS = ("connection refused", "server closed the connection", "connection reset", "broken pipe",
+                   "terminating connection", "could not connect", "no connection to the server",
+                   "the database system is", "timed out", "closed", "shutting down", "lost connection", "gone away",
+                   "08006", "57p01", "unexpected eof", "connection error", "i/o error", "error communicating",
+                   "kind: io", "bytes remaining on stream")
+
+
+def sounds_transient(message: str) -> bool:
+    """Whether a driver's message describes a connection that was lost or refused (a retry may help)."""
+    text = message.lower()
+    return any(word in text for word in TRANSIENT_WORDS)
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import pg
-from engine.catalog import target_columns, target_unique_keys
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError
-from engine.load import target_ddl
-from engine.plan import Plan, make_plan
+from engine.load import preflight, target_ddl
+from engine.model import Plan
+from engine.modes import mode_of
+from engine.plan import make_plan
+from engine.sql import TableName
 from engine.transform import build_transform
 from engine.validate import load_schema
 
@@ -35,13 +37,14 @@ def column_mapping(plan: Plan) -> str:
 def explain(config: JobConfig) -> str:
     plan = make_plan(config)
     table = config.target_table
-    lines = [f"job {config.job.name}: {config.source_url} -> {config.target_url} {table} [{config.target.mode}]",
+    lines = [f"job {config.job.name}: {config.source_url} -> {config.target_url} {table} [{config.target.mode}: "
+             f"{mode_of(config.target.mode).summary}]",
              f"source rows: {plan.source_rows:,}; partition key: {plan.key or '(none: one partition)'}",
              "", _table([(str(p.id), p.label()) for p in plan.partitions], ("partition", "range of " + (plan.key or "-"))),
              "", column_mapping(plan), ""]
     try:
         with pg.connection(config.target_url) as conn:
-            existing = target_columns(conn, table)
+            existing = pg.table_columns(conn, table)
     except EngineError as exc:
         existing = None
         lines.append(f"(target not reachable: {exc})")
@@ -75,22 +78,13 @@ def check(config: JobConfig) -> list[str]:
         problems.extend(_problems(exc))
     try:
         with pg.connection(config.target_url) as conn:
-            existing = target_columns(conn, config.target_table)
-            if existing is None and not config.target.create:
+            if plan is None and pg.table_columns(conn, config.target_table) is None and not config.target.create:
                 problems.append(f"`target.table`: {config.target_table} does not exist and target.create = false")
-            if existing is not None and plan is not None:
-                missing = [c.name for c in plan.target_columns if c.name not in existing]
-                if missing:
-                    problems.append(f"`target.table`: {config.target_table} lacks column(s) {', '.join(missing)}")
-                if config.target.mode == "upsert" and set(config.target.key) not in target_unique_keys(
-                        conn, config.target_table):
-                    problems.append(f"`target.key`: no unique index on ({', '.join(config.target.key)})")
-            for name, pg_type in config.target.types.items():
-                try:
-                    pg.fetch_all(conn, "SELECT $1::regtype", (pg_type,))
-                except Exception:
-                    conn.rollback()
-                    problems.append(f"`target.types.{name}`: {pg_type!r} is not a PostgreSQL type")
+            if plan is not None:
+                problems += preflight(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
+                                      config.target.create)
+            problems += [f"`target.types.{name}`: {pg_type!r} is not a PostgreSQL type"
+                         for name, pg_type in config.target.types.items() if not pg.is_type(conn, pg_type)]
     except EngineError as exc:
         problems.append(f"target: {exc}")
     return problems
@@ -98,7 +92,7 @@ def check(config: JobConfig) -> list[str]:
 
 def status(config: JobConfig) -> str:
     with pg.connection(config.target_url) as conn:
-        if target_columns(conn, _runs_table()) is None:
+        if pg.table_columns(conn, TableName("engine", "runs")) is None:
             return f"job {config.job.name}: no runs yet"
         runs = pg.fetch_all(conn, """SELECT run_id, status, started_at, finished_at, error FROM engine.runs
                                      WHERE job = $1 ORDER BY started_at DESC LIMIT 10""", (config.job.name,))
@@ -119,12 +113,6 @@ def status(config: JobConfig) -> str:
         lines += ["", f"partitions of run {latest}: {len(done)}/{len(plan.partitions)} done",
                   _table(rows, ("partition", "range", "state", "read", "loaded", "quarantined"))]
         return "\n".join(lines)
-
-
-def _runs_table():  # type: ignore[no-untyped-def]
-    from engine.sql import TableName
-
-    return TableName("engine", "runs")
 
 
 def latest_staging(config: JobConfig) -> Path | None:

@@ -1,7 +1,7 @@
-"""Extract stage: one partition of the source as a stream of Arrow record batches (ConnectorX).
+"""Extract stage: one partition of the source as a stream of Arrow batches typed as the plan says they travel.
 
-The only module that reads source rows. Each partition is its own ConnectorX call so it can be checkpointed
-on its own; `arrow_stream` keeps memory bounded by the batch size rather than the partition size.
+Each partition is its own read (through the source adapter) so it can be checkpointed on its own; the stream
+keeps memory bounded by the batch size rather than the partition size.
 """
 
 from __future__ import annotations
@@ -9,30 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import connectorx as cx
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import failpoints
-from engine.errors import SourceError, TransientError
-from engine.plan import Partition, Plan
+from engine import failpoints, frames
+from engine.errors import SourceError
+from engine.model import Partition, Plan
+from engine.source import read_batches
 from engine.typemap import NULL_FLAG, ColumnSpec, arrow_type, override_hint
-from engine.urls import DatabaseUrl, redact
-
-_TRANSIENT_WORDS = ("connection refused", "connection reset", "broken pipe", "timed out", "closed",
-                    "terminating connection", "shutting down", "lost connection", "gone away", "08006", "57p01",
-                    "unexpected eof", "connection error", "i/o error", "error communicating", "kind: io",
-                    "bytes remaining on stream")
-
-
-def _source_error(exc: BaseException, url: DatabaseUrl, partition: Partition, plan: Plan | None = None) -> Exception:
-    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    what = f"reading partition {partition.id} {partition.label()} from {url}: {message}"
-    if any(w in message.lower() for w in _TRANSIENT_WORDS):
-        return TransientError(what)
-    hint = _type_hint(message, plan) if plan is not None else ""
-    return SourceError(what + hint)
+from engine.urls import DatabaseUrl
 
 
 def _type_hint(message: str, plan: Plan) -> str:
@@ -52,49 +37,21 @@ def _type_hint(message: str, plan: Plan) -> str:
     return ""
 
 
-_PG_TEXT_SETTINGS = [
-    # Values that travel as text must read back the same in any target session: ISO dates, intervals with
-    # a sign on every part, floats with every digit, bytea in hex, times with an explicit UTC offset.
-    "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3",
-    "SET bytea_output = 'hex'", "SET TimeZone = 'UTC'",
-]
-
-
-def session_setup(url: DatabaseUrl, snapshot: str | None = None) -> list[str] | None:
-    """Statements run before the read: UTC for MySQL timestamps; text settings and the run's snapshot for
-    PostgreSQL."""
-    if url.dialect == "mysql":
-        return ["SET time_zone = '+00:00'"]
-    if url.dialect == "postgresql":
-        snapshot_sql = ["BEGIN ISOLATION LEVEL REPEATABLE READ", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
-        return _PG_TEXT_SETTINGS + (snapshot_sql if snapshot else [])
-    return None
-
-
 def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_rows: int,
                    snapshot: str | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the partition's rows as batches typed as the plan says they travel."""
-    sql = plan.select_sql(partition)
     columns = {c.name: c for c in plan.columns}
-    kwargs = {}
-    setup = session_setup(url, snapshot)
-    if setup:
-        kwargs["pre_execution_query"] = setup
-    if url.sqlite_path is not None and not url.sqlite_path.is_file():
-        raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
+    what = f"reading partition {partition.id} {partition.label()} from {url}"
     try:
-        reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows,  # type: ignore[call-overload]
-                             **kwargs)
-        for batch in reader:
+        for batch in read_batches(url, plan.select_sql(partition), batch_rows, snapshot, what):
             failpoints.hit("extract.batch")
             if batch.num_rows:
                 yield _to_flight(batch, columns)
-    except (SourceError, TransientError):
+    except SourceError as exc:
+        hint = _type_hint(str(exc), plan)
+        if hint:
+            raise SourceError(str(exc) + hint) from None
         raise
-    except BaseException as exc:  # ConnectorX reports Rust panics as BaseException
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-            raise
-        raise _source_error(exc, url, partition, plan) from None
 
 
 def _to_flight(batch: pa.RecordBatch, columns: dict[str, ColumnSpec]) -> pa.RecordBatch:
@@ -138,8 +95,7 @@ def _untag(column: pa.Array, hexed: bool) -> pa.Array:
     values = pc.if_else(pc.equal(column, ""), pa.scalar(None, values.type), values)
     if not hexed:
         return values
-    decoded = pl.Series(values).str.decode("hex").to_arrow()
-    return decoded.cast(pa.large_binary())
+    return frames.hex_decoded(values).cast(pa.large_binary())
 
 
 def _same_type(have: pa.DataType, want: pa.DataType) -> bool:

@@ -1,11 +1,9 @@
-"""Load stage: Arrow batches into the PostgreSQL target over ADBC bulk ingest (binary COPY).
+"""Load stage: Arrow batches into the PostgreSQL target over bulk ingest (binary COPY).
 
 Every batch is first conformed to the target table's own column types (binary COPY rejects, or worse
 misreads, values of another type). Columns no Arrow type can carry exactly are sent as text into a
-temporary table and cast by PostgreSQL. Modes:
-- append:  COPY straight into the table (or through the temporary table when a column needs a cast);
-- replace: COPY into a staging table `<table>__engine_new`; `swap` replaces the table in one transaction;
-- upsert:  COPY into a temporary table, then INSERT … ON CONFLICT (key) DO UPDATE.
+temporary table and cast by PostgreSQL, with guards that refuse a value a type modifier would change.
+What differs between append, replace and upsert is the mode's (`engine.modes`).
 Nothing here commits: the caller commits each partition's rows with its checkpoint.
 """
 
@@ -14,62 +12,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import pg
-from engine.catalog import target_columns, target_unique_keys
-from engine.config import LoadMode
+from engine import frames, pg
 from engine.errors import ConfigError, TargetError
-from engine.plan import Plan
+from engine.model import LoadMode, LoadTarget, Plan
+from engine.modes import mode_of
+from engine.quarantine import RejectedRow
 from engine.sql import TableName, quote_ident
-from engine.typemap import e_literal, ingest_type, override_hint
+from engine.typemap import canonical_type, e_literal, override_hint
 from engine.urls import redact
 
-STAGING_SUFFIX = "__engine_new"
 BATCH_TABLE = "engine_batch"
-
-
-@dataclass(frozen=True)
-class LoadTarget:
-    """Where and how a run writes: serialisable, so partition tasks can run anywhere."""
-
-    table: TableName
-    write_table: TableName  # the table partitions COPY into (the staging table for replace)
-    mode: LoadMode
-    key: tuple[str, ...]
-    columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type) of the loaded columns, in batch order
-    # Columns whose values travel as text whatever the target type (e.g. a timestamp holding 'infinity'):
-    # binary COPY cannot carry them, PostgreSQL's cast can.
-    text_columns: tuple[str, ...] = ()
-
-    def _ingest_type(self, name: str, pg_type: str) -> pa.DataType | None:
-        return None if name in self.text_columns else ingest_type(pg_type)
-
-    @property
-    def via_text(self) -> bool:
-        return self.mode == "upsert" or any(self._ingest_type(n, t) is None for n, t in self.columns)
-
-    def arrow_schema(self) -> pa.Schema:
-        return pa.schema([(n, self._ingest_type(n, t) or pa.large_string()) for n, t in self.columns])
-
-
-_ALIASES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
-            "time": "time without time zone", "timetz": "time with time zone", "int": "integer", "int4": "integer",
-            "int8": "bigint", "int2": "smallint", "bool": "boolean", "float8": "double precision", "float4": "real",
-            "varchar": "character varying", "char": "character", "decimal": "numeric"}
-
-
-def canonical_type(pg_type: str) -> str:
-    """A PostgreSQL type name as format_type() spells it, so declared and existing types compare equal."""
-    t = " ".join(pg_type.lower().split())
-    base, paren, rest = t.partition("(")
-    base = _ALIASES.get(base.strip(), base.strip())
-    return base + (paren + rest.replace(" ", "") if paren else "")
 
 
 def create_table_sql(table: TableName, columns: list[tuple[str, str]], key: tuple[str, ...]) -> str:
@@ -83,39 +40,45 @@ def target_ddl(plan: Plan, table: TableName, key: tuple[str, ...]) -> str:
     return create_table_sql(table, [(c.name, c.pg_type) for c in plan.target_columns], key)
 
 
+def target_problems(plan: Plan, table: TableName, existing: dict[str, str] | None, create: bool) -> list[str]:
+    """Why the target table cannot take the plan's columns (`existing` is its columns, None when missing)."""
+    if existing is None:
+        return [] if create else [f"`target.table`: {table} does not exist and target.create = false"]
+    missing = [c.name for c in plan.target_columns if c.name not in existing]
+    if not missing:
+        return []
+    return [f"`target.table`: {table} has no column(s) {', '.join(map(repr, missing))}; add them to the table, "
+            f"or drop/rename them in [transform] (it has: {', '.join(existing)})"]
+
+
+def preflight(conn: pg.Connection, plan: Plan, table: TableName, mode: LoadMode, key: tuple[str, ...],
+              create: bool) -> list[str]:
+    """Every reason the run could not load into the target, found without writing anything."""
+    return (target_problems(plan, table, pg.table_columns(conn, table), create)
+            + mode_of(mode).problems(conn, table, key))
+
+
 def prepare_target(conn: pg.Connection, plan: Plan, table: TableName, mode: LoadMode, key: tuple[str, ...],
                    create: bool, resuming: bool) -> LoadTarget:
     """Create what the run writes into, check the target fits the data, and commit that DDL."""
+    behaviour = mode_of(mode)
     if table.schema:
         pg.execute(conn, f"CREATE SCHEMA IF NOT EXISTS {quote_ident(table.schema)}")
-    existing = target_columns(conn, table)
+    existing = pg.table_columns(conn, table)
     if existing is None and not create:
-        raise ConfigError("target.table", [f"`target.table`: {table} does not exist and target.create = false"])
-    write_table = table.with_suffix(STAGING_SUFFIX) if mode == "replace" else table
-    if mode == "replace":
-        # The new table keeps the old one's definition (indexes, defaults) when its columns are exactly the job's.
-        staged = target_columns(conn, write_table) if resuming else None
-        if staged is None:
-            pg.execute(conn, f"DROP TABLE IF EXISTS {write_table.quoted()}")
-            wanted = {c.name: canonical_type(c.pg_type) for c in plan.target_columns}
-            fits = existing is not None and {n: canonical_type(t) for n, t in existing.items()} == wanted
-            pg.execute(conn, f"CREATE TABLE {write_table.quoted()} (LIKE {table.quoted()} INCLUDING ALL)" if fits
-                       else target_ddl(plan, write_table, key))
-        if existing is None:  # the swap needs a table to replace
-            pg.execute(conn, f"CREATE TABLE {table.quoted()} (LIKE {write_table.quoted()})")
-    elif existing is None:
-        pg.execute(conn, target_ddl(plan, table, key))
-    written = target_columns(conn, write_table)
+        raise ConfigError("target.table", target_problems(plan, table, existing, create))
+    write_table = behaviour.write_table(table)
+    wanted = {c.name: canonical_type(c.pg_type) for c in plan.target_columns}
+    like_existing = existing is not None and {n: canonical_type(t) for n, t in existing.items()} == wanted
+    behaviour.prepare(conn, table, target_ddl(plan, write_table, key), like_existing, resuming)
+    written = pg.table_columns(conn, write_table)
+    problems = target_problems(plan, table, written, create)
+    if problems:
+        raise ConfigError("target.table", problems)
+    problems = behaviour.problems(conn, table, key)
+    if problems:
+        raise ConfigError("target.key", problems)
     assert written is not None
-    missing = [c.name for c in plan.target_columns if c.name not in written]
-    if missing:
-        raise ConfigError("target.table", [
-            f"`target.table`: {table} has no column(s) {', '.join(map(repr, missing))}; add them to the table, "
-            f"or drop/rename them in [transform] (it has: {', '.join(written)})"])
-    if mode == "upsert" and set(key) not in target_unique_keys(conn, table):
-        raise ConfigError("target.key", [
-            f"`target.key`: {table} has no unique index or primary key on ({', '.join(key)}); "
-            "upsert needs one (CREATE UNIQUE INDEX … or let the engine create the table)"])
     columns = tuple((c.name, written[c.name]) for c in plan.target_columns)
     conn.commit()
     return LoadTarget(table, write_table, mode, key, columns, tuple(c.name for c in plan.target_columns if c.via_text))
@@ -149,11 +112,7 @@ def _cast(column: pa.Array, wanted: pa.DataType, name: str, pg_type: str) -> pa.
         return _cast(column.cast(pa.large_string() if pa.types.is_string_view(have) else pa.large_binary()),
                      wanted, name, pg_type)
     if isinstance(wanted, pa.UuidType):
-        if pa.types.is_fixed_size_binary(have):
-            storage = column.cast(pa.binary(16))
-        else:
-            hexed = pl.Series(column).cast(pl.String).str.replace_all("-", "").str.decode("hex")
-            storage = hexed.to_arrow().cast(pa.binary(16))
+        storage = column.cast(pa.binary(16)) if pa.types.is_fixed_size_binary(have) else frames.uuid_bytes(column)
         return pa.ExtensionArray.from_storage(wanted, storage)
     if isinstance(wanted, pa.JsonType):
         storage = column if have in _STRINGS else column.cast(pa.large_string())
@@ -225,18 +184,15 @@ def exact_cast(name: str, pg_type: str) -> str:
 
 def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatchReader) -> int:
     """COPY the batches into the target per its mode, inside the caller's transaction."""
-    if not target.via_text:
+    mode = mode_of(target.mode)
+    if not mode.always_via_text and not target.has_text_columns:
         return pg.ingest(conn, target.write_table.name, target.write_table.schema, reader, mode="append")
     pg.execute(conn, f"DROP TABLE IF EXISTS pg_temp.{quote_ident(BATCH_TABLE)}")
     rows = pg.ingest(conn, BATCH_TABLE, None, reader, mode="create", temporary=True)
     names = ", ".join(quote_ident(n) for n, _ in target.columns)
     casts = ", ".join(exact_cast(n, t) for n, t in target.columns)
-    sql = f"INSERT INTO {target.write_table.quoted()} ({names}) SELECT {casts} FROM pg_temp.{quote_ident(BATCH_TABLE)}"
-    if target.mode == "upsert":
-        keys = ", ".join(quote_ident(k) for k in target.key)
-        updates = [f"{quote_ident(n)} = EXCLUDED.{quote_ident(n)}" for n, _ in target.columns if n not in target.key]
-        sql += f" ON CONFLICT ({keys}) " + (f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING")
-    pg.execute(conn, sql)
+    pg.execute(conn, f"INSERT INTO {target.write_table.quoted()} ({names}) SELECT {casts} "
+                     f"FROM pg_temp.{quote_ident(BATCH_TABLE)}{mode.insert_clause(target)}")
     pg.execute(conn, f"DROP TABLE pg_temp.{quote_ident(BATCH_TABLE)}")
     return rows
 
@@ -251,16 +207,6 @@ _ROW_ERRORS = {"23505": "unique_violation", "23503": "foreign_key_violation", "2
                "22P05": "untranslatable_character", "22021": "character_not_in_repertoire",
                "22026": "string_data_length_mismatch"}
 MAX_REJECTED_ROWS = 1000  # per partition: beyond this the data or the table is wrong, not a few rows
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    """A row the target refused: the one-row batch as sent, and why."""
-
-    row: pa.RecordBatch
-    condition: str  # PostgreSQL's name for the error, e.g. check_violation
-    column: str  # the column the message names, or "(row)"
-    message: str
 
 
 def row_rejection(exc: BaseException) -> str | None:
@@ -321,33 +267,3 @@ def _named_column(message: str) -> str:
         return m.group(1).replace('""', '"')
     m = re.search(r"COPY [^\n]*?, line \d+, column (.+?)(?::|\n|$)", message)
     return m.group(1) if m else "(row)"
-
-
-def swap_in(conn: pg.Connection, target: LoadTarget) -> None:
-    """Replace mode: the staging table becomes the table in one transaction (readers see old or new)."""
-    pg.execute(conn, f"LOCK TABLE {target.table.quoted()} IN ACCESS EXCLUSIVE MODE")
-    pg.execute(conn, f"DROP TABLE {target.table.quoted()}")
-    pg.execute(conn, f"ALTER TABLE {target.write_table.quoted()} RENAME TO {quote_ident(target.table.name)}")
-    _drop_staging_suffix(conn, target.table)
-
-
-def _drop_staging_suffix(conn: pg.Connection, table: TableName) -> None:
-    """Indexes (and with them their constraints) and owned sequences of the swapped-in table were named after
-    the staging table: give them the names the old table's had (`orders_pkey`, not `orders__engine_new_pkey`)."""
-    owned = pg.fetch_all(conn, """
-        SELECT c.relname, c.relkind::text, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = to_regclass($1))
-           OR c.oid IN (SELECT objid FROM pg_depend WHERE refobjid = to_regclass($1)
-                        AND classid = 'pg_class'::regclass AND deptype IN ('a', 'i'))""", (table.quoted(),))
-    for name, kind, schema in owned:
-        if STAGING_SUFFIX not in name or kind not in ("i", "S"):
-            continue
-        wanted = name.replace(STAGING_SUFFIX, "", 1)
-        if pg.fetch_all(conn, "SELECT to_regclass($1)", (f"{quote_ident(schema)}.{quote_ident(wanted)}",))[0][0]:
-            continue  # the name is taken by something else: keep the staging name rather than fail the swap
-        what = "INDEX" if kind == "i" else "SEQUENCE"
-        pg.execute(conn, f"ALTER {what} {quote_ident(schema)}.{quote_ident(name)} RENAME TO {quote_ident(wanted)}")
-
-
-def count_rows(conn: pg.Connection, table: TableName) -> int:
-    return int(pg.fetch_all(conn, f"SELECT COUNT(*) FROM {table.quoted()}")[0][0])

@@ -1,6 +1,8 @@
-"""PostgreSQL connections over ADBC: the only module that imports the ADBC driver.
+"""The PostgreSQL adapter: the only module that imports the ADBC driver.
 
-Driver errors are translated here into the engine's tree, split into transient (retry may help) or not.
+Connections (one shared ADBC database per URL, and a pool of one session per worker thread), bulk ingest,
+the target's catalog, and the one classifier that splits driver errors into transient (retry may help) or not.
+The target is always PostgreSQL; PostgreSQL sources use these connections for catalog and snapshot queries.
 """
 
 from __future__ import annotations
@@ -10,23 +12,45 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeAlias, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, cast
 
 import adbc_driver_manager
 import adbc_driver_manager.dbapi as dbapi
 import adbc_driver_postgresql
 import pyarrow as pa
 
-from engine.errors import EngineError, TargetError, TransientError
+from engine.errors import EngineError, TargetError, TransientError, sounds_transient
+from engine.sql import TableName
 from engine.urls import DatabaseUrl, redact
 
-Connection: TypeAlias = Any  # adbc_driver_manager.dbapi.Connection; the driver ships no type hints
 T = TypeVar("T")
+Params = tuple[Any, ...] | list[Any] | None
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor (with ADBC's extensions) the engine uses."""
+
+    def __enter__(self) -> Cursor: ...
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
+    def execute(self, operation: str, parameters: Params = None) -> None: ...
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+    def fetch_arrow_table(self) -> pa.Table: ...
+    def adbc_ingest(self, table_name: str, data: pa.RecordBatchReader | pa.Table, mode: str = ..., *,
+                    db_schema_name: str | None = ..., temporary: bool = ...) -> int: ...
+
+
+class Connection(Protocol):
+    """A PostgreSQL session: `adbc_driver_manager.dbapi.Connection`, typed by what the engine calls."""
+
+    def cursor(self) -> Cursor: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+
 
 # SQLSTATE classes and codes worth retrying: connection exceptions, shutdown, serialization, deadlock.
 _TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "53300")
-_TRANSIENT_WORDS = ("connection refused", "server closed the connection", "connection reset", "terminating connection",
-                    "could not connect", "no connection to the server", "broken pipe", "the database system is")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -35,8 +59,11 @@ def is_transient(exc: BaseException) -> bool:
     sqlstate = getattr(exc, "sqlstate", None) or ""
     if any(sqlstate.startswith(code) for code in _TRANSIENT_SQLSTATES):
         return True
-    text = str(exc).lower()
-    return isinstance(exc, adbc_driver_manager.Error) and any(w in text for w in _TRANSIENT_WORDS)
+    return isinstance(exc, adbc_driver_manager.Error) and sounds_transient(str(exc))
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    return isinstance(exc, adbc_driver_manager.Error)
 
 
 def translate(exc: BaseException, what: str, error: type[EngineError] = TargetError) -> EngineError:
@@ -74,7 +101,8 @@ def forget_databases() -> None:
 def connect(url: DatabaseUrl, autocommit: bool = False) -> Connection:
     try:
         shared = _database(url.libpq)
-        return dbapi.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db), autocommit=autocommit)
+        conn = dbapi.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db), autocommit=autocommit)
+        return cast(Connection, conn)
     except adbc_driver_manager.Error as exc:
         raise translate(exc, f"cannot connect to {url}") from None
 
@@ -91,18 +119,18 @@ def connection(url: DatabaseUrl, autocommit: bool = False) -> Iterator[Connectio
             pass
 
 
-def execute(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> None:
+def execute(conn: Connection, sql: str, params: Params = None) -> None:
     with conn.cursor() as cur:
         cur.execute(sql, params)
 
 
-def fetch_all(conn: Connection, sql: str, params: tuple[Any, ...] | list[Any] | None = None) -> list[tuple[Any, ...]]:
+def fetch_all(conn: Connection, sql: str, params: Params = None) -> list[tuple[Any, ...]]:
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return list(cur.fetchall())
 
 
-def fetch_arrow(conn: Connection, sql: str, params: tuple[Any, ...] | None = None) -> pa.Table:
+def fetch_arrow(conn: Connection, sql: str, params: Params = None) -> pa.Table:
     with conn.cursor() as cur:
         cur.execute(sql, params)
         return cur.fetch_arrow_table()
@@ -125,7 +153,7 @@ def with_retries(action: Callable[[], T], what: str, attempts: int, on_retry: Ca
             return action()
         except Exception as exc:
             if not is_transient(exc) or attempt == attempts:
-                if not is_transient(exc) and not isinstance(exc, adbc_driver_manager.Error):
+                if not is_transient(exc) and not is_driver_error(exc):
                     raise
                 engine_exc = exc if isinstance(exc, EngineError) else translate(exc, what)
                 if attempt:
@@ -136,3 +164,101 @@ def with_retries(action: Callable[[], T], what: str, attempts: int, on_retry: Ca
                 on_retry(f"{what}: {redact(str(exc).splitlines()[0])}; retry {attempt + 1}/{attempts} in {delay:.1f}s")
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+# The target's catalog.
+
+def table_columns(conn: Connection, table: TableName) -> dict[str, str] | None:
+    """Column -> declared type of a table, or None when it does not exist."""
+    rows = fetch_all(conn, """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+        WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+                     (table.quoted(),))
+    return {r[0]: r[1] for r in rows} if rows else None
+
+
+def unique_keys(conn: Connection, table: TableName) -> list[set[str]]:
+    """The column sets of a table's unique indexes (without predicates) and primary key."""
+    rows = fetch_all(conn, """
+        SELECT i.indexrelid, a.attname FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL""", (table.quoted(),))
+    keys: dict[Any, set[str]] = {}
+    for index_id, name in rows:
+        keys.setdefault(index_id, set()).add(name)
+    return list(keys.values())
+
+
+def count_rows(conn: Connection, table: TableName) -> int:
+    return int(fetch_all(conn, f"SELECT COUNT(*) FROM {table.quoted()}")[0][0])
+
+
+def is_type(conn: Connection, pg_type: str) -> bool:
+    """Whether `pg_type` names a type the server knows."""
+    try:
+        fetch_all(conn, "SELECT $1::regtype", (pg_type,))
+        return True
+    except Exception:
+        conn.rollback()
+        return False
+
+
+# The pool: one session per worker thread, reused across its partitions (saves a connect each).
+
+_local = threading.local()
+_opened: set[Connection] = set()
+_opened_lock = threading.Lock()
+
+
+def worker_connection(url: DatabaseUrl) -> Connection:
+    """This thread's target session, opened on first use."""
+    cached = getattr(_local, "conn", None)
+    with _opened_lock:
+        alive = cached in _opened
+    if cached is not None and alive and getattr(_local, "url", None) == url.raw:
+        return cast(Connection, cached)
+    if cached is not None:
+        drop_connection(cached)
+    conn = connect(url)
+    # Partitions commit without waiting for the WAL flush: a server crash can only lose whole partitions,
+    # rows and checkpoint together, which a resume redoes; the run's final commit waits for all of it.
+    execute(conn, "SET synchronous_commit = off")
+    conn.commit()
+    _local.conn, _local.url = conn, url.raw
+    with _opened_lock:
+        _opened.add(conn)
+    return conn
+
+
+def savepoint_connection(url: DatabaseUrl) -> Connection:
+    """An autocommit session with a transaction opened by hand: after a failed statement the driver can
+    roll back to a savepoint only on such a session."""
+    conn = connect(url, autocommit=True)
+    execute(conn, "BEGIN")
+    execute(conn, "SET LOCAL synchronous_commit = off")
+    return conn
+
+
+def drop_connection(conn: Connection) -> None:
+    """Close a session (rolling back what it had open) and forget it if the pool held it."""
+    if getattr(_local, "conn", None) is conn:
+        _local.conn = None
+    with _opened_lock:
+        _opened.discard(conn)
+    try:
+        conn.rollback()
+        conn.close()
+    except Exception:
+        pass
+
+
+def close_worker_connections() -> None:
+    """Close every pooled session (a run calls this once its partitions are done)."""
+    with _opened_lock:
+        conns = list(_opened)
+        _opened.clear()
+    for conn in conns:
+        try:
+            conn.close()
+        except Exception:
+            pass

@@ -14,17 +14,20 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from engine import checkpoint, failpoints, pg
+from engine import checkpoint, failpoints, pg, quarantine
+from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLockedError, SourceError
-from engine.load import LoadTarget, prepare_target, swap_in
-from engine.plan import Plan, make_plan
+from engine.load import prepare_target
+from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
+from engine.modes import mode_of
+from engine.plan import make_plan
 from engine.report import RunReport
-from engine.snapshot import source_snapshot
-from engine.task import PartitionResult, PartitionTask, close_worker_connections, preload_rules, run_partition
-from engine.verify import target_key, verify_run
+from engine.source import source_snapshot
+from engine.task import run_partition
+from engine.verify import verify_run
 
 Progress = Callable[[str], None]
 
@@ -94,8 +97,9 @@ class Run:
             return previous.run_id, plan, True
         if unfinished and previous is not None:
             checkpoint.set_status(conn, previous.run_id, "abandoned")
-            if self.config.target.mode == "append":
-                report.notes.append(f"run {previous.run_id} was abandoned: rows it had committed stay in the target")
+            note = mode_of(self.config.target.mode).abandoned_note(previous.run_id)
+            if note:
+                report.notes.append(note)
         self.say("planning partitions…")
         plan = make_plan(self.config)
         run_id = _new_run_id()
@@ -125,7 +129,7 @@ class Run:
             with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="partition") as pool:
                 self._schedule(pool, tasks, report, failures, on_retry=self.say)
         finally:
-            close_worker_connections()
+            pg.close_worker_connections()
 
     def _schedule(self, pool: Executor, tasks: list[PartitionTask], report: RunReport,
                   failures: Counter[tuple[str, str]], on_retry: Progress | None) -> None:
@@ -215,7 +219,7 @@ class Run:
     def _run_partitions(self, conn: pg.Connection, plan: Plan, run_id: str, resumed: bool, staging: Path,
                         report: RunReport, snapshot: str | None) -> None:
         config = self.config
-        if config.pipeline.verify == "content" and target_key(plan) is None:
+        if config.pipeline.verify == "content" and plan.target_key is None:
             raise ConfigError(str(config.path), [
                 "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
@@ -244,7 +248,7 @@ class Run:
                 read, bad = sum(c.rows_read for c in finished.values()), sum(c.rows_quarantined for c in finished.values())
                 over = budget_error(read, bad, self.config.validate_.max_error_rate)
                 if over is not None:
-                    report.top_failures = checkpoint.top_failures(conn, self.config.job.name, run_id)
+                    report.top_failures = quarantine.top_failures(conn, self.config.job.name, run_id)
                     raise over
             conn.commit()
             self._hold_lock()
@@ -253,7 +257,7 @@ class Run:
             report.verification = verify_run(self.config, plan, conn, target, finished, report)
             if target.mode == "replace":
                 failpoints.hit("replace.before_swap")
-                swap_in(conn, target)  # committed together with the run's status below
+            mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
 

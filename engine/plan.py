@@ -1,4 +1,4 @@
-"""Plan stage: a job config -> a frozen, JSON-serialisable partition plan.
+"""Plan stage: a job config -> a frozen, JSON-serialisable partition plan (the types are `engine.model`'s).
 
 Partitions are closed ranges [lo, hi] of an integer key, cut by equal width between MIN and MAX, plus one
 partition for rows whose key is NULL. The ranges cover every integer from MIN to MAX and NULL, so every
@@ -9,107 +9,33 @@ The plan is stored with the run and reused unchanged when the run resumes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from dataclasses import dataclass
-from typing import Any
 
-import connectorx as cx
 import polars as pl
 import pyarrow as pa
 
-from engine.catalog import SourceShape, describe_source, is_integer_column, source_rows, sqlite_storage_classes, unfit_values
+from engine import frames
+from engine.catalog import SourceShape, describe_source, is_integer_column, sqlite_storage_classes, unfit_values
 from engine.config import JobConfig
-from engine.errors import ConfigError, SourceError
-from engine.sql import Dialect, pg_name_problem, quote_ident
+from engine.errors import ConfigError
+from engine.model import Partition, Plan, TargetColumn
+from engine.source import query_rows, result_schema
+from engine.sql import pg_name_problem, quote_ident
 from engine.transform import build_transform
 from engine.typemap import (
     ColumnSpec,
     arrow_type,
     as_text_route,
+    canonical_type,
     declared_route,
     ingest_type,
     override_hint,
     pg_type_for_arrow,
     sqlite_by_values,
 )
-from engine.urls import DatabaseUrl, redact
+from engine.urls import DatabaseUrl
 
 MAX_PARTITIONS = 100_000
-
-
-@dataclass(frozen=True)
-class Partition:
-    id: int
-    lo: int | None = None
-    hi: int | None = None
-    null_keys: bool = False
-
-    def where(self, key_sql: str | None) -> str:
-        if key_sql is None:
-            return ""
-        if self.null_keys:
-            return f" WHERE {key_sql} IS NULL"
-        if self.lo is None and self.hi is None:
-            return ""
-        if self.lo is None:
-            return f" WHERE {key_sql} <= {int(self.hi)}"  # type: ignore[arg-type]
-        if self.hi is None:
-            return f" WHERE {key_sql} >= {int(self.lo)}"
-        return f" WHERE {key_sql} BETWEEN {int(self.lo)} AND {int(self.hi)}"
-
-    def label(self) -> str:
-        if self.null_keys:
-            return "key IS NULL"
-        if self.lo is None and self.hi is None:
-            return "whole source"
-        return f"[{'-inf' if self.lo is None else self.lo}, {'+inf' if self.hi is None else self.hi}]"
-
-
-@dataclass(frozen=True)
-class TargetColumn:
-    name: str
-    pg_type: str
-    via_text: bool  # sent as text, cast by PostgreSQL on load
-    source: str | None  # the source column it comes from unchanged, if any
-
-
-@dataclass(frozen=True)
-class Plan:
-    job: str
-    dialect: Dialect
-    from_sql: str
-    key: str | None
-    partitions: tuple[Partition, ...]
-    source_rows: int
-    columns: tuple[ColumnSpec, ...]
-    target_columns: tuple[TargetColumn, ...]
-
-    @property
-    def key_sql(self) -> str | None:
-        return quote_ident(self.key, self.dialect) if self.key else None
-
-    def select_sql(self, partition: Partition) -> str:
-        select_list = ", ".join(
-            c.select_sql if c.select_sql == quote_ident(c.name, self.dialect)
-            else f"{c.select_sql} AS {quote_ident(c.name, self.dialect)}"
-            for c in self.columns)
-        return f"SELECT {select_list} FROM {self.from_sql}{partition.where(self.key_sql)}"
-
-    def count_sql(self, partition: Partition) -> str:
-        return f"SELECT COUNT(*) FROM {self.from_sql}{partition.where(self.key_sql)}"
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @staticmethod
-    def from_json(text: str | dict[str, Any]) -> Plan:
-        data = json.loads(text) if isinstance(text, str) else text
-        return Plan(
-            job=data["job"], dialect=data["dialect"], from_sql=data["from_sql"], key=data["key"],
-            partitions=tuple(Partition(**p) for p in data["partitions"]), source_rows=data["source_rows"],
-            columns=tuple(ColumnSpec(**c) for c in data["columns"]),
-            target_columns=tuple(TargetColumn(**c) for c in data["target_columns"]))
 
 
 def choose_key(config: JobConfig, shape: SourceShape) -> str | None:
@@ -147,14 +73,14 @@ def _key_stats(config: JobConfig, shape: SourceShape, key: str) -> tuple[int | N
     url = config.source_url
     k = quote_ident(key, url.dialect)
     if url.dialect == "mysql" and config.source_table is not None:
-        lo, hi, has_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), EXISTS(SELECT 1 FROM {shape.from_sql} "
+        lo, hi, has_null = query_rows(url, f"SELECT MIN({k}), MAX({k}), EXISTS(SELECT 1 FROM {shape.from_sql} "
                                             f"WHERE {k} IS NULL) FROM {shape.from_sql}")[0]
-        estimate = int(source_rows(url, f"SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {_mysql_where(url, config)}"
+        estimate = int(query_rows(url, f"SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {_mysql_where(url, config)}"
                                    )[0][0] or 0) if lo is not None else 0
         if lo is not None and estimate == 0:  # statistics not gathered yet: count after all
-            estimate = int(source_rows(url, f"SELECT COUNT({k}) FROM {shape.from_sql}")[0][0])
+            estimate = int(query_rows(url, f"SELECT COUNT({k}) FROM {shape.from_sql}")[0][0])
         return _int(lo), _int(hi), estimate + int(bool(has_null)), estimate
-    lo, hi, total, non_null = source_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
+    lo, hi, total, non_null = query_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
     return _int(lo), _int(hi), int(total or 0), int(non_null or 0)
 
 
@@ -173,7 +99,7 @@ def _mysql_where(url: DatabaseUrl, config: JobConfig) -> str:
 def plan_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> tuple[tuple[Partition, ...], int]:
     url = config.source_url
     if key is None:
-        total = source_rows(url, f"SELECT COUNT(*) FROM {shape.from_sql}")[0][0]
+        total = query_rows(url, f"SELECT COUNT(*) FROM {shape.from_sql}")[0][0]
         return (Partition(0),), int(total)
     lo, hi, total, non_null = _key_stats(config, shape, key)
     if config.source.bounds is not None:
@@ -197,21 +123,16 @@ def _flight_schema(config: JobConfig, plan_columns: tuple[ColumnSpec, ...], from
     if auto:  # only these: ConnectorX may type SQLite columns by their first value and fail on a NULL there
         url = config.source_url
         names = ", ".join(c.select_sql for c in auto)
-        try:
-            probe = cx.read_sql(url.connectorx, f"SELECT {names} FROM {from_sql} LIMIT 0", return_type="arrow")
-        except BaseException as exc:  # ConnectorX raises panics as BaseException
-            raise SourceError(f"cannot read column types from the source: {redact(str(exc).splitlines()[0])}") from None
-        for column, field in zip(auto, probe.schema, strict=True):
+        probe = result_schema(url, f"SELECT {names} FROM {from_sql} LIMIT 0", "cannot read column types from the source")
+        for column, field in zip(auto, probe, strict=True):
             fields[column.name] = field.type
     return pa.schema([(n, t) for n, t in fields.items()])
 
 
 def output_schema(config: JobConfig, flight: pa.Schema) -> pl.Schema:
     transform = build_transform(config.transform, config.rules_dir)
-    empty = pl.from_arrow(flight.empty_table())
-    assert isinstance(empty, pl.DataFrame)
     try:
-        return transform(empty.lazy()).collect_schema()
+        return transform(frames.empty_frame(flight).lazy()).collect_schema()
     except Exception as exc:
         raise ConfigError(str(config.path), [f"[transform]: cannot apply to the source columns: {exc}"]) from None
 
@@ -220,7 +141,7 @@ def plan_target_columns(config: JobConfig, columns: tuple[ColumnSpec, ...], flig
                         schema: pl.Schema) -> tuple[TargetColumn, ...]:
     renamed = {new: old for old, new in config.transform.rename.items()}
     by_name = {c.name: c for c in columns}
-    flight_polars = pl.from_arrow(flight.empty_table()).schema  # type: ignore[union-attr]
+    flight_polars = frames.empty_frame(flight).schema
     result = []
     for name, dtype in schema.items():
         origin = renamed.get(name, name)
@@ -231,8 +152,7 @@ def plan_target_columns(config: JobConfig, columns: tuple[ColumnSpec, ...], flig
         elif unchanged and spec is not None and spec.pg_type != "auto":
             pg_type = spec.pg_type
         else:
-            empty = pl.Series(name, [], dtype).to_arrow()
-            pg_type = pg_type_for_arrow(empty.type)
+            pg_type = pg_type_for_arrow(frames.arrow_type_of(dtype))
         # A column whose values travel as text is cast by PostgreSQL even where its type has an Arrow form.
         via_text = ingest_type(pg_type) is None or (unchanged and spec is not None and spec.via_text)
         result.append(TargetColumn(name, pg_type, via_text, origin if unchanged else None))
@@ -276,8 +196,6 @@ def fit_columns(config: JobConfig, shape: SourceShape) -> tuple[ColumnSpec, ...]
 
 def _declared(config: JobConfig, column: ColumnSpec) -> ColumnSpec:
     """The column as `[target] types` declares it, when it reaches the target unchanged by [transform]."""
-    from engine.load import canonical_type  # load imports this module
-
     target_name = config.transform.rename.get(column.name, column.name)
     declared = config.target.types.get(target_name)
     if declared is None or column.name in config.transform.cast or target_name in config.transform.add:

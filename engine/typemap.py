@@ -576,3 +576,17 @@ def type_map_markdown() -> str:
               "`engine run`); they are never approximated and never silently NULL. A SQLite column whose values "
               "have several storage classes is refused, naming the override."]
     return "\n".join(header + _doc_rows() + footer)
+
+
+_ALIASES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
+            "time": "time without time zone", "timetz": "time with time zone", "int": "integer", "int4": "integer",
+            "int8": "bigint", "int2": "smallint", "bool": "boolean", "float8": "double precision", "float4": "real",
+            "varchar": "character varying", "char": "character", "decimal": "numeric"}
+
+
+def canonical_type(pg_type: str) -> str:
+    """A PostgreSQL type name as format_type() spells it, so declared and existing types compare equal."""
+    t = " ".join(pg_type.lower().split())
+    base, paren, rest = t.partition("(")
+    base = _ALIASES.get(base.strip(), base.strip())
+    return base + (paren + rest.replace(" ", "") if paren else "")

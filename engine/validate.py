@@ -16,12 +16,11 @@ import polars as pl
 
 from engine.checks import CompiledSchema, compile_schema, failure_cases
 from engine.errors import ConfigError, EngineError
+from engine.quarantine import BAD_ROWS_SCHEMA, ROW_INDEX
 from engine.rules import load_rule
 
 if TYPE_CHECKING:  # pandera costs a quarter second to import: only jobs that validate pay it
     import pandera.polars as pa
-
-ROW_INDEX = "__engine_row"
 
 
 class SchemaMismatch(EngineError):
@@ -58,8 +57,7 @@ def load_schema(rules_dir: Path, ref: str) -> Rules:
                                           "DataFrameModel nor a DataFrameSchema"])
 
 
-_EMPTY_BAD = pl.DataFrame(schema={ROW_INDEX: pl.UInt32, "checks": pl.String, "columns": pl.String,
-                                  "reason": pl.String})
+_EMPTY_BAD = pl.DataFrame(schema=BAD_ROWS_SCHEMA)
 _EMPTY_FAILURES = pl.DataFrame(schema={"check": pl.String, "column": pl.String})
 
 

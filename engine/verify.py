@@ -7,22 +7,21 @@ For replace mode the new table's row count must equal the rows loaded. Any diffe
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
 
-from engine import pg
-from engine.catalog import source_rows
+from engine import frames, pg
+from engine.checkpoint import Checkpoint
 from engine.config import JobConfig
 from engine.errors import VerificationError
-from engine.load import LoadTarget, conform, count_rows
-from engine.plan import Partition, Plan
+from engine.load import conform
+from engine.model import LoadTarget, Partition, Plan
+from engine.modes import mode_of
+from engine.report import RunReport
+from engine.source import query_rows
 from engine.sql import quote_ident
-
-if TYPE_CHECKING:
-    from engine.checkpoint import Checkpoint
-    from engine.report import RunReport
 
 
 def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadTarget,
@@ -51,14 +50,11 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
                                 f"{in_source[partition.id]:,} rows, "
                                 f"{done.rows_read:,} were read (was the source written to during the run?)")
         loaded_total = sum(c.rows_loaded for c in finished.values())
-    if target.mode == "replace":
-        in_target = count_rows(conn, target.write_table)
-        if in_target != loaded_total:
-            problems.append(f"the new table holds {in_target:,} rows, {loaded_total:,} were loaded")
+    mode = mode_of(target.mode)
+    problems += mode.verify(conn, target, loaded_total)
     if problems:
         raise VerificationError("verification failed:\n  " + "\n  ".join(problems))
-    return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + (
-        "; new table row count matches" if target.mode == "replace" else "") + content
+    return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + mode.verified() + content
 
 
 def source_counts(config: JobConfig, plan: Plan, per_query: int = 100) -> dict[int, int]:
@@ -69,7 +65,7 @@ def source_counts(config: JobConfig, plan: Plan, per_query: int = 100) -> dict[i
     for start in range(0, len(plan.partitions), per_query):
         chunk = plan.partitions[start:start + per_query]
         columns = ", ".join(f"({plan.count_sql(p)}) AS {quote_ident(f'p{p.id}', dialect)}" for p in chunk)
-        row = source_rows(config.source_url, f"SELECT {columns}")[0]
+        row = query_rows(config.source_url, f"SELECT {columns}")[0]
         counts.update((p.id, int(n)) for p, n in zip(chunk, row, strict=True))
     return counts
 
@@ -77,11 +73,6 @@ def source_counts(config: JobConfig, plan: Plan, per_query: int = 100) -> dict[i
 # Content verification (pipeline.verify = "content"): before a partition commits, its rows are read back from
 # the target inside the same transaction and compared row by row with what was sent, by a hash of each row.
 # A difference rolls the partition back and fails the job with the first differing keys.
-
-def target_key(plan: Plan) -> str | None:
-    """The target column holding the partition key unchanged, if any (content checks select by it)."""
-    return next((c.name for c in plan.target_columns if plan.key and c.source == plan.key), None)
-
 
 def _canonical(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame:
     """Hashable form: JSON re-serialised with sorted keys (jsonb reorders and re-spaces), uuids as bytes."""
@@ -94,9 +85,9 @@ def _canonical(batch: pa.RecordBatch | pa.Table) -> pl.DataFrame:
             columns[field.name] = pl.Series([None if t is None else json.dumps(json.loads(t), sort_keys=True)
                                              for t in texts], dtype=pl.String)
         elif isinstance(field.type, pa.ExtensionType):
-            columns[field.name] = pl.Series(column.storage)
+            columns[field.name] = frames.series(column.storage)
         else:
-            columns[field.name] = pl.Series(column)
+            columns[field.name] = frames.series(column)
     return pl.DataFrame(columns)
 
 
@@ -117,23 +108,39 @@ def without_rows(sent: list[pl.DataFrame], refused: list[pl.DataFrame]) -> list[
     return [kept.drop("n")]
 
 
-def check_partition_content(conn: pg.Connection, target: LoadTarget, plan: Plan, partition: Partition,
-                            sent: list[pl.DataFrame]) -> None:
-    """Compare the partition's rows now in the target with the rows sent; raise on any difference."""
-    key = target_key(plan)
-    assert key is not None, "content verification needs the partition key in the target"
-    text = {f.name for f in target.arrow_schema() if f.type == pa.large_string()}  # sent as text: compare as text
-    names = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" if n in text else quote_ident(n)
-                      for n, _ in target.columns)
-    sql = f"SELECT {names} FROM {target.write_table.quoted()}{partition.where(quote_ident(key))}"
-    stored = conform(pg.fetch_arrow(conn, sql), target)
-    here = row_fingerprints(stored, key)
-    there = pl.concat(sent) if sent else here.clear()
-    missing = there.join(here, on=["key", "hash"], how="anti")
-    unexpected = here.join(there, on=["key", "hash"], how="anti")
-    if missing.height or unexpected.height or here.height != there.height:
-        keys = sorted(set(missing["key"].to_list()) | set(unexpected["key"].to_list()))[:5]
-        raise VerificationError(
-            f"content check failed for partition {partition.id} {partition.label()}: {here.height:,} rows in the "
-            f"target vs {there.height:,} sent; first differing keys: {', '.join(map(str, keys)) or '(duplicates)'}; "
-            "the partition was rolled back")
+class ContentCheck:
+    """Fingerprints of the rows a partition sends, compared before commit with the rows the target then holds."""
+
+    def __init__(self, plan: Plan, partition: Partition, target: LoadTarget) -> None:
+        key = plan.target_key
+        assert key is not None, "content verification needs the partition key in the target"
+        self.key, self.partition, self.target = key, partition, target
+        self.sent: list[pl.DataFrame] = []
+
+    def tap(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Pass the batches on, keeping their rows' fingerprints."""
+        for batch in batches:
+            self.sent.append(row_fingerprints(batch, self.key))
+            yield batch
+
+    def forget(self, refused: list[pa.RecordBatch]) -> None:
+        """The target refused these rows (they went to the quarantine): they are not expected there."""
+        self.sent = without_rows(self.sent, [row_fingerprints(r, self.key) for r in refused])
+
+    def check(self, conn: pg.Connection) -> None:
+        """Compare the partition's rows now in the target with the rows sent; raise on any difference."""
+        key, target, partition = self.key, self.target, self.partition
+        text = {f.name for f in target.arrow_schema() if f.type == pa.large_string()}  # sent as text: compare as text
+        names = ", ".join(f"{quote_ident(n)}::text AS {quote_ident(n)}" if n in text else quote_ident(n)
+                          for n, _ in target.columns)
+        sql = f"SELECT {names} FROM {target.write_table.quoted()}{partition.where(quote_ident(key))}"
+        here = row_fingerprints(conform(pg.fetch_arrow(conn, sql), target), key)
+        there = pl.concat(self.sent) if self.sent else here.clear()
+        missing = there.join(here, on=["key", "hash"], how="anti")
+        unexpected = here.join(there, on=["key", "hash"], how="anti")
+        if missing.height or unexpected.height or here.height != there.height:
+            keys = sorted(set(missing["key"].to_list()) | set(unexpected["key"].to_list()))[:5]
+            raise VerificationError(
+                f"content check failed for partition {partition.id} {partition.label()}: {here.height:,} rows in "
+                f"the target vs {there.height:,} sent; first differing keys: {', '.join(map(str, keys)) or '(duplicates)'}; "
+                "the partition was rolled back")

@@ -1,0 +1,55 @@
+"""Arrow <-> Polars: the one place batches change representation.
+
+Batches travel between stages as Arrow; a stage that computes with Polars converts here, so the copies (and
+the extension types Polars does not take, such as json and uuid) are handled once.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+
+def frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+    """A batch as a Polars frame (zero-copy where the types allow)."""
+    result = pl.from_arrow(data)
+    assert isinstance(result, pl.DataFrame)
+    return result
+
+
+def frame_by_storage(data: pa.RecordBatch) -> pl.DataFrame:
+    """A batch as a Polars frame, extension columns (json, uuid) by their storage."""
+    columns = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in data.columns]
+    return frame(pa.table(columns, names=data.schema.names))
+
+
+def series(column: pa.Array | pa.ChunkedArray) -> pl.Series:
+    return pl.Series(column)
+
+
+def arrow(frame_: pl.DataFrame) -> pa.Table:
+    return frame_.to_arrow()
+
+
+def mask(keep: pl.Series) -> pa.Array:
+    """A Polars boolean series as an Arrow filter."""
+    return keep.to_arrow()
+
+
+def empty_frame(schema: pa.Schema) -> pl.DataFrame:
+    return frame(schema.empty_table())
+
+
+def arrow_type_of(dtype: pl.DataType) -> pa.DataType:
+    """The Arrow type Polars writes a column of `dtype` as."""
+    return pl.Series("x", [], dtype).to_arrow().type
+
+
+def hex_decoded(text: pa.Array) -> pa.Array:
+    """Hex text -> bytes."""
+    return pl.Series(text).str.decode("hex").to_arrow()
+
+
+def uuid_bytes(text: pa.Array) -> pa.Array:
+    """UUIDs as text (with or without dashes) -> their 16 bytes."""
+    return pl.Series(text).cast(pl.String).str.replace_all("-", "").str.decode("hex").to_arrow().cast(pa.binary(16))

@@ -1,0 +1,145 @@
+"""The source adapter: the only module that imports ConnectorX.
+
+Reads rows as Arrow (a partition as a stream of batches, small catalog and aggregate queries as lists), holds
+the run's snapshot of a PostgreSQL source, and translates every driver error, once, into the engine's tree:
+`TransientError` when the connection was lost or refused, `SourceError` otherwise.
+
+One consistent view of a PostgreSQL source for a whole run: `source_snapshot` opens a REPEATABLE READ
+transaction and exports its snapshot; every partition reader imports it (through ConnectorX's
+`pre_execution_query`), and planning and verification queries run inside that transaction, so a table written
+during the job is copied as of one instant. The exporting transaction must stay open while readers import it,
+so it lives as long as the run. A resumed run takes a new snapshot: partitions finished before were read as of
+the earlier one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import connectorx as cx
+import pyarrow as pa
+
+from engine import pg
+from engine.errors import SourceError, TransientError, sounds_transient
+from engine.urls import DatabaseUrl, redact
+
+_PG_TEXT_SETTINGS = [
+    # Values that travel as text must read back the same in any target session: ISO dates, intervals with
+    # a sign on every part, floats with every digit, bytea in hex, times with an explicit UTC offset.
+    "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'", "SET TimeZone = 'UTC'",
+]
+
+
+def translate(exc: BaseException, what: str) -> SourceError | TransientError:
+    """A driver error (ConnectorX raises Rust panics as BaseException) as the engine's, secret-free."""
+    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if isinstance(exc, TransientError) or pg.is_transient(exc) or sounds_transient(message):
+        return TransientError(f"{what}: {message}")
+    return SourceError(f"{what}: {message}")
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
+def session_setup(url: DatabaseUrl, snapshot: str | None = None) -> list[str] | None:
+    """Statements run before a read: UTC for MySQL timestamps; text settings and the run's snapshot for
+    PostgreSQL."""
+    if url.dialect == "mysql":
+        return ["SET time_zone = '+00:00'"]
+    if url.dialect == "postgresql":
+        snapshot_sql = ["BEGIN ISOLATION LEVEL REPEATABLE READ", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
+        return _PG_TEXT_SETTINGS + (snapshot_sql if snapshot else [])
+    return None
+
+
+def read_batches(url: DatabaseUrl, sql: str, batch_rows: int, snapshot: str | None, what: str
+                 ) -> Iterator[pa.RecordBatch]:
+    """The rows of `sql` as a stream of Arrow batches (memory bounded by the batch size, not the result's)."""
+    kwargs: dict[str, Any] = {}
+    setup = session_setup(url, snapshot)
+    if setup:
+        kwargs["pre_execution_query"] = setup
+    if url.sqlite_path is not None and not url.sqlite_path.is_file():
+        raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
+    try:
+        reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows, **kwargs)
+        yield from reader
+    except (SourceError, TransientError):
+        raise
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            raise
+        raise translate(exc, what) from None
+
+
+def result_schema(url: DatabaseUrl, sql: str, what: str) -> pa.Schema:
+    """The Arrow schema ConnectorX gives the rows of `sql` (run it with LIMIT 0)."""
+    try:
+        return cx.read_sql(url.connectorx, sql, return_type="arrow").schema
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            raise
+        raise translate(exc, what) from None
+
+
+def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a small catalog or aggregate query on the source (inside the run's snapshot, when there is one)."""
+    try:
+        if url.dialect == "postgresql":
+            pinned = pinned_connection(url)
+            if pinned is not None:
+                return pg.fetch_all(pinned, sql, params)
+            with pg.connection(url, autocommit=True) as conn:
+                return pg.fetch_all(conn, sql, params)
+        if url.dialect == "sqlite":
+            if not url.sqlite_path or not url.sqlite_path.exists():
+                raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
+            with sqlite3.connect(f"file:{url.sqlite_path}?mode=ro", uri=True) as conn:
+                return list(conn.execute(sql, params).fetchall())
+        assert not params, "MySQL catalog queries take no parameters"
+        table = cx.read_sql(url.connectorx, sql, return_type="arrow")
+        return [tuple(row.values()) for row in table.to_pylist()]
+    except SourceError:
+        raise
+    except Exception as exc:
+        error = translate(exc, f"source query failed on {url}")
+        raise (error if isinstance(error, TransientError) else SourceError(str(error))) from None
+
+
+_pinned: dict[str, pg.Connection] = {}
+_pinned_lock = threading.Lock()
+
+
+def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
+    """The run's snapshot connection for this source, if one is open."""
+    with _pinned_lock:
+        return _pinned.get(url.raw)
+
+
+@contextmanager
+def source_snapshot(url: DatabaseUrl) -> Iterator[str | None]:
+    """Yield a snapshot id for PostgreSQL sources (None for others); source queries use it meanwhile."""
+    if url.dialect != "postgresql":
+        yield None
+        return
+    conn = pg.connect(url)
+    try:
+        pg.execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        snapshot = str(pg.fetch_all(conn, "SELECT pg_export_snapshot()")[0][0])
+        with _pinned_lock:
+            _pinned[url.raw] = conn
+        yield snapshot
+    finally:
+        with _pinned_lock:
+            _pinned.pop(url.raw, None)
+        try:
+            conn.rollback()
+            conn.close()
+        except Exception:
+            pass
