@@ -6,6 +6,7 @@ import random
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from tests.conftest import job_toml, pg_exec, pg_rows, write_job
 
@@ -38,6 +39,18 @@ def assert_exact_copy(source: str, target: str, table: str = "public.items") -> 
     assert dst == src, f"target {dst} != source {src} (target rows: {lost})"
 
 
+def upstream_address(url: str) -> tuple[str, int] | str:
+    """Where a libpq URL connects: (host, port) over TCP, or the socket file of a Unix-socket host (no host
+    in the URL, or a directory as `host`). The port defaults to 5432, as libpq's does."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    host = options.get("hostaddr") or options.get("host") or unquote(parts.hostname or "")
+    port = int(options.get("port") or parts.port or 5432)
+    if not host or host.startswith("/"):
+        return f"{host or '/var/run/postgresql'}/.s.PGSQL.{port}"
+    return host, port
+
+
 def drop_advisory_locks(url: str) -> int:
     """End the sessions holding advisory locks in this database, as a server restart would; how many."""
     ended = pg_rows(url, """SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted
@@ -46,10 +59,12 @@ def drop_advisory_locks(url: str) -> int:
 
 
 class CuttingProxy:
-    """Forwards 127.0.0.1:<port> to a server; cuts the first `cuts` connections after `after_bytes` bytes."""
+    """Forwards 127.0.0.1:<port> to the server of `upstream_url` (its host and port, TCP or a Unix socket, as the
+    suite's PostgreSQL fixture gives them); cuts the first `cuts` connections after `after_bytes` bytes."""
 
-    def __init__(self, upstream_port: int, after_bytes: int, cuts: int = 1, seed: int = 0) -> None:
-        self.upstream_port, self.after_bytes, self.cuts_left = upstream_port, after_bytes, cuts
+    def __init__(self, upstream_url: str, after_bytes: int, cuts: int = 1, seed: int = 0) -> None:
+        self.upstream = upstream_address(upstream_url)
+        self.after_bytes, self.cuts_left = after_bytes, cuts
         self.cut_count = 0
         self.rng = random.Random(seed)
         self.listener = socket.socket()
@@ -59,13 +74,24 @@ class CuttingProxy:
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self.upstream, str):  # a Unix-domain socket file
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.upstream)
+            return sock
+        return socket.create_connection(self.upstream)
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            try:
+                upstream = self._connect_upstream()
+            except OSError:
+                client.close()
+                continue
             with self.lock:
                 cut_this = self.cuts_left > 0
             budget = [self.after_bytes if cut_this else -1]
@@ -97,7 +123,12 @@ class CuttingProxy:
             s.close()
 
     def url(self, database_url: str) -> str:
-        return database_url.replace(f":{self.upstream_port}/", f":{self.port}/")
+        """`database_url` with its server replaced by this proxy (user, password, database and options kept)."""
+        parts = urlsplit(database_url)
+        user = parts.netloc.rpartition("@")[0]
+        query = "&".join(q for q in parts.query.split("&") if q and not q.startswith(("host=", "hostaddr=", "port=")))
+        return urlunsplit((parts.scheme, f"{user + '@' if user else ''}127.0.0.1:{self.port}", parts.path, query,
+                           parts.fragment))
 
     def close(self) -> None:
         self.listener.close()

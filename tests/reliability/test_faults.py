@@ -91,7 +91,7 @@ def test_backends_terminated_mid_load_are_retried(pg_source: str, pg_db: str, tm
 @pytest.mark.parametrize("side", ["source", "target"])
 def test_connection_cut_mid_stream_is_retried(side: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_items(pg_source, 20000)
-    proxy = CuttingProxy(5432, after_bytes=300_000, cuts=1)
+    proxy = CuttingProxy(pg_db, after_bytes=300_000, cuts=1)  # the server the fixtures use
     try:
         source = proxy.url(pg_source) if side == "source" else pg_source
         target = proxy.url(pg_db) if side == "target" else pg_db
