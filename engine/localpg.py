@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as pgdbapi
-
-from engine.urls import redact
+from engine import pg
+from engine.sql import quote_ident
+from engine.urls import parse_url, redact
 
 
 @dataclass
@@ -43,12 +42,7 @@ class PostgresServer:
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
-    try:
-        conn = pgdbapi.connect(url + ("&" if "?" in url else "?") + f"connect_timeout={int(timeout)}")
-        conn.close()
-        return True
-    except adbc_driver_manager.Error:
-        return False
+    return pg.reachable(url, timeout)
 
 
 def pgserver_binaries() -> Path:
@@ -125,22 +119,13 @@ def ensure_postgres(say: Callable[[str], None] = print) -> PostgresServer:
 
 
 def create_database(server_url: str, name: str, drop_first: bool = False) -> None:
-    conn = pgdbapi.connect(server_url, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            if drop_first:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = $1", (name,))
-            if not cur.fetchall():
-                cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+    with pg.connection(parse_url(server_url), autocommit=True) as conn:
+        if drop_first:
+            pg.execute(conn, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        if not pg.fetch_all(conn, "SELECT 1 FROM pg_database WHERE datname = $1", (name,)):
+            pg.execute(conn, f"CREATE DATABASE {quote_ident(name)}")
 
 
 def drop_database(server_url: str, name: str) -> None:
-    conn = pgdbapi.connect(server_url, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    with pg.connection(parse_url(server_url), autocommit=True) as conn:
+        pg.execute(conn, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")

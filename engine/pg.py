@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, cast
 import adbc_driver_manager
 import adbc_driver_manager.dbapi as dbapi
 import adbc_driver_postgresql
+import adbc_driver_postgresql.dbapi as pg_dbapi
 import pyarrow as pa
 
 from engine.errors import EngineError, TargetError, TransientError, sounds_transient
@@ -105,6 +106,16 @@ def connect(url: DatabaseUrl, autocommit: bool = False) -> Connection:
         return cast(Connection, conn)
     except adbc_driver_manager.Error as exc:
         raise translate(exc, f"cannot connect to {url}") from None
+
+
+def reachable(uri: str, timeout: float = 3.0) -> bool:
+    """Whether a server answers at `uri` (a fresh connection, not a pooled one)."""
+    try:
+        conn = pg_dbapi.connect(uri + ("&" if "?" in uri else "?") + f"connect_timeout={int(timeout)}")
+        conn.close()
+        return True
+    except adbc_driver_manager.Error:
+        return False
 
 
 @contextmanager

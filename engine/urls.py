@@ -64,14 +64,14 @@ class DatabaseUrl:
             return f"sqlite://{self.sqlite_path}"
         if self.dialect == "mysql":
             parts = urlsplit(self.raw)
-            return urlunsplit(("mysql",) + tuple(parts)[1:])  # type: ignore[arg-type]
+            return urlunsplit(("mysql",) + tuple(parts)[1:])
         return self.raw
 
     @property
     def libpq(self) -> str:
         """The URL for libpq (ADBC): `postgres://` is normalised to `postgresql://`."""
         parts = urlsplit(self.raw)
-        return urlunsplit(("postgresql",) + tuple(parts)[1:])  # type: ignore[arg-type]
+        return urlunsplit(("postgresql",) + tuple(parts)[1:])
 
     @property
     def database(self) -> str:

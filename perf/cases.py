@@ -107,7 +107,7 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
              f"[source]\nurl = {json.dumps(url)}\ntable = \"{ctx.table}\"",
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
     if validate:
-        lines.append("[validate]\nschema = \"perf.schema:PerfOrders\"\nmax_error_rate = 0.0")
+        lines.append("[validate]\nschema = \"perf_orders.schema:PerfOrders\"\nmax_error_rate = 0.0")
     pipeline = [f"checkpoints = {str(checkpoints).lower()}", f'executor = "{executor}"']
     pipeline += [f"workers = {workers}"] if workers else []
     lines.append("[pipeline]\n" + "\n".join(pipeline))

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as pgdbapi
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _sql(url: str, *statements: str) -> list[tuple[object, ...]]:
+def _sql(url: str, *statements: str) -> list[tuple[Any, ...]]:
     conn = pgdbapi.connect(url, autocommit=True)
     try:
         with conn.cursor() as cur:

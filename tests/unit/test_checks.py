@@ -38,7 +38,7 @@ def verdict_key(v):  # type: ignore[no-untyped-def]
 
 def test_the_reference_schemas_compile() -> None:
     assert ORDERS.compiled is not None
-    assert load_schema(ROOT / "rules", "perf.schema:PerfOrders").compiled is not None
+    assert load_schema(ROOT / "rules", "perf_orders.schema:PerfOrders").compiled is not None
 
 
 @settings(max_examples=60, deadline=None)
