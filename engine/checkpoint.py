@@ -24,6 +24,9 @@ _SCHEMA_DDL = [
         started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,
         fingerprint text NOT NULL, plan jsonb NOT NULL, report jsonb, error text)""",
     "CREATE INDEX IF NOT EXISTS runs_job_idx ON engine.runs (job, started_at)",
+    # The invocation running the run now: a resume by another process takes the run over, and the one it
+    # took it from stops at its next commit.
+    "ALTER TABLE engine.runs ADD COLUMN IF NOT EXISTS owner text",
     """CREATE TABLE IF NOT EXISTS engine.checkpoints (
         run_id text NOT NULL REFERENCES engine.runs ON DELETE CASCADE, partition_id integer NOT NULL,
         lo numeric, hi numeric, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
@@ -66,15 +69,18 @@ def try_lock_job(conn: pg.Connection, job: str) -> None:
                              "database); wait for it to finish, or stop it, then rerun to resume")
 
 
-def claim_run(conn: pg.Connection, run_id: str, doing: str) -> None:
+def claim_run(conn: pg.Connection, run_id: str, owner: str, doing: str) -> None:
     """Hold the run's row (FOR SHARE) until this transaction ends, refusing if the run is no longer running.
 
     The advisory lock dies with its session; if the server dropped it, another process may have started the
     job meanwhile. Whatever it did to this run (abandoned it with --fresh, or finished it) is visible here,
     and it cannot change the run's status before this transaction commits.
     """
-    rows = pg.fetch_all(conn, "SELECT status FROM engine.runs WHERE run_id = $1 FOR SHARE", (run_id,))
-    status = rows[0][0] if rows else "deleted"
+    rows = pg.fetch_all(conn, "SELECT status, owner FROM engine.runs WHERE run_id = $1 FOR SHARE", (run_id,))
+    status, holder = rows[0] if rows else ("deleted", None)
+    if status == "running" and holder not in (None, owner):
+        raise JobLockedError(f"run {run_id} was resumed by another process after this one lost its connection; "
+                             f"that process runs it now; this one stopped before {doing}")
     if status != "running":
         raise JobLockedError(f"run {run_id} is no longer running (its status is now {status!r}: another process "
                              f"took the job over after this one lost its connection); stopped before {doing}")
@@ -89,9 +95,16 @@ def latest_run(conn: pg.Connection, job: str) -> RunRecord | None:
     return RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
 
 
-def start_run(conn: pg.Connection, run_id: str, job: str, fingerprint: str, plan_json: str) -> None:
-    pg.execute(conn, "INSERT INTO engine.runs (run_id, job, status, fingerprint, plan) VALUES ($1, $2, 'running', $3, "
-                     "$4::jsonb)", (run_id, job, fingerprint, plan_json))
+def start_run(conn: pg.Connection, run_id: str, job: str, fingerprint: str, plan_json: str, owner: str) -> None:
+    pg.execute(conn, "INSERT INTO engine.runs (run_id, job, status, fingerprint, plan, owner) VALUES ($1, $2, 'running', "
+                     "$3, $4::jsonb, $5)", (run_id, job, fingerprint, plan_json, owner))
+    conn.commit()
+
+
+def take_over(conn: pg.Connection, run_id: str, owner: str) -> None:
+    """Resume a run in this invocation: from now on only `owner` commits its partitions."""
+    pg.execute(conn, "UPDATE engine.runs SET status = 'running', owner = $2, finished_at = NULL WHERE run_id = $1",
+               (run_id, owner))
     conn.commit()
 
 

@@ -27,6 +27,7 @@ from engine.plan import make_plan
 from engine.report import RunReport
 from engine.source import source_snapshot
 from engine.task import run_partition
+from engine.urls import redact
 from engine.verify import verify_run
 
 Progress = Callable[[str], None]
@@ -78,6 +79,7 @@ class Run:
         self.config, self.fresh, self.say = config, fresh, progress
         self.target_url = config.target_url
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
+        self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
         self.lock_conn: pg.Connection  # the session holding the job's advisory lock
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
@@ -92,7 +94,7 @@ class Run:
                     "rerun with --fresh to start over (rows that run already committed stay in the target)"])
             plan = Plan.from_json(previous.plan)
             check_source_unchanged(self.config, plan, previous.run_id)
-            checkpoint.set_status(conn, previous.run_id, "running")
+            checkpoint.take_over(conn, previous.run_id, self.owner)
             self.say(f"resuming run {previous.run_id} with its frozen plan")
             return previous.run_id, plan, True
         if unfinished and previous is not None:
@@ -103,7 +105,7 @@ class Run:
         self.say("planning partitions…")
         plan = make_plan(self.config)
         run_id = _new_run_id()
-        checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json())
+        checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json(), self.owner)
         return run_id, plan, False
 
     def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path,
@@ -115,7 +117,7 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
-            verify_content=c.pipeline.verify == "content")
+            verify_content=c.pipeline.verify == "content", owner=self.owner)
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -202,7 +204,7 @@ class Run:
         except BaseException as exc:
             if run_id:
                 report.status = "failed"
-                report.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+                report.error = redact(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
                 if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
                     self._record_failure(run_id, report)
                 setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
@@ -252,7 +254,7 @@ class Run:
                     raise over
             conn.commit()
             self._hold_lock()
-            checkpoint.claim_run(conn, run_id, "finishing the run")
+            checkpoint.claim_run(conn, run_id, self.owner, "finishing the run")
             failpoints.hit("run.before_verify")
             report.verification = verify_run(self.config, plan, conn, target, finished, report)
             if target.mode == "replace":

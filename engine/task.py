@@ -109,7 +109,7 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
 
 def _record(conn: pg.Connection, task: PartitionTask, result: PartitionResult) -> None:
     """The checkpoint, in the partition's transaction, after making sure the run is still this process's."""
-    checkpoint.claim_run(conn, task.run_id, f"committing partition {task.partition.id}")
+    checkpoint.claim_run(conn, task.run_id, task.owner, f"committing partition {task.partition.id}")
     if not task.checkpoints:
         return
     try:
