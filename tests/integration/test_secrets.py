@@ -51,7 +51,7 @@ def canary_role(pg_server: PostgresServer, pg_source: str, pg_db: str) -> Iterat
         yield role, password
     finally:
         pg_exec(pg_server.url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-        for name, url in zip(databases, (pg_source, pg_db)):
+        for name, url in zip(databases, (pg_source, pg_db), strict=True):
             pg_exec(pg_server.url, f'ALTER DATABASE "{name}" OWNER TO CURRENT_USER')
             pg_exec(url, f"REASSIGN OWNED BY {role} TO CURRENT_USER", f"DROP OWNED BY {role}")
         pg_exec(pg_server.url, f"DROP ROLE {role}")
