@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from engine import failpoints, frames, quarantine
 from engine.config import TransformSection
 from engine.errors import EngineError
-from engine.load import conform
+from engine.load import conform, values_that_would_change
 from engine.model import PartitionResult, PartitionTask
+from engine.quarantine import ROW_INDEX
 from engine.transform import Transform, build_transform
 from engine.validate import Rules, Verdict, load_schema, split_rows
 
@@ -81,13 +82,13 @@ def _checked(task: PartitionTask, batch: pa.RecordBatch, rules: Rules | None, re
              rejected: list[pa.Table]) -> pa.RecordBatch:
     """Validation without a transform: strings are not copied into Polars and back, rows are filtered in Arrow."""
     if rules is None:
-        return conform(batch, task.target)
+        return _conformed(task, batch, result, rejected)
     checked = [n for n in rules.columns if n in batch.schema.names]
     verdict = split_rows(frames.frame(batch.select(checked) if len(checked) == len(rules.columns) else batch), rules)
     if verdict.keep is None or verdict.bad_rows.height == 0:
-        return conform(batch, task.target)
+        return _conformed(task, batch, result, rejected)
     _reject(task, frames.frame(batch), verdict, result, rejected)
-    return conform(batch.filter(frames.mask(verdict.keep)), task.target)
+    return _conformed(task, batch.filter(frames.mask(verdict.keep)), result, rejected)
 
 
 def _transformed_and_checked(task: PartitionTask, batch: pa.RecordBatch, transform: Transform, rules: Rules | None,
@@ -102,7 +103,7 @@ def _transformed_and_checked(task: PartitionTask, batch: pa.RecordBatch, transfo
     verdict = split_rows(frame, rules)
     if verdict.bad_rows.height:
         _reject(task, original, verdict, result, rejected)
-    out = conform(frames.arrow(verdict.good), task.target)
+    out = _conformed(task, _one_batch(frames.arrow(verdict.good)), result, rejected)
     result.phases["transform"] += mid - start
     result.phases["validate"] += time.perf_counter() - mid
     return out
@@ -113,6 +114,30 @@ def _reject(task: PartitionTask, original: pl.DataFrame, verdict: Verdict, resul
     rejected.append(quarantine.records(origin(task), original, verdict.bad_rows))
     result.rows_quarantined += verdict.bad_rows.height
     result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+def _conformed(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResult,
+               rejected: list[pa.Table]) -> pa.RecordBatch:
+    """The batch in the target's types, less the rows holding a value the target column would store rounded
+    (a narrower float or decimal column of an existing table): those are quarantined."""
+    unfit = values_that_would_change(batch, task.target)
+    if unfit:
+        rows = sorted(unfit)
+        check = "target value_does_not_fit"
+        bad = pl.DataFrame({ROW_INDEX: pl.Series(rows, dtype=pl.UInt32), "checks": [check] * len(rows),
+                            "columns": [unfit[i][0] for i in rows],
+                            "reason": [f"{unfit[i][0]}: {unfit[i][1]}" for i in rows]})
+        rejected.append(quarantine.records(origin(task), frames.frame_by_storage(batch), bad))
+        result.rows_quarantined += len(rows)
+        result.failures.update((check, unfit[i][0]) for i in rows)
+        keep = pa.array([i not in unfit for i in range(batch.num_rows)])
+        batch = batch.filter(keep)
+    return conform(batch, task.target)
 
 
 def _stage(task: PartitionTask, out: pa.RecordBatch, number: int) -> None:

@@ -145,14 +145,36 @@ def _may_round(have: pa.DataType, wanted: pa.DataType) -> bool:
 def _first_changed(column: pa.Array, cast: pa.Array) -> int | None:
     """Position of the first value whose shortest decimal form the cast changes (0.1 stays 0.1 as a real;
     0.123456789 would read back as 0.12345679, 1e300 as inf). Only for the rare casts `_may_round` names."""
+    return next(_changed_positions(column, cast), None)
+
+
+def _changed_positions(column: pa.Array, cast: pa.Array) -> Iterator[int]:
     before, after = column.cast(pa.string()), cast.cast(pa.string())
     same_text = pc.fill_null(pc.equal(before, after), False)
     both_null = pc.and_(pc.is_null(before), pc.is_null(after))
     for i in pc.indices_nonzero(pc.invert(pc.or_(same_text, both_null))).to_pylist():  # e.g. '1.50' vs '1.5'
         was, now = before[i].as_py(), after[i].as_py()
         if was is None or now is None or not _same_number(Decimal(was), Decimal(now)):
-            return int(i)
-    return None
+            yield int(i)
+
+
+def values_that_would_change(data: pa.RecordBatch, target: LoadTarget) -> dict[int, tuple[str, str]]:
+    """Rows holding a value the target's narrower float or decimal column would store rounded: row position ->
+    (column, reason). Such rows are quarantined rather than loaded changed (or failing the whole load)."""
+    found: dict[int, tuple[str, str]] = {}
+    pg_types = dict(target.columns)
+    for field in target.arrow_schema():
+        column = data.column(field.name)
+        if not _may_round(column.type, field.type):
+            continue
+        try:
+            cast = column.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue  # `conform` reports it, naming the column
+        for i in _changed_positions(column, cast):
+            found.setdefault(i, (field.name, f"the target column ({pg_types[field.name]}) cannot hold "
+                                             f"{column[i].as_py()!r} exactly (it would be stored as {cast[i].as_py()!r})"))
+    return found
 
 
 def _same_number(was: Decimal, now: Decimal) -> bool:

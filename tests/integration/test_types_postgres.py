@@ -198,32 +198,36 @@ def test_declared_text_type_keeps_the_source_text(pg_source: str, pg_db: str, tm
 
 def test_an_existing_narrower_target_column_never_rounds_silently(pg_source: str, pg_db: str,
                                                                  tmp_path: Path) -> None:
-    """A target table made by hand with narrower types: a value whose decimal form it cannot keep stops the
-    load, naming the column and the value (0.1 stays 0.1 as a real; 0.123456789 would not); declaring the
-    column's type accepts PostgreSQL's rounding explicitly."""
+    """A target table made by hand with narrower types: a row holding a value whose decimal form the column
+    cannot keep is quarantined, naming the column and the value (0.1 stays 0.1 as a real; 0.123456789 would
+    not); the other rows load. Declaring the column's type accepts PostgreSQL's rounding explicitly."""
     pg_exec(pg_source, "CREATE TABLE public.m (id integer PRIMARY KEY, f double precision, n numeric(30,1))",
-            "INSERT INTO public.m VALUES (1, 0.5, 1.5), (2, 0.123456789, 2.5)")
+            "INSERT INTO public.m VALUES (1, 0.5, 1.5), (2, 0.123456789, 2.5), (3, 0.1, 12345678901234567890.1)")
     pg_exec(pg_db, "CREATE TABLE public.m (id integer PRIMARY KEY, f real, n double precision)")
-    body = job_toml("pg_narrow", pg_source, "public.m", pg_db, "public.m")
-    with pytest.raises(TargetError, match=r"column 'f': the target column \(real\) cannot hold the value 0\.123456789"):
-        run_job(load_config(write_job(tmp_path, body)))
-    assert pg_rows(pg_db, "SELECT count(*) FROM public.m") == [(0,)]
+    body = job_toml("pg_narrow", pg_source, "public.m", pg_db, "public.m").replace(
+        "\n[pipeline]", "\n[validate]\nmax_error_rate = 1.0\n\n[pipeline]")
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert report.status == "succeeded", report.error
+    assert report.rows_quarantined == 2
+    assert pg_rows(pg_db, "SELECT id, f::text, n::text FROM public.m ORDER BY id") == [(1, "0.5", "1.5")]
+    refused = pg_rows(pg_db, "SELECT source_key, checks, columns, reason FROM engine.quarantine ORDER BY source_key")
+    assert [r[:3] for r in refused] == [("2", "target value_does_not_fit", "f"),
+                                        ("3", "target value_does_not_fit", "n")]
+    assert "the target column (real) cannot hold 0.123456789 exactly" in refused[0][3]
+    assert "the target column (double precision) cannot hold" in refused[1][3]
 
-    pg_exec(pg_source, "UPDATE public.m SET f = 0.1 WHERE id = 2", "UPDATE public.m SET n = 12345678901234567890.1")
-    with pytest.raises(TargetError, match=r"column 'n': the target column \(double precision\) cannot hold the value"):
-        run_job(load_config(write_job(tmp_path, body)), fresh=True)
-    assert pg_rows(pg_db, "SELECT count(*) FROM public.m") == [(0,)]
-
-    pg_exec(pg_source, "UPDATE public.m SET n = 2.5")
+    pg_exec(pg_db, "TRUNCATE public.m")
+    pg_exec(pg_source, "UPDATE public.m SET f = 0.1 WHERE id = 2", "UPDATE public.m SET n = 2.5")
     assert run_job(load_config(write_job(tmp_path, body)), fresh=True).status == "succeeded"
-    assert pg_rows(pg_db, "SELECT id, f::text, n::text FROM public.m ORDER BY id") == [(1, "0.5", "2.5"), (2, "0.1", "2.5")]
+    assert pg_rows(pg_db, "SELECT id, f::text, n::text FROM public.m ORDER BY id") == [
+        (1, "0.5", "2.5"), (2, "0.1", "2.5"), (3, "0.1", "2.5")]
 
-    pg_exec(pg_db, "TRUNCATE public.m", )
+    pg_exec(pg_db, "TRUNCATE public.m")
     pg_exec(pg_source, "UPDATE public.m SET f = 0.123456789 WHERE id = 2")
     declared = body.replace("\n[pipeline]", '\n[target.types]\nf = "real"\n\n[pipeline]')
     report = run_job(load_config(write_job(tmp_path, declared)), fresh=True)
     assert report.status == "succeeded", report.error
-    assert pg_rows(pg_db, "SELECT id, f::text FROM public.m ORDER BY id") == [(1, "0.5"), (2, "0.12345679")]
+    assert pg_rows(pg_db, "SELECT id, f::text FROM public.m ORDER BY id") == [(1, "0.5"), (2, "0.12345679"), (3, "0.1")]
 
 
 def test_a_declared_type_whose_modifier_would_change_a_value_quarantines_the_row(pg_source: str, pg_db: str,
