@@ -195,7 +195,11 @@ def mysql_source_column(name: str, column_type: str) -> ColumnSpec:
         return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", "string", "interval", via_text=True)
     if base in simple:
         flight, pg = simple[base]
-        if base in ("enum", "set", "json"):
+        if base == "json":
+            return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", flight, pg, note=(
+                "jsonb stores its own form (key order, spacing; of duplicate keys the last); declare "
+                f'[target.types] {name} = "json" to keep the text byte for byte'))
+        if base in ("enum", "set"):
             return ColumnSpec(name, column_type, f"CAST({q} AS CHAR)", flight, pg)
         return ColumnSpec(name, column_type, q, flight, pg)
     length = re.search(r"\(\d+\)", t)

@@ -14,14 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from engine.config import load_config
 from engine.errors import ConfigError
 from engine.pipeline import run_job
 from engine.plan import make_plan
-from tests.conftest import job_toml, mariadb_exec, matrix_value, pg_rows, write_job
+from tests.conftest import job_toml, mariadb_connect, mariadb_exec, matrix_value, pg_rows, write_job
 
 pytestmark = pytest.mark.mariadb
 
@@ -119,8 +118,7 @@ def make_source(url: str) -> None:
 
 def source_rows(url: str) -> list[tuple[Any, ...]]:
     select = ", ".join(src.format(c=f"`{n}`") for n, _t, _p, _v, src, _tg, _n in COLUMNS)
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4",
-                           database=url.rsplit("/", 1)[1])
+    conn = mariadb_connect(url.rsplit("/", 1)[1])
     try:
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
@@ -209,3 +207,23 @@ def test_zero_dates_become_null_only_through_a_declared_query(mariadb_db: str, p
     assert report.status == "succeeded", report.error
     assert pg_rows(pg_db, "SELECT id, d, ok FROM public.dates ORDER BY id") == [
         (1, None, dt.date(2024, 1, 1)), (2, None, None), (3, dt.date(2024, 2, 29), dt.date(2024, 2, 29))]
+
+
+def test_json_as_jsonb_is_normalised_and_declared_json_keeps_the_text(mariadb_db: str, pg_db: str,
+                                                                      tmp_path: Path) -> None:
+    """jsonb stores JSON in its own form (keys sorted by length then bytes, one space after ':' and ','); the
+    type map says so, and `[target.types] doc = "json"` keeps MariaDB's text byte for byte."""
+    text = '{"zeta":1,  "a" : [1,2],"a": "dup"}'
+    mariadb_exec(mariadb_db, "CREATE TABLE docs (id INT PRIMARY KEY, doc JSON)",
+                 f"INSERT INTO docs VALUES (1, '{text}'), (2, NULL)")
+    body = job_toml("maria_json", mariadb_db, "docs", pg_db, "public.docs")
+    plan = make_plan(load_config(write_job(tmp_path, body)))
+    doc = next(c for c in plan.columns if c.name == "doc")
+    assert doc.pg_type == "jsonb" and 'declare [target.types] doc = "json"' in doc.note
+    assert run_job(load_config(write_job(tmp_path, body))).status == "succeeded"
+    assert pg_rows(pg_db, "SELECT doc::text FROM public.docs ORDER BY id") == [('{"a": "dup", "zeta": 1}',), (None,)]
+
+    kept = body.replace("\n[pipeline]", '\n[target.types]\ndoc = "json"\n\n[pipeline]').replace(
+        'table = "public.docs"', 'table = "public.docs_kept"')
+    assert run_job(load_config(write_job(tmp_path, kept, "kept.toml"))).status == "succeeded"
+    assert pg_rows(pg_db, "SELECT doc::text FROM public.docs_kept ORDER BY id") == [(text,), (None,)]
