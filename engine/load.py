@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
 import pyarrow as pa
@@ -266,7 +266,7 @@ def _load_or_split(conn: pg.Connection, target: LoadTarget, batch: pa.RecordBatc
         message = _database_message(exc)
         if _DOES_NOT_FIT in message:  # exact_cast's refusal: its reason is the cast's input
             condition, message = "value_does_not_fit", message.split(_DOES_NOT_FIT, 1)[1].strip().rstrip('"')
-        rejected.append(RejectedRow(batch, condition, _named_column(str(exc)), message))
+        rejected.append(RejectedRow(batch, condition, _named_column(str(exc), [n for n, _ in target.columns]), message))
         if len(rejected) > MAX_REJECTED_ROWS:
             raise TargetError(f"the target refused more than {MAX_REJECTED_ROWS:,} rows of this partition "
                               f"(e.g. {rejected[0].condition}: {rejected[0].message}); fix the target table's "
@@ -281,9 +281,15 @@ def _database_message(exc: BaseException) -> str:
     return redact(" ".join(kept) or (lines[0] if lines else type(exc).__name__))
 
 
-def _named_column(message: str) -> str:
-    """The column PostgreSQL's message names (`column "x"`, or COPY's context `…, line 3, column x: …`)."""
+def _named_column(message: str, columns: Sequence[str] = ()) -> str:
+    """The column PostgreSQL's message names (`column "x"`, or COPY's context `…, line 3, column x: …`).
+
+    PostgreSQL prints a name as it is (a quote inside stays one quote), so the table's own column names are
+    looked for first, longest first; the pattern is the fallback."""
     message = message.split("ERROR:", 1)[-1]  # the driver puts the failed query first
+    for name in sorted(columns, key=len, reverse=True):
+        if f'column "{name}"' in message:
+            return name
     m = re.search(r'column "((?:[^"]|"")+)"', message)
     if m:
         return m.group(1).replace('""', '"')
