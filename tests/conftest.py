@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import adbc_driver_postgresql.dbapi as pgdbapi
 import pytest
@@ -21,7 +22,9 @@ import pytest
 from engine.localpg import PostgresServer, create_database, drop_database, ensure_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-MARIADB_URL = os.environ.get("ENGINE_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+MARIADB_URL = os.environ.get("ENGINE_TEST_MARIADB", "mysql://root@127.0.0.1:3306")  # the server tests use
+_MARIADB = urlsplit(MARIADB_URL)
+MARIADB_SERVER = f"{_MARIADB.scheme}://{_MARIADB.netloc}"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -76,34 +79,35 @@ def pg_rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-def]
+def mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-def]
     import pymysql
 
-    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=database,
-                           autocommit=True, charset="utf8mb4")
+    return pymysql.connect(host=_MARIADB.hostname or "127.0.0.1", port=_MARIADB.port or 3306,
+                           user=unquote(_MARIADB.username or "root"), password=unquote(_MARIADB.password or ""),
+                           database=database, autocommit=True, charset="utf8mb4")
 
 
 @pytest.fixture
 def mariadb_db() -> Iterator[str]:
     """A fresh MariaDB database; yields its URL. Skips (fails under CI=true) when no server is reachable."""
     try:
-        conn = _mariadb_connect()
+        conn = mariadb_connect()
     except Exception as exc:
-        message = f"MariaDB not reachable on 127.0.0.1:3306 ({exc})"
+        message = f"MariaDB not reachable at {_MARIADB.hostname}:{_MARIADB.port or 3306} ({exc}; set ENGINE_TEST_MARIADB)"
         if IN_CI:
             pytest.fail(message + " — CI=true requires every database test to run")
         pytest.skip(message)
     name = _unique("engine_m")
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    yield f"mysql://root@127.0.0.1:3306/{name}"
+    yield f"{MARIADB_SERVER}/{name}"
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     conn.close()
 
 
 def mariadb_exec(url: str, *statements: str, many: tuple[str, list[tuple[Any, ...]]] | None = None) -> None:
-    conn = _mariadb_connect(url.rsplit("/", 1)[1])
+    conn = mariadb_connect(url.rsplit("/", 1)[1])
     try:
         with conn.cursor() as cur:
             for s in statements:
@@ -170,3 +174,4 @@ mode = {q(mode)}
 staging_dir = {q(str(ROOT / ".engine" / "test-staging"))}
 {extra}
 """
+

@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import load_config
 from engine.pipeline import run_job
-from tests.conftest import job_toml, mariadb_exec, pg_rows, write_job
+from tests.conftest import job_toml, mariadb_connect, mariadb_exec, pg_rows, write_job
 
 pytestmark = pytest.mark.mariadb
 
@@ -192,10 +192,7 @@ def test_the_source_read_back_matches_the_target_as_text(mariadb_db: str, pg_db:
     job = write_job(tmp_path, job_toml("maria_text", mariadb_db, "kinds", pg_db, "public.kinds",
                                        extra_source="partitions = 3"))
     assert run_job(load_config(job)).status == "succeeded"
-    import pymysql
-
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", charset="utf8mb4",
-                           database=mariadb_db.rsplit("/", 1)[1])
+    conn = mariadb_connect(mariadb_db.rsplit("/", 1)[1])
     try:
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
