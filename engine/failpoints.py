@@ -1,7 +1,9 @@
 """Named failpoints for fault-injection tests: `ENGINE_FAILPOINTS="name=action[@n],…"`.
 
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
-like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests).
+like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests), `wait` (explicit
+synchronisation for tests: creates `<name>.<pid>.reached` in `ENGINE_FAILPOINTS_DIR`, then blocks until
+`<name>.go` exists there; after 300 s it raises, so a test that never releases it fails instead of hanging).
 `@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
@@ -12,6 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from engine.errors import EngineError, TransientError
 
@@ -55,6 +58,21 @@ def hit(name: str) -> None:
     if action == "sleep":
         time.sleep(3)
         return
+    if action == "wait":
+        _wait(name)
+        return
     if action == "fatal":
         raise EngineError(f"failpoint {name} (fatal)")
     raise TransientError(f"failpoint {name}")
+
+
+def _wait(name: str, timeout_s: float = 300.0) -> None:
+    """Tell a test this point was reached (a file naming the process), then block until the test releases it."""
+    folder = Path(os.environ.get("ENGINE_FAILPOINTS_DIR", "."))
+    (folder / f"{name}.{os.getpid()}.reached").touch()
+    go = folder / f"{name}.go"
+    deadline = time.monotonic() + timeout_s
+    while not go.exists():
+        if time.monotonic() > deadline:
+            raise EngineError(f"failpoint {name} (wait): {go} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.02)

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,24 @@ staging_dir = {q(str(ROOT / ".engine" / "test-staging"))}
 {extra}
 """
 
+
+def failpoint_reached(folder: Path, name: str, count: int = 1, timeout: float = 120,
+                      alive: subprocess.Popen[str] | None = None) -> list[int]:
+    """Wait until `count` processes stopped at the `wait` failpoint `name` (ENGINE_FAILPOINTS_DIR = `folder`);
+    their pids. Fails at once if `alive` (the engine process) ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = sorted(int(p.name.rsplit(".", 2)[-2]) for p in folder.glob(f"{name}.*.reached"))
+        if len(pids) >= count:
+            return pids
+        if alive is not None and alive.poll() is not None:
+            err = alive.communicate()[1] or ""
+            raise AssertionError(f"the engine ended (exit {alive.returncode}) before reaching {name}: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} process(es) did not reach failpoint {name} within {timeout} s: {pids}")
+        time.sleep(0.02)
+
+
+def release_failpoint(folder: Path, name: str) -> None:
+    """Let every process waiting at the `wait` failpoint `name` go on (and any that reach it later)."""
+    (folder / f"{name}.go").touch()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from engine import failpoints
 from engine.config import load_config
 from engine.errors import VerificationError
 from engine.pipeline import run_job
-from tests.conftest import job_toml, pg_rows, sqlite_exec, write_job
+from tests.conftest import failpoint_reached, job_toml, pg_rows, release_failpoint, sqlite_exec, write_job
 
 ITEMS_DDL = """CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, score REAL, name TEXT, amount NUMERIC(12,2),
     day DATE, at TIMESTAMP, data BLOB, grp INTEGER)"""
@@ -178,19 +177,19 @@ def test_a_source_row_gone_before_verification_fails_the_run_naming_the_partitio
         tmp_path: Path, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "src.db"
     write_items(db, make_items(2000))
-    monkeypatch.setenv("ENGINE_FAILPOINTS", "run.before_verify=sleep")  # 3 s between loading and verifying
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "run.before_verify=wait")  # stops between loading and verifying
+    monkeypatch.setenv("ENGINE_FAILPOINTS_DIR", str(tmp_path))
     failpoints.reset()
 
-    def checkpoints() -> int:
-        if pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None:
-            return 0
-        return int(pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0])
+    loaded: list[int] = []
 
     def delete_once_loaded() -> None:
-        deadline = time.monotonic() + 60
-        while checkpoints() < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        sqlite_exec(db, "DELETE FROM items WHERE id = 1500")
+        try:
+            failpoint_reached(tmp_path, "run.before_verify")
+            loaded.append(pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0])
+            sqlite_exec(db, "DELETE FROM items WHERE id = 1500")
+        finally:
+            release_failpoint(tmp_path, "run.before_verify")
 
     thread = threading.Thread(target=delete_once_loaded)
     thread.start()
@@ -201,5 +200,6 @@ def test_a_source_row_gone_before_verification_fails_the_run_naming_the_partitio
             run_job(load_config(job))
     finally:
         thread.join()
+    assert loaded == [4]  # the row went once every partition had committed, before verification
     assert "partition 2 [1001, 1500]: the source holds 499 rows, 500 were read" in str(failed.value)
     assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("failed",)]

@@ -7,6 +7,7 @@ The long randomized campaign lives in test_chaos.py (marked slow; `make chaos`).
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from engine.config import load_config
 from engine.errors import JobLockedError, SourceError
 from engine.pipeline import run_job
 from engine.urls import parse_url
-from tests.conftest import ROOT, pg_exec, pg_rows, run_cli
+from tests.conftest import ROOT, failpoint_reached, pg_exec, pg_rows, release_failpoint, run_cli
 from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, drop_advisory_locks, items_job, make_items
 
 KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
@@ -41,19 +42,33 @@ def test_killed_at_a_failpoint_then_rerun_is_exact(point: str, pg_source: str, p
     assert_exact_copy(pg_source, pg_db)
 
 
+KILL_SEED = int(os.environ.get("ENGINE_TEST_SEED", "20261127"))
+
+
 def test_kill_9_at_a_random_moment_then_rerun_is_exact(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    """The moment is drawn from a seeded generator (ENGINE_TEST_SEED): after 0 to 8 of 12 partitions have
+    committed, plus up to 0.3 s, so the kill lands anywhere in a partition's read, transform, load or commit."""
+    rng = random.Random(KILL_SEED)
+    after_commits, delay = rng.randint(0, 8), rng.uniform(0.0, 0.3)
+    moment = f"seed {KILL_SEED}: {after_commits} commit(s) + {delay:.3f} s"
     make_items(pg_source, 30000)
     job = items_job(tmp_path, "kill_random", pg_source, pg_db, partitions=12)
     child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None:
-        time.sleep(0.05)
-    while time.time() < deadline and pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 3:
-        time.sleep(0.02)
+        time.sleep(0.01)
+    while time.time() < deadline and pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < after_commits:
+        time.sleep(0.01)
+    time.sleep(delay)
     child.kill()
     child.wait()
-    assert run_cli("run", str(job)).returncode == 0
+    assert child.returncode == -9, moment
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("running",)], f"killed too late ({moment})"
+    done = pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0]
+    rerun = run_cli("run", str(job))
+    assert rerun.returncode == 0, f"{moment}: {rerun.stderr[-2000:]}"
+    assert f"{12 - done} run, {done} already done" in rerun.stdout, moment
     assert_exact_copy(pg_source, pg_db)
 
 
@@ -108,16 +123,20 @@ def test_connection_cut_mid_stream_is_retried(side: str, pg_source: str, pg_db: 
 def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_items(pg_source, 4000)
     job = items_job(tmp_path, "concurrent", pg_source, pg_db, partitions=2, workers=1)
-    env = {"ENGINE_FAILPOINTS": "load.before_commit=sleep@1"}
+    env = {"ENGINE_FAILPOINTS": "transform.batch=wait@1", "ENGINE_FAILPOINTS_DIR": str(tmp_path)}
     first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
                              env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    time.sleep(1.5)
-    second = run_cli("run", str(job))
+    try:
+        failpoint_reached(tmp_path, "transform.batch", alive=first)  # holds the job's lock, in its 1st partition
+        second = run_cli("run", str(job), timeout=60)
+    finally:
+        release_failpoint(tmp_path, "transform.batch")
     first_out, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err[-2000:]
     assert second.returncode == 3, second.stderr
     assert "already running" in second.stderr
+    assert pg_rows(pg_db, "SELECT COUNT(*), SUM(rows_loaded)::int FROM engine.checkpoints") == [(2, 4000)]
     assert_exact_copy(pg_source, pg_db)
 
 
@@ -127,18 +146,19 @@ def test_a_run_that_lost_its_lock_stops_once_another_run_took_the_job_over(pg_so
     must notice before it commits anything more, whatever the second did to its run."""
     make_items(pg_source, 4000)
     job = items_job(tmp_path, "takeover", pg_source, pg_db, mode="upsert", partitions=4, workers=1)
-    slow = "load.before_commit=sleep@2,transform.batch=sleep@3"  # ~6 s between the 1st and the 3rd commit
+    stop = "transform.batch=wait@3"  # partition 3's first batch (1,000 rows a partition, 1,000 a batch)
     first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
-                             env={**os.environ, "ENGINE_FAILPOINTS": slow}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None or
-                                      pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 1):
-        time.sleep(0.05)
-    run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
-    assert drop_advisory_locks(pg_db) == 1
-    second = run_cli("run", str(job), "--fresh")
-    assert second.returncode == 0, second.stderr[-2000:]
+                             env={**os.environ, "ENGINE_FAILPOINTS": stop, "ENGINE_FAILPOINTS_DIR": str(tmp_path)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        failpoint_reached(tmp_path, "transform.batch", alive=first)
+        run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
+        assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") == [(2,)]
+        assert drop_advisory_locks(pg_db) == 1
+        second = run_cli("run", str(job), "--fresh")
+        assert second.returncode == 0, second.stderr[-2000:]
+    finally:
+        release_failpoint(tmp_path, "transform.batch")
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 3, first_err[-2000:]
     assert f"run {run_id} is no longer running (its status is now 'abandoned'" in first_err
@@ -154,18 +174,21 @@ def test_a_run_whose_lock_was_dropped_takes_it_again_before_finishing(taken: boo
     stops, committing nothing more, if another run of the job holds it by then."""
     make_items(pg_source, 3000)
     job = items_job(tmp_path, "relock", pg_source, pg_db, partitions=3, workers=1)
-    monkeypatch.setenv("ENGINE_FAILPOINTS", "load.after_commit=sleep@3")  # after the last partition
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "load.after_commit=wait@3")  # after the last partition
+    monkeypatch.setenv("ENGINE_FAILPOINTS_DIR", str(tmp_path))
     failpoints.reset()
     other = pg.connect(parse_url(pg_db), autocommit=True)
+    committed: list[int] = []
 
     def drop_the_lock() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline and (pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None or
-                                          pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 3):
-            time.sleep(0.05)
-        drop_advisory_locks(pg_db)
-        if taken:  # as if another run had started the job meanwhile
-            checkpoint.try_lock_job(other, "relock")
+        try:
+            failpoint_reached(tmp_path, "load.after_commit")
+            committed.append(pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0])
+            drop_advisory_locks(pg_db)
+            if taken:  # as if another run had started the job meanwhile
+                checkpoint.try_lock_job(other, "relock")
+        finally:
+            release_failpoint(tmp_path, "load.after_commit")
 
     thread = threading.Thread(target=drop_the_lock)
     thread.start()
@@ -178,6 +201,7 @@ def test_a_run_whose_lock_was_dropped_takes_it_again_before_finishing(taken: boo
     finally:
         thread.join()
         other.close()  # the other run is gone, and its lock with it
+    assert committed == [3]
     # a run taken over is the other process's: this one leaves its status alone
     assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("running" if taken else "succeeded",)]
     if taken:  # the rerun finds every partition done and only finishes the run
@@ -290,30 +314,26 @@ def test_concurrent_writes_to_the_source_are_copied_as_of_one_snapshot(pg_source
 
 def test_partitions_run_as_tasks_on_a_dask_cluster(pg_source: str, pg_db: str, tmp_path: Path) -> None:
     """`executor = "dask"`: a local cluster of worker processes runs the partitions; a worker killed mid-task
-    has its task rerun on a new one, and the copy is still exact."""
+    has its task rerun on another worker, and the copy is still exact."""
     make_items(pg_source, 12000)
     job = items_job(tmp_path, "dask", pg_source, pg_db, partitions=6, extra='executor = "dask"')
-    env = {**os.environ, "ENGINE_FAILPOINTS": "transform.batch=sleep@2"}  # each worker pauses in its 1st task
+    # each worker process stops in its first task, its partition's transaction open, until released
+    env = {**os.environ, "ENGINE_FAILPOINTS": "transform.batch=wait@1", "ENGINE_FAILPOINTS_DIR": str(tmp_path)}
     engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        workers: list[psutil.Process] = []
-        while time.time() < deadline and len(workers) < 2:
-            workers = _dask_workers(engine.pid)
-            time.sleep(0.2)
-        time.sleep(1.5)  # into the first tasks' pause
-        workers[0].kill()
-        before = {p.pid for p in workers}
-        replaced = False
-        while time.time() < deadline and not replaced and engine.poll() is None:
-            replaced = any(p.pid not in before for p in _dask_workers(engine.pid))
-            time.sleep(0.1)
+        first = failpoint_reached(tmp_path, "transform.batch", count=2, alive=engine)
+        assert set(first) <= {p.pid for p in _dask_workers(engine.pid)}
+        assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") == [(0,)]
+        victim = psutil.Process(first[0])
+        victim.kill()  # inside a task: the two workers hold two partitions, none committed
+        victim.wait(timeout=30)
+        release_failpoint(tmp_path, "transform.batch")
         out, err = engine.communicate(timeout=180)
     finally:
         engine.kill()
     assert engine.returncode == 0, err[-3000:]
-    assert replaced, "the killed worker was not replaced"
+    # the killed worker's partition had no checkpoint when it died: all 6 committed means its task was rerun
     assert "6 run, 0 already done" in out and "12,000 loaded" in out
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") == [(6,)]
     assert_exact_copy(pg_source, pg_db)
@@ -345,11 +365,20 @@ def test_a_partition_whose_dask_workers_keep_dying_fails_the_run_which_resumes(p
 def test_a_dask_task_rerun_after_its_commit_keeps_the_first_commit(pg_source: str, pg_db: str,
                                                                    tmp_path: Path) -> None:
     """Each worker dies right after its first COMMIT: Dask reruns that task on a new worker, which finds the
-    partition committed (its checkpoint exists) and rolls its own copy back."""
+    partition committed (its checkpoint exists) and rolls its own copy back. Append into a table without a key:
+    a second copy of a partition would stay as duplicate rows. The rerun's rows draw numbers from the target's
+    sequence before they are rolled back (sequences are not transactional): that shows the reruns happened."""
     make_items(pg_source, 3000)
-    job = items_job(tmp_path, "dask_rerun", pg_source, pg_db, mode="upsert", partitions=3, extra='executor = "dask"')
+    pg_exec(pg_db, "CREATE SEQUENCE public.copied", """CREATE TABLE public.items (id bigint, grp integer NOT NULL,
+        label text, amount numeric(14,4), at timestamptz, doc jsonb, n bigint DEFAULT nextval('public.copied'))""")
+    job = items_job(tmp_path, "dask_rerun", pg_source, pg_db, partitions=3, extra='executor = "dask"')
     result = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "load.after_commit=exit@1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3,000 read, 3,000 loaded" in result.stdout
     assert pg_rows(pg_db, "SELECT COUNT(*), SUM(rows_loaded)::int FROM engine.checkpoints") == [(3, 3000)]
-    assert_exact_copy(pg_source, pg_db)
+    assert pg_rows(pg_db, "SELECT COUNT(*), COUNT(DISTINCT id) FROM public.items") == [(3000, 3000)]
+    drawn = pg_rows(pg_db, "SELECT last_value FROM public.copied")[0][0]
+    assert drawn >= 3000 + 1000, f"only {drawn} rows were ever copied: no task was rerun after its commit"
+    columns = "id, grp, label, amount, at, doc"
+    assert pg_rows(pg_db, f"SELECT {columns} FROM public.items ORDER BY id") == pg_rows(
+        pg_source, f"SELECT {columns} FROM public.items ORDER BY id")
