@@ -61,7 +61,9 @@ def test_inspect_queries_rejected_rows_with_duckdb(pg_source: str, pg_db: str, t
     body += '\n[validate]\nschema = "orders.schema:Orders"\nmax_error_rate = 0.5\n'
     job = write_job(tmp_path, body)
     assert run_cli("run", str(job)).returncode == 0
-    out = run_cli("inspect", str(job), "SELECT COUNT(*) AS n, MIN(source_key) AS k FROM rejected").stdout
-    assert "10" in out
+    ids = "regexp_extract(row, '\"id\":(\\d+)', 1)::int"  # each rejected row keeps its source row as JSON
+    sql = f"SELECT 'n=' || COUNT(*) || ' distinct=' || COUNT(DISTINCT {ids}) || ' sum=' || SUM({ids}) AS a FROM rejected"
+    out = run_cli("inspect", str(job), sql).stdout
+    assert "n=10 distinct=10 sum=550 " in out, out  # ids 10, 20, …, 100
     summary = run_cli("inspect", str(job)).stdout
-    assert "rejected: 10 rows" in summary and "greater_than_or_equal_to(0)" in summary
+    assert "rejected: 10 rows\n" in summary and "greater_than_or_equal_to(0)" in summary, summary

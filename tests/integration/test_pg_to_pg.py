@@ -122,13 +122,28 @@ def test_transient_failure_is_retried_within_the_run(pg_source: str, pg_db: str,
 
 def test_fresh_starts_over_and_a_finished_rerun_starts_a_new_run(pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_orders(pg_source, 100)
-    job = write_job(tmp_path, job_toml("fresh1", pg_source, "public.orders", pg_db, "public.orders", mode="replace"))
-    run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "run.before_verify=fatal"})
+    job = write_job(tmp_path, job_toml("fresh1", pg_source, "public.orders", pg_db, "public.orders", mode="replace",
+                                       extra_source="partitions = 2"))
+    failed = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "run.before_verify=fatal"})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "failpoint run.before_verify (fatal)" in failed.stderr
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("failed",)]
     again = run_cli("run", str(job), "--fresh")
     assert again.returncode == 0, again.stderr
-    assert "(resumed)" not in again.stdout
+    assert "(resumed)" not in again.stdout and "2 run, 0 already done" in again.stdout
     statuses = sorted(r[0] for r in pg_rows(pg_db, "SELECT status FROM engine.runs"))
     assert statuses == ["abandoned", "succeeded"]
+
+    # the run is finished: a rerun starts a new run, which converges on the changed source (replace)
+    pg_exec(pg_source, "UPDATE public.orders SET status = 'changed' WHERE id <= 10",
+            "DELETE FROM public.orders WHERE id > 90")
+    finished = run_cli("run", str(job))
+    assert finished.returncode == 0, finished.stderr
+    assert "(resumed)" not in finished.stdout and "2 run, 0 already done" in finished.stdout
+    runs = pg_rows(pg_db, "SELECT run_id, status FROM engine.runs ORDER BY started_at")
+    assert [r[1] for r in runs] == ["abandoned", "succeeded", "succeeded"] and len({r[0] for r in runs}) == 3
+    assert runs[-1][0] in finished.stdout
+    assert pg_rows(pg_db, COMPARE.format(t="public.orders")) == pg_rows(pg_source, COMPARE.format(t="public.orders"))
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_budget_enforced(pg_source: str, pg_db: str,
@@ -144,12 +159,13 @@ def test_bad_rows_are_quarantined_with_reasons_and_budget_enforced(pg_source: st
     bad_ids = {i for i in range(1, 1201) if i % 50 == 0 or i % 40 == 0 or i % 30 == 0}
     assert report.rows_quarantined == len(bad_ids) and report.rows_loaded == 1200 - len(bad_ids)
     quarantined = pg_rows(pg_db, "SELECT source_key, checks, reason, row->>'id' FROM engine.quarantine")
-    assert {int(r[0]) for r in quarantined} == bad_ids and all(r[0] == r[3] for r in quarantined)
+    # each bad row exactly once (a list, not a set: a row quarantined twice must show)
+    assert sorted(int(r[0]) for r in quarantined) == sorted(bad_ids) and all(r[0] == r[3] for r in quarantined)
     reasons = {int(r[0]): r[2] for r in quarantined}
     assert "status: isin" in reasons[50] and "amount: greater_than_or_equal_to(0)" in reasons[40]
     assert "email: str_matches" in reasons[30] and reasons[600].count(";") == 2  # 600 breaks three rules
-    loaded = {r[0] for r in pg_rows(pg_db, "SELECT id FROM public.orders")}
-    assert loaded.isdisjoint(bad_ids) and len(loaded) == 1200 - len(bad_ids)
+    loaded = [r[0] for r in pg_rows(pg_db, "SELECT id FROM public.orders ORDER BY id")]
+    assert loaded == sorted(set(range(1, 1201)) - bad_ids)
 
     strict = write_job(tmp_path, body.replace("quarantine1", "quarantine2").replace("0.2", "0.01")
                        .replace('"public.orders"\nmode', '"public.strict"\nmode'), "strict.toml")
@@ -242,8 +258,8 @@ def test_rows_the_target_refuses_are_quarantined_with_the_database_reason(mode: 
     assert "t_qty_check" in quarantined[0][3] and quarantined[1][4] == "toolongcode"
     assert quarantined[1][2] == "code" and "character varying(5)" in quarantined[1][3]
     assert quarantined[2][2] == "note" and "t_email_key" in quarantined[3][3]
-    loaded = {r[0] for r in pg_rows(pg_db, "SELECT id FROM public.t")}
-    assert loaded == set(range(1, 2001)) - {10, 20, 30, 41, 50}
+    loaded = [r[0] for r in pg_rows(pg_db, "SELECT id FROM public.t ORDER BY id")]
+    assert loaded == sorted(set(range(1, 2001)) - {10, 20, 30, 41, 50})
 
     if mode == "append":
         with pytest.raises(ErrorBudgetExceeded, match="max_error_rate"):  # every row is a duplicate now

@@ -19,10 +19,14 @@ def test_run_help_lists_every_config_key() -> None:
 
 
 def test_config_error_exits_2_without_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Both problems echo the target URL (one the URL itself, one the section holding it): the password,
+    given through ${VAR}, must be masked in each."""
     path = tmp_path / "bad.toml"
     path.write_text('[job]\nname = "x"\n[source]\nurl = "sqlite:///tmp/none.db"\ntable = "t"\n'
-                    '[target]\nurl = "postgresql://u:topsecret@h/d"\ntable = "t"\nmode = "upsert"\n')
-    result = run_cli("run", str(path))
+                    '[target]\nurl = "mysql://u:${ENGINE_TEST_PW}@h/d"\ntable = "t"\nmode = "upsert"\n')
+    result = run_cli("run", str(path), env={"ENGINE_TEST_PW": "topsecret"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "`target.key` is required" in result.stderr
+    assert "the target must be PostgreSQL" in result.stderr
+    assert result.stderr.count("mysql://u:***@h/d") == 2, result.stderr  # the URL was shown, masked
     assert "topsecret" not in result.stderr + result.stdout
