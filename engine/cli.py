@@ -25,7 +25,7 @@ example job file (configs/orders.toml):
   url = "postgresql://user@127.0.0.1:5432/src"   # or mysql://…, sqlite:///abs/path.db
   table = "public.orders"
   partition_on = "id"      # optional: default is an integer primary key
-  partitions = 8           # optional: default is one per 250,000 rows
+  partitions = 8           # optional: default is one per 50,000 rows
 
   [target]
   url = "postgresql://user:${PGPASSWORD}@127.0.0.1:5432/dst"   # ${VAR} comes from the environment

@@ -86,7 +86,9 @@ class PipelineSection(_Section):
     queue_depth: int = Field(4, ge=1, le=64, description="Batches buffered between stages per partition")
     staging_dir: str = Field(".engine/staging", description="Where rejected (and staged) batches go")
     stage_batches: bool = Field(False, description="Also write every loaded batch as Parquet")
-    checkpoints: bool = Field(True, description="Record a checkpoint per partition (resume needs it)")
+    checkpoints: bool = Field(True, description="Record a checkpoint per partition (resume needs it). false: a "
+                              "failed run is not resumed but redone, so an append rerun appends again the rows "
+                              "the failed run had committed")
     verify: Literal["count", "content", "none"] = Field(
         "count", description="count: per-partition counts; content: also compare every row before commit")
     retries: int = Field(3, ge=0, le=20, description="Attempts after the first on transient errors")

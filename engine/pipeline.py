@@ -178,6 +178,7 @@ class Run:
         started = time.perf_counter()
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
+        report.description = config.job.description
         retries = config.pipeline.retries
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
         pg.forget_databases()  # this run sees the types created since the last one

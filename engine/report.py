@@ -13,6 +13,7 @@ class RunReport:
     job: str
     run_id: str
     status: str = "running"
+    description: str = ""  # the job file's `job.description`
     resumed: bool = False
     mode: str = "append"
     source: str = ""
@@ -49,6 +50,7 @@ class RunReport:
     def render(self) -> str:
         lines = [
             f"job {self.job}  run {self.run_id}  {self.status.upper()}" + ("  (resumed)" if self.resumed else ""),
+            *([f"  {self.description}"] if self.description else []),
             f"  {self.source}  ->  {self.target}  [{self.mode}]",
             f"  partitions   {self.partitions_run} run, {self.partitions_skipped} already done, "
             f"{self.partitions_total} planned",
