@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import subprocess
+from typing import Any
+
+import pytest
 
 from engine.cli import EXAMPLE
 from engine.config import SourceSection
 from engine.typemap import type_map_markdown
+from perf.run import engine_source
 from tests.conftest import ROOT
 
 
@@ -20,6 +27,82 @@ def test_readme_starts_with_the_demo_and_test_commands() -> None:
     head = (ROOT / "README.md").read_text().splitlines()[:6]
     assert any("make demo" in line for line in head) and any("make test" in line for line in head)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _results(name: str) -> dict[str, dict[str, Any]]:
+    return {r["case"]: r for r in json.loads((ROOT / "perf" / "results" / name).read_text())}
+
+
+def _engine_sources(results: dict[str, dict[str, Any]]) -> set[str]:
+    return {h for r in results.values() for h in r.get("extra", {}).get("engine_source", [])}
+
+
+def test_readme_perf_table_is_latest_json() -> None:
+    """Every row of the README's perf table is a case of perf/results/latest.json, figure for figure, and every
+    case measured there is in the table."""
+    text = (ROOT / "README.md").read_text()
+    start, end = text.index("<!-- perf:start -->"), text.index("<!-- perf:end -->")
+    lines = [line for line in text[start:end].splitlines() if line.startswith("| ")][1:]
+    results = _results("latest.json")
+    shown = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        shown[cells[1].strip("`")] = cells[2:]
+    assert list(shown) == [k for k, r in results.items() if r["status"] == "ok"]
+    for case, cells in shown.items():
+        r = results[case]
+        walls = r["wall_s_all"]
+        assert cells == [f"{r['wall_s_median']:.2f} ({min(walls):.2f}–{max(walls):.2f})", f"{r['ratio_to_limit']:.2f}",
+                         f"{r['peak_rss_mb']:,.0f}", f"{r['cpu_s_median']:.2f}"], case
+
+
+def test_readme_perf_prose_quotes_the_saved_results() -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    r = _results("latest.json")
+    engine = r["engine"]["wall_s_median"]
+    for peer, name in [("polars-pg", "Polars"), ("sling-pg", "Sling"), ("pgloader-pg", "pgloader"), ("dlt-pg", "dlt")]:
+        assert f"{r[peer]['wall_s_median'] / engine:.2f}× faster than {name}" in text, peer
+    assert f"{r['engine']['peak_rss_mb'] / r['polars-pg']['peak_rss_mb']:.0%} of Polars' peak memory" in text
+    off = r["engine-novalidate"]
+    assert (f"validation added {(engine - off['wall_s_median']) / off['wall_s_median']:.0%} to the wall time "
+            f"({engine - off['wall_s_median']:.2f} s; {r['engine']['cpu_s_median'] - off['cpu_s_median']:.2f} CPU-s"
+            in text)
+    s = _results("scaling-latest.json")
+    one, ten = s["engine@1000000"], s["engine@10000000"]
+    workers = [s[f"engine-w{n}"] for n in (1, 2, 4)]
+    for quoted in [f"10M rows took {ten['wall_s_median']:.1f} s",
+                   f"{ten['wall_s_median'] / one['wall_s_median']:.1f}× the 1M time ({one['wall_s_median']:.2f} s)",
+                   f"{ten['ratio_to_limit']:.2f}× the COPY limit at that size",
+                   f"peak RSS {ten['peak_rss_mb']:.0f} MB vs {one['peak_rss_mb']:.0f} MB at 1M",
+                   "workers 1 / 2 / 4 at 1M: " + " / ".join(f"{w['wall_s_median']:.2f}" for w in workers) + " s",
+                   " / ".join(f"{w['peak_rss_mb']:.0f}" for w in workers) + " MB"]:
+        assert quoted in text, quoted
+
+
+def test_readme_says_which_engine_source_the_perf_figures_measured() -> None:
+    """The results record the hash of engine/*.py they measured: the README names it and the commit it is, and
+    says plainly when that is not the current engine source."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    sources = _engine_sources(_results("latest.json")) | _engine_sources(_results("scaling-latest.json"))
+    assert len(sources) == 1, f"the saved results measured several engine sources: {sources}"
+    (measured,) = sources
+    found = re.search(r"measured on engine commit ([0-9a-f]{7,40}) \(engine source hash `([0-9a-f]{12})`", text)
+    assert found, "the README must name the engine commit and source hash its perf figures were measured on"
+    commit, quoted = found.groups()
+    assert quoted == measured
+    if engine_source() != measured:
+        assert "**not the current engine source**" in text
+    else:
+        assert "not the current engine source" not in text
+    shown = subprocess.run(["git", "ls-tree", "--name-only", commit, "engine/"], cwd=ROOT, capture_output=True,
+                           text=True)
+    if shown.returncode != 0:
+        pytest.skip(f"no git history here to check commit {commit}: {shown.stderr.strip()}")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in shown.stdout.split() if p.endswith(".py") and p.count("/") == 1):
+        body = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, check=True).stdout
+        digest.update(path.split("/")[1].encode() + b"\0" + body)
+    assert digest.hexdigest()[:12] == measured, f"commit {commit}'s engine source is not the one measured"
 
 
 def test_readme_and_help_state_the_default_partition_size() -> None:
