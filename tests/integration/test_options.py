@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,10 +84,12 @@ def test_queue_depth_bounds_the_batches_read_ahead(depth: int, pg_source: str, p
     def count_read_ahead() -> None:
         try:
             failpoint_reached(tmp_path, "transform.batch")
-            ahead = threading.Event()
-            for _ in range(100):  # give the reader time to run as far ahead as it may (it would not stop)
+            pause, deadline = threading.Event(), time.monotonic() + 60
+            while failpoints._counts["extract.batch"] < depth + 2 and time.monotonic() < deadline:
+                pause.wait(0.01)
+            for _ in range(25):  # then a while longer: an unbounded reader would go on reading
                 seen.append(failpoints._counts["extract.batch"])
-                ahead.wait(0.02)
+                pause.wait(0.02)
         finally:
             release_failpoint(tmp_path, "transform.batch")
 
