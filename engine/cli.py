@@ -12,7 +12,7 @@ from pathlib import Path
 
 import engine
 from engine.config import describe_keys
-from engine.errors import EXIT_CODES, EXIT_INTERNAL, EngineError
+from engine.errors import EXIT_CODES, EXIT_INTERNAL, EngineError, TransientError
 from engine.urls import redact
 
 EXAMPLE = """\
@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except EngineError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        message = redact(str(exc))
+        if isinstance(exc, TransientError) and "rerun" not in message.lower():
+            message += "; rerun to resume"  # a database stayed unreachable (exit 69): a later rerun may succeed
+        print(f"error: {message}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
