@@ -5,7 +5,7 @@ UV := .tools/bin/uv
 VENV := .venv
 ENGINE := $(VENV)/bin/engine
 
-.PHONY: setup demo test test-all chaos lint perf perf-smoke clean
+.PHONY: setup demo test test-all chaos lint perf perf-refused perf-smoke clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -46,6 +46,9 @@ perf: setup
 		apt-get install -y -qq pgloader)) >/dev/null 2>&1 || echo "pgloader not installable here: reported as skipped"
 	$(PERF_VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
 		$(if $(SCALING),--scaling,) $(PERF_ARGS)
+
+perf-refused: setup
+	$(VENV)/bin/python -m perf.refused
 
 perf-smoke: setup
 	$(VENV)/bin/python -m perf.run --rows 20000 --runs 1 --smoke

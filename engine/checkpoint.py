@@ -24,9 +24,7 @@ _SCHEMA_DDL = [
         started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,
         fingerprint text NOT NULL, plan jsonb NOT NULL, report jsonb, error text)""",
     "CREATE INDEX IF NOT EXISTS runs_job_idx ON engine.runs (job, started_at)",
-    # The invocation running the run now: a resume by another process takes the run over, and the one it
-    # took it from stops at its next commit.
-    "ALTER TABLE engine.runs ADD COLUMN IF NOT EXISTS owner text",
+
     """CREATE TABLE IF NOT EXISTS engine.checkpoints (
         run_id text NOT NULL REFERENCES engine.runs ON DELETE CASCADE, partition_id integer NOT NULL,
         lo numeric, hi numeric, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
@@ -54,11 +52,30 @@ class Checkpoint:
     rows_quarantined: int
 
 
+# The invocation running the run now: a resume by another process takes the run over, and the one it took it
+# from stops at its next commit. Added to tables made before it existed.
+_OWNER_DDL = "ALTER TABLE engine.runs ADD COLUMN IF NOT EXISTS owner text"
+
+
 def ensure_schema(conn: pg.Connection) -> None:
+    """Create the engine's tables, or add what is missing. Even `IF NOT EXISTS` DDL waits for the locks of
+    a running job's open transaction, so a complete schema is left alone (a second run must not wait to be
+    refused)."""
+    if _schema_complete(conn):
+        return
     pg.execute(conn, "SELECT pg_advisory_xact_lock(hashtext('engine:schema'))")  # concurrent first runs
-    for statement in _SCHEMA_DDL:
+    for statement in [*_SCHEMA_DDL, _OWNER_DDL]:
         pg.execute(conn, statement)
     conn.commit()
+
+
+def _schema_complete(conn: pg.Connection) -> bool:
+    found = pg.fetch_all(conn, """SELECT to_regclass('engine.checkpoints') IS NOT NULL
+                                         AND to_regclass('engine.quarantine_run_idx') IS NOT NULL
+                                         AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('engine.runs')
+                                                     AND attname = 'owner' AND NOT attisdropped)""")[0][0]
+    conn.commit()
+    return bool(found)
 
 
 def try_lock_job(conn: pg.Connection, job: str) -> None:

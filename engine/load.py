@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pyarrow as pa
@@ -21,10 +21,8 @@ from engine import frames, pg
 from engine.errors import ConfigError, TargetError
 from engine.model import LoadMode, LoadTarget, Plan
 from engine.modes import mode_of
-from engine.quarantine import RejectedRow
 from engine.sql import TableName, quote_ident
 from engine.typemap import canonical_type, e_literal, override_hint
-from engine.urls import redact
 
 BATCH_TABLE = "engine_batch"
 
@@ -181,7 +179,7 @@ def _same_number(was: Decimal, now: Decimal) -> bool:
     return (was.is_nan() and now.is_nan()) or was == now
 
 
-_DOES_NOT_FIT = "[does not fit]"
+DOES_NOT_FIT = "[does not fit]"  # marks exact_cast's refusal in the error text
 # Types whose modifier can change a value on a cast (others, like PostGIS geometry(Point,4326), are left alone).
 _MODIFIED_TYPES = ("numeric", "character", "bit", "timestamp", "time", "interval")
 _UNCONSTRAINED = {"character varying": "text", "character": "bpchar", "bit": "varbit", "bit varying": "varbit"}
@@ -199,7 +197,7 @@ def exact_cast(name: str, pg_type: str) -> str:
     if not modified or not base.startswith(_MODIFIED_TYPES):
         return f"{expr}::{pg_type}"
     base = _UNCONSTRAINED.get(base, "interval" if base.startswith("interval") else base) + dims
-    reason = e_literal(f'{_DOES_NOT_FIT} column "{name}" holds a value {pg_type} would change: ')
+    reason = e_literal(f'{DOES_NOT_FIT} column "{name}" holds a value {pg_type} would change: ')
     return (f"CASE WHEN {expr}::{pg_type}::{base} IS DISTINCT FROM {expr}::{base} "
             f"THEN ({reason} || {expr}::text)::integer::text::{pg_type} ELSE {expr}::{pg_type} END")
 
@@ -228,70 +226,6 @@ _ROW_ERRORS = {"23505": "unique_violation", "23503": "foreign_key_violation", "2
                "22008": "datetime_field_overflow", "22023": "invalid_parameter_value",
                "22P05": "untranslatable_character", "22021": "character_not_in_repertoire",
                "22026": "string_data_length_mismatch"}
-MAX_REJECTED_ROWS = 1000  # per partition: beyond this the data or the table is wrong, not a few rows
-
-
 def row_rejection(exc: BaseException) -> str | None:
     """The condition name when the target refused a row's values (constraint, length, range), else None."""
     return _ROW_ERRORS.get(getattr(exc, "sqlstate", None) or "")
-
-
-def write_isolating(conn: pg.Connection, target: LoadTarget, batches: Iterator[pa.RecordBatch],
-                    rejected: list[RejectedRow]) -> int:
-    """Load batch by batch, each under a savepoint; split a refused batch in halves until the rows the target
-    refuses are alone, and hand those back instead of failing. Needs an explicit transaction on an autocommit
-    session (the driver cannot roll back to a savepoint once a statement failed otherwise)."""
-    loaded = 0
-    for batch in batches:
-        loaded += _load_or_split(conn, target, batch, rejected)
-    return loaded
-
-
-def _load_or_split(conn: pg.Connection, target: LoadTarget, batch: pa.RecordBatch, rejected: list[RejectedRow]) -> int:
-    pg.execute(conn, "SAVEPOINT engine_rows")
-    try:
-        rows = write_batches(conn, target, pa.RecordBatchReader.from_batches(batch.schema, [batch]))
-        pg.execute(conn, "RELEASE SAVEPOINT engine_rows")
-        return rows
-    except Exception as exc:
-        condition = row_rejection(exc)
-        if condition is None:
-            raise
-        pg.execute(conn, "ROLLBACK TO SAVEPOINT engine_rows")
-        pg.execute(conn, "RELEASE SAVEPOINT engine_rows")  # else every refusal nests the next savepoint deeper
-        if batch.num_rows > 1:
-            half = batch.num_rows // 2
-            return (_load_or_split(conn, target, batch.slice(0, half), rejected)
-                    + _load_or_split(conn, target, batch.slice(half), rejected))
-        message = _database_message(exc)
-        if _DOES_NOT_FIT in message:  # exact_cast's refusal: its reason is the cast's input
-            condition, message = "value_does_not_fit", message.split(_DOES_NOT_FIT, 1)[1].strip().rstrip('"')
-        rejected.append(RejectedRow(batch, condition, _named_column(str(exc), [n for n, _ in target.columns]), message))
-        if len(rejected) > MAX_REJECTED_ROWS:
-            raise TargetError(f"the target refused more than {MAX_REJECTED_ROWS:,} rows of this partition "
-                              f"(e.g. {rejected[0].condition}: {rejected[0].message}); fix the target table's "
-                              "constraints or the data, then rerun to resume") from None
-        return 0
-
-
-def _database_message(exc: BaseException) -> str:
-    """PostgreSQL's ERROR and DETAIL lines, without the driver's wrapping."""
-    lines = [line.strip() for line in str(exc).splitlines()]
-    kept = [re.sub(r"^.*?ERROR:\s*", "", line) for line in lines if "ERROR:" in line or line.startswith("DETAIL:")]
-    return redact(" ".join(kept) or (lines[0] if lines else type(exc).__name__))
-
-
-def _named_column(message: str, columns: Sequence[str] = ()) -> str:
-    """The column PostgreSQL's message names (`column "x"`, or COPY's context `…, line 3, column x: …`).
-
-    PostgreSQL prints a name as it is (a quote inside stays one quote), so the table's own column names are
-    looked for first, longest first; the pattern is the fallback."""
-    message = message.split("ERROR:", 1)[-1]  # the driver puts the failed query first
-    for name in sorted(columns, key=len, reverse=True):
-        if f'column "{name}"' in message:
-            return name
-    m = re.search(r'column "((?:[^"]|"")+)"', message)
-    if m:
-        return m.group(1).replace('""', '"')
-    m = re.search(r"COPY [^\n]*?, line \d+, column (.+?)(?::|\n|$)", message)
-    return m.group(1) if m else "(row)"

@@ -21,9 +21,10 @@ import pyarrow as pa
 from engine import checkpoint, failpoints, pg, quarantine
 from engine.batches import origin, process
 from engine.extract import read_partition
-from engine.load import row_rejection, write_batches, write_isolating
+from engine.load import row_rejection, write_batches
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import RejectedRow
+from engine.refused import write_isolating
 from engine.stages import Stage, drain, remember_error, timed
 from engine.urls import parse_url
 from engine.verify import ContentCheck

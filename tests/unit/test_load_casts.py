@@ -11,8 +11,10 @@ import pyarrow as pa
 import pytest
 
 from engine.errors import TargetError
-from engine.load import _cast, _database_message, _named_column, conform, exact_cast, row_rejection, target_problems
+from engine.load import _cast, conform, exact_cast, row_rejection, target_problems
 from engine.model import LoadTarget, Plan, TargetColumn
+from engine.refused import _database_message
+from engine.refused import named_column as _named_column
 from engine.sql import TableName, quote_ident
 from engine.typemap import override_hint
 
