@@ -38,7 +38,8 @@ EXIT_UNAVAILABLE = 69
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "the job succeeded (bad rows, if any, are in the quarantine and within the budget)",
-    EXIT_INTERNAL: "unexpected internal error (a bug: please report it with the traceback)",
+    EXIT_INTERNAL: "unexpected internal error, including an exception raised by a rules module: the traceback is "
+                   "printed, the run is recorded as failed, committed partitions are kept and a rerun resumes",
     EXIT_CONFIG: "the job file or command line is invalid; nothing was touched",
     EXIT_LOCKED: "another run of the same job is in progress (or took this one over); this one wrote nothing more",
     EXIT_ERROR_BUDGET: "too many rows failed validation (validate.max_error_rate); finished partitions are kept",

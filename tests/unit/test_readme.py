@@ -110,3 +110,13 @@ def test_readme_and_help_state_the_default_partition_size() -> None:
     readme = (ROOT / "README.md").read_text()
     assert re.findall(r"default is one partition per ([\d,]+) rows", readme) == [f"{default:,}"]
     assert re.findall(r"default is one per ([\d,]+) rows", EXAMPLE) == [f"{default:,}"]
+
+
+def test_readme_lists_every_exit_code_the_engine_uses() -> None:
+    from engine.errors import EXIT_CODES
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Exit codes"):].split("\n## ", 1)[0]
+    listed = {int(line.split("|")[1]) for line in section.splitlines() if line.startswith("| ") and
+              line.split("|")[1].strip().isdigit()}
+    assert listed == set(EXIT_CODES)
