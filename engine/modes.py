@@ -80,8 +80,10 @@ class Replace(Append):
     def finish(self, conn: pg.Connection, target: LoadTarget) -> None:
         """The staging table becomes the table in one transaction (readers see old or new)."""
         pg.execute(conn, f"LOCK TABLE {target.table.quoted()} IN ACCESS EXCLUSIVE MODE")
+        old_indexes = _indexes(conn, target.table)
         pg.execute(conn, f"DROP TABLE {target.table.quoted()}")
         pg.execute(conn, f"ALTER TABLE {target.write_table.quoted()} RENAME TO {quote_ident(target.table.name)}")
+        _take_old_index_names(conn, target.table, old_indexes)
         _drop_staging_suffix(conn, target.table)
 
     def verify(self, conn: pg.Connection, target: LoadTarget, loaded: int) -> list[str]:
@@ -125,6 +127,36 @@ MODES: dict[LoadMode, Mode] = {"append": Append(), "replace": Replace(), "upsert
 
 def mode_of(name: LoadMode) -> Mode:
     return MODES[name]
+
+
+def _indexes(conn: pg.Connection, table: TableName) -> list[tuple[str, str, str]]:
+    """(schema, name, definition after its name and table) of each index on `table`, oldest first."""
+    rows = pg.fetch_all(conn, """
+        SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.indrelid = to_regclass($1) ORDER BY i.indexrelid""", (table.quoted(),))
+    return [(r[0], r[1], _index_shape(r[2])) for r in rows]
+
+
+def _index_shape(definition: str) -> str:
+    """`CREATE [UNIQUE] INDEX name ON table USING btree (a) WHERE …` without the name and the table."""
+    unique = definition.startswith("CREATE UNIQUE")
+    return ("UNIQUE " if unique else "") + definition[definition.index(" USING "):]
+
+
+def _take_old_index_names(conn: pg.Connection, table: TableName, old: list[tuple[str, str, str]]) -> None:
+    """The swapped-in table's indexes (and the constraints they back) get the names the old table's had: the
+    new table was made LIKE the old one, so each index has its twin, matched by its definition."""
+    names_by_shape: dict[str, list[str]] = {}
+    for _, name, shape in old:
+        names_by_shape.setdefault(shape, []).append(name)
+    for schema, name, shape in _indexes(conn, table):
+        wanted = names_by_shape.get(shape)
+        if not wanted:
+            continue
+        old_name = wanted.pop(0)
+        if old_name != name:
+            pg.execute(conn, f"ALTER INDEX {quote_ident(schema)}.{quote_ident(name)} RENAME TO {quote_ident(old_name)}")
 
 
 def _drop_staging_suffix(conn: pg.Connection, table: TableName) -> None:
