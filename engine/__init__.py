@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
     from engine.pipeline import run_job
     from engine.plan import make_plan as plan_job
+    from engine.progress import progress_observer
     from engine.report import RunReport
     from engine.typemap import type_map_markdown
 
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
     "run_demo": ("engine.demo", "run_demo"),
+    "progress_observer": ("engine.progress", "progress_observer"),
     "type_map_markdown": ("engine.typemap", "type_map_markdown"),
     "load_config": ("engine.config", "load_config"),
     "parse_config": ("engine.config", "parse_config"),
@@ -91,6 +93,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "plan_job",
+    "progress_observer",
     "run_demo",
     "run_job",
     "type_map_markdown",

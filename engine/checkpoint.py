@@ -32,6 +32,8 @@ _SCHEMA_DDL = [
         lo numeric, hi numeric, rows_read bigint NOT NULL, rows_loaded bigint NOT NULL,
         rows_quarantined bigint NOT NULL, seconds double precision, done_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, partition_id))""",
+    # The partition's timings (phases, bytes, retries, worker), for reports over every invocation of a run.
+    "ALTER TABLE engine.checkpoints ADD COLUMN IF NOT EXISTS metrics jsonb",
     *quarantine.TABLE_DDL,
 ]
 
@@ -116,6 +118,13 @@ def set_status(conn: pg.Connection, run_id: str, status: RunStatus, report: dict
     conn.commit()
 
 
+def save_metrics(conn: pg.Connection, run_id: str, metrics: dict[str, Any]) -> None:
+    """The run's final metrics into its stored report."""
+    pg.execute(conn, """UPDATE engine.runs SET report = jsonb_set(COALESCE(report, '{}'::jsonb), '{metrics}', $2::jsonb)
+                        WHERE run_id = $1""", (run_id, json.dumps(metrics, default=str)))
+    conn.commit()
+
+
 def done_partitions(conn: pg.Connection, run_id: str, partition_id: int | None = None) -> dict[int, Checkpoint]:
     """Finished partitions of a run (or just the one asked for)."""
     rows = pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined
@@ -125,9 +134,11 @@ def done_partitions(conn: pg.Connection, run_id: str, partition_id: int | None =
 
 
 def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: int | None, hi: int | None,
-                     read: int, loaded: int, quarantined: int, seconds: float) -> None:
+                     read: int, loaded: int, quarantined: int, seconds: float,
+                     metrics: dict[str, Any] | None = None) -> None:
     """Write the checkpoint row (in the caller's transaction, with the partition's rows)."""
     pg.execute(conn, """INSERT INTO engine.checkpoints (run_id, partition_id, lo, hi, rows_read, rows_loaded,
-                        rows_quarantined, seconds) VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8)""",
+                        rows_quarantined, seconds, metrics)
+                        VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8, $9::jsonb)""",
                (run_id, partition_id, None if lo is None else str(lo), None if hi is None else str(hi), read, loaded,
-                quarantined, seconds))  # keys may exceed bigint (MySQL unsigned)
+                quarantined, seconds, json.dumps(metrics) if metrics is not None else None))  # keys: numeric, MySQL unsigned

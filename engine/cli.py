@@ -51,7 +51,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = engine.load_config(args.config)
     try:
-        report = run_job(config, fresh=args.fresh, progress=None if args.quiet else _say)
+        report = run_job(config, fresh=args.fresh,
+                         observer=engine.progress_observer(args.log_format, quiet=args.quiet))
     except EngineError as exc:
         failed = getattr(exc, "report", None)
         if failed is not None:
@@ -130,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
               "Every key of a job file:\n\n" + describe_keys() + "\n\n" + _exit_codes())
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one exists")
     run.add_argument("--json", metavar="PATH", help="also write the run report as JSON to PATH")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="progress on stderr: text (a live display on a terminal, else a timestamped line every "
+                          "few seconds) or json (one object per line: run_id, job, table, partition, event, counts, "
+                          "durations)")
     run.set_defaults(func=cmd_run)
     add("plan", "Dry run: partitions, column type mapping and target DDL. Writes nothing.").set_defaults(func=cmd_plan)
     add("check", "Validate the job: config, connections, rules, target columns; lists every problem."
