@@ -137,6 +137,8 @@ class JsonProgress:
                          "partition": None, "event": "progress", "counts": status(m)})
 
     def event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "run_finished":
+            self._tick()  # where it ended, however short the run
         self._write({"partition": None, **event})
 
     def stop(self) -> None:
