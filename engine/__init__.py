@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from engine.explain import explain as explain_job
     from engine.explain import latest_staging
     from engine.explain import status as job_status
+    from engine.history import render_history, run_history
     from engine.inspect import query as inspect_staged
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
     from engine.pipeline import run_job
@@ -51,6 +52,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
     "run_demo": ("engine.demo", "run_demo"),
+    "run_history": ("engine.history", "run_history"),
+    "render_history": ("engine.history", "render_history"),
     "progress_observer": ("engine.progress", "progress_observer"),
     "type_map_markdown": ("engine.typemap", "type_map_markdown"),
     "load_config": ("engine.config", "load_config"),
@@ -93,6 +96,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "plan_job",
+    "render_history",
+    "run_history",
     "progress_observer",
     "run_demo",
     "run_job",

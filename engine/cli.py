@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -90,6 +91,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    config = engine.load_config(args.config)
+    rows = engine.run_history(config, args.limit)
+    if args.json:
+        print(redact(json.dumps(rows, indent=2)))
+    else:
+        print(redact(engine.render_history(config.job.name, rows)))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     config = engine.load_config(args.config)
     staging = engine.latest_staging(config)
@@ -141,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", "Validate the job: config, connections, rules, target columns; lists every problem."
         ).set_defaults(func=cmd_check)
     add("status", "Show the job's runs and, for the latest, which partitions are done.").set_defaults(func=cmd_status)
+    runs = add("runs", "The job's run history, newest first: run, status, started, duration, rows, rejected, mode.")
+    runs.add_argument("--json", action="store_true", help="print the history as JSON, for scripts")
+    runs.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    runs.set_defaults(func=cmd_runs)
     inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)
