@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from engine.explain import latest_staging
     from engine.explain import status as job_status
     from engine.history import render_history, run_history
+    from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
     from engine.pipeline import run_job
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
     "run_demo": ("engine.demo", "run_demo"),
+    "html_report": ("engine.htmlreport", "html_report"),
     "run_history": ("engine.history", "run_history"),
     "render_history": ("engine.history", "render_history"),
     "progress_observer": ("engine.progress", "progress_observer"),
@@ -90,6 +92,7 @@ __all__ = [
     "WorkerLost",
     "check_job",
     "explain_job",
+    "html_report",
     "inspect_staged",
     "job_status",
     "latest_staging",

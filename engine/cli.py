@@ -101,6 +101,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    path = engine.html_report(engine.load_config(args.config), args.run, Path(args.output) if args.output else None)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, opens offline)")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     config = engine.load_config(args.config)
     staging = engine.latest_staging(config)
@@ -156,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print the history as JSON, for scripts")
     runs.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
     runs.set_defaults(func=cmd_runs)
+    report = add("report", "Write a run's report as one self-contained HTML file (charts included; opens offline).")
+    report.add_argument("--run", metavar="ID", help="the run (default: the latest; engine runs lists them)")
+    report.add_argument("-o", "--output", metavar="FILE.html", help="where to write it (default: <job>-<run>.html)")
+    report.set_defaults(func=cmd_report)
     inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)
