@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
+    from engine.monitoring import publish as publish_metrics
     from engine.pipeline import run_job
     from engine.plan import make_plan as plan_job
     from engine.progress import progress_observer
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
     "run_demo": ("engine.demo", "run_demo"),
+    "publish_metrics": ("engine.monitoring", "publish"),
     "html_report": ("engine.htmlreport", "html_report"),
     "run_history": ("engine.history", "run_history"),
     "render_history": ("engine.history", "render_history"),
@@ -102,6 +104,7 @@ __all__ = [
     "render_history",
     "run_history",
     "progress_observer",
+    "publish_metrics",
     "run_demo",
     "run_job",
     "type_map_markdown",

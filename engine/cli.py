@@ -57,12 +57,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     except EngineError as exc:
         failed = getattr(exc, "report", None)
         if failed is not None:
+            _publish(failed, args.metrics_file)
             print(redact(failed.render()))
             _write_json(args.json, failed.to_json())
         raise
+    _publish(report, args.metrics_file)
     print(redact(report.render()))
     _write_json(args.json, report.to_json())
     return 0
+
+
+def _publish(report: engine.RunReport, metrics_file: str | None) -> None:
+    report.notes.extend(engine.publish_metrics(report, metrics_file))
 
 
 def _write_json(path: str | None, text: str) -> None:
@@ -149,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one exists")
     run.add_argument("--json", metavar="PATH", help="also write the run report as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--metrics-file", metavar="PATH",
+                     help="write Prometheus metrics of the run to PATH (node_exporter's textfile collector); "
+                          "ENGINE_PUSHGATEWAY_URL also pushes them to a Pushgateway")
     run.add_argument("--log-format", choices=("text", "json"), default="text",
                      help="progress on stderr: text (a live display on a terminal, else a timestamped line every "
                           "few seconds) or json (one object per line: run_id, job, table, partition, event, counts, "

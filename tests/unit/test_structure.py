@@ -26,7 +26,7 @@ PUBLIC_API = [
     "Partition", "PartitionResult", "Plan", "RunReport", "RunStatus", "SourceError", "TargetError", "TransientError",
     "VerificationError", "WorkerLost", "check_job", "explain_job", "html_report", "inspect_staged", "job_status",
     "latest_staging",
-    "load_config", "parse_config", "plan_job", "progress_observer", "render_history", "run_history",
+    "load_config", "parse_config", "plan_job", "progress_observer", "publish_metrics", "render_history", "run_history",
     "run_demo", "run_job", "type_map_markdown",
 ]
 
