@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from engine.explain import explain as explain_job
     from engine.explain import latest_staging
     from engine.explain import status as job_status
+    from engine.gc import collect_garbage
     from engine.history import render_history, run_history
     from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
@@ -54,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
     "run_demo": ("engine.demo", "run_demo"),
+    "collect_garbage": ("engine.gc", "collect_garbage"),
     "publish_metrics": ("engine.monitoring", "publish"),
     "html_report": ("engine.htmlreport", "html_report"),
     "run_history": ("engine.history", "run_history"),
@@ -93,6 +95,7 @@ __all__ = [
     "VerificationError",
     "WorkerLost",
     "check_job",
+    "collect_garbage",
     "explain_job",
     "html_report",
     "inspect_staged",

@@ -113,6 +113,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    print(redact(engine.collect_garbage(engine.load_config(args.config), args.older_than, args.yes)))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     config = engine.load_config(args.config)
     staging = engine.latest_staging(config)
@@ -175,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", metavar="ID", help="the run (default: the latest; engine runs lists them)")
     report.add_argument("-o", "--output", metavar="FILE.html", help="where to write it (default: <job>-<run>.html)")
     report.set_defaults(func=cmd_report)
+    gc_ = add("gc", "Delete old runs' staging files and quarantined rows (what a resumable run needs is kept); "
+                    "prints what it would delete unless --yes.")
+    gc_.add_argument("--older-than", required=True, metavar="AGE", help="runs that ended this long ago: 30d, 12h, 2w")
+    gc_.add_argument("--yes", action="store_true", help="delete (without it, only print what would be deleted)")
+    gc_.set_defaults(func=cmd_gc)
     inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from pathlib import Path
 from typing import Any
 
-from engine import checkpoint, failpoints, pg, quarantine
+from engine import checkpoint, failpoints, gc, pg, quarantine
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
@@ -233,6 +233,8 @@ class Run:
                 report.staging_dir = str(staging)
                 self._run_partitions(conn, plan, run_id, resumed, staging, report, snapshot)
             report.status = "succeeded"
+            with metrics.phase("cleanup"):
+                self._cleanup(report)
             self._finish_metrics(report, run_id)
             return report
         except BaseException as exc:
@@ -310,6 +312,14 @@ class Run:
             report.status = "succeeded"
             report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _cleanup(self, report: RunReport) -> None:
+        """The cleanup phase (engine.gc.after_success); what it could not do is a note, never a failure."""
+        try:
+            with pg.connection(self.target_url) as conn:
+                report.notes.extend(gc.after_success(conn, self.config))
+        except (OSError, EngineError) as exc:
+            report.notes.append(f"cleanup skipped: {redact(str(exc))}")
 
     def _finish_metrics(self, report: RunReport, run_id: str | None) -> None:
         """The run's metrics, complete: into the report, next to the staged files and (after a success, whose
