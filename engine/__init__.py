@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.history import render_history, run_history
     from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
+    from engine.inspect import shell as inspect_shell
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
     from engine.monitoring import publish as publish_metrics
     from engine.pipeline import run_job
@@ -54,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "job_status": ("engine.explain", "status"),
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
+    "inspect_shell": ("engine.inspect", "shell"),
     "run_demo": ("engine.demo", "run_demo"),
     "collect_garbage": ("engine.gc", "collect_garbage"),
     "publish_metrics": ("engine.monitoring", "publish"),
@@ -98,6 +100,7 @@ __all__ = [
     "collect_garbage",
     "explain_job",
     "html_report",
+    "inspect_shell",
     "inspect_staged",
     "job_status",
     "latest_staging",

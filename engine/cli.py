@@ -124,6 +124,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if staging is None:
         print(f"no staged runs for job {config.job.name!r} yet")
         return 0
+    if args.sql is None and sys.stdin.isatty() and sys.stdout.isatty():
+        how = engine.inspect_shell(staging)  # DuckDB's shell on the views, or how to open it
+        if how is not None:
+            print(f"-- {staging}")
+            print(engine.inspect_staged(staging))
+            print(how)
+        return 0
     print(f"-- {staging}")
     print(engine.inspect_staged(staging, args.sql))
     return 0
@@ -185,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc_.add_argument("--older-than", required=True, metavar="AGE", help="runs that ended this long ago: 30d, 12h, 2w")
     gc_.add_argument("--yes", action="store_true", help="delete (without it, only print what would be deleted)")
     gc_.set_defaults(func=cmd_gc)
-    inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
+    inspect = add("inspect", "Query the latest run's files with DuckDB (views: rejected, staged, partitions, "
+                             "metrics); without SQL on a terminal, DuckDB's interactive shell on them.")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)
     types = sub.add_parser("types", help="Print the type map: source type -> Arrow in flight -> PostgreSQL type.")
