@@ -190,7 +190,7 @@ class RunMetrics:
             for (checks, _column), n in failures.items():
                 for check in checks.split(", "):
                     self.rules[check] += n
-        self.emit("partition_done", partition=p.partition, worker=p.worker,
+        self.emit("partition_done", partition=p.partition, worker=p.worker, started=p.started, ended=p.ended,
                   counts={"rows_read": p.rows_read, "rows_loaded": p.rows_loaded,
                           "rows_quarantined": p.rows_quarantined, "bytes": p.bytes, "retries": p.retries},
                   durations={"seconds": round(p.seconds, 3), **{k: round(v, 3) for k, v in p.phases.items()}},

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from pathlib import Path
 from typing import Any
 
-from engine import checkpoint, failpoints, gc, pg, quarantine
+from engine import checkpoint, failpoints, gc, pg, quarantine, tracing
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
@@ -92,6 +92,9 @@ class Run:
             self.metrics.listeners.append(lambda e: _say_line(progress, e))
         else:
             self.metrics.listeners.append(observer.event)
+        spans = tracing.listener()
+        if spans is not None:
+            self.metrics.listeners.append(spans)
         self.target_url = config.target_url
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
@@ -277,7 +280,7 @@ class Run:
         metrics = self.metrics
         metrics.prior_rows, metrics.partitions_done = self.prior[0], len(done)
         metrics.planned_rows = max(plan.source_rows - self.prior[0], 0)
-        metrics.emit("run_started", resumed=resumed, counts={
+        metrics.emit("run_started", resumed=resumed, started=metrics.started, counts={
             "partitions_total": len(plan.partitions), "partitions_done": len(done), "planned_rows": plan.source_rows})
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
