@@ -19,6 +19,10 @@ ADAPTERS = {
     "duckdb": {"inspect"},
     "distributed": {"cluster"},
     "dask": {"cluster"},
+    "rich": {"progress"},
+    "plotly": {"htmlreport"},
+    "prometheus_client": {"monitoring"},
+    "opentelemetry": {"tracing"},
 }
 
 PUBLIC_API = [
