@@ -23,6 +23,7 @@ from engine import history, pg
 from engine.config import JobConfig
 from engine.errors import EngineError
 from engine.metrics import thin
+from engine.urls import redact
 
 MAX_BARS = 1500
 DATA_CAP = 1_500_000  # bytes of report beyond plotly.js
@@ -162,6 +163,9 @@ def render(data: dict[str, Any]) -> str:
         f"{_esc(rid)}, started {_esc(run['started'])}, {run['duration_seconds']:,.1f} s; "
         f"{run['rows_read']:,} rows read, {run['rows_loaded']:,} loaded, {run['rows_rejected']:,} quarantined</div>",
     ]
+    if report.get("source"):
+        sections.append(f"<p id='route'>{_esc(redact(report['source']))} &rarr; {_esc(redact(report.get('target', '')))}"
+                        f" [{_esc(run['mode'] or report.get('mode', ''))}]</p>")
     if run.get("error"):
         sections.append(f"<h2>Error</h2><pre>{_esc(run['error'])}</pre>")
     sections.append("<h2>Per table</h2>" + _table(

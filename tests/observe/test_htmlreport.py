@@ -13,6 +13,7 @@ from engine.metrics import MAX_SAMPLES
 from tests.conftest import run_cli
 from tests.observe.browser import dump_dom, remote, screenshot
 from tests.observe.helpers import make_orders, orders_job
+from tests.observe.test_progress import SECRET, _with_password
 
 PLOTLY_JS = 5_000_000  # plotly.js, inlined (about 4.8 MB)
 CHARTS = ("chart-compare", "chart-throughput", "chart-memory", "chart-timeline")
@@ -27,7 +28,8 @@ def _chart(dom: str, div_id: str) -> str:
 
 def test_the_report_renders_offline_in_chromium(pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_orders(pg_source, 4000)
-    job = orders_job(tmp_path, "report1", pg_source, pg_db)
+    job = orders_job(tmp_path, "report1", _with_password(pg_source), _with_password(pg_db),
+                     staging=tmp_path / "staging")
     assert run_cli("run", str(job), "--quiet").returncode == 0
     second = run_cli("run", str(job), "--fresh", "--quiet", env={"ENGINE_FAILPOINTS": "transform.batch=sleep@2"})
     assert second.returncode == 0, second.stderr
@@ -37,6 +39,9 @@ def test_the_report_renders_offline_in_chromium(pg_source: str, pg_db: str, tmp_
     assert page.stat().st_size < PLOTLY_JS + DATA_CAP
     source = page.read_text()
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", source)  # nothing to fetch: all inline
+    assert "postgresql://postgres:***@" in source and SECRET not in source
+    saved = list((tmp_path / "staging").rglob("*.json"))
+    assert len(saved) == 2 and all(SECRET not in p.read_text() for p in saved)  # each run's metrics.json
 
     dom, urls = dump_dom(page, tmp_path)
     assert remote(urls) == [], remote(urls)
