@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_job(config, fresh=args.fresh,
                          observer=engine.progress_observer(args.log_format, quiet=args.quiet))
-    except EngineError as exc:
+    except BaseException as exc:  # an engine error, a bug or an interrupt: a run that started has a report
         failed = getattr(exc, "report", None)
         if failed is not None:
             _publish(failed, args.metrics_file)

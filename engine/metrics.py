@@ -133,15 +133,17 @@ class RunMetrics:
     interval: float = 1.0
     listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list, repr=False)
     _base: tuple[int, int] = (0, 0)
+    _done: tuple[int, int] = (0, 0)  # rows and bytes of the partitions finished so far
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- live counters --------------------------------------------------------------------------------------
     def rows_and_bytes(self) -> tuple[int, int]:
-        """Rows and bytes read by this invocation so far, finished partitions and those in flight."""
+        """Rows and bytes read by this invocation so far, finished partitions and those in flight (partitions
+        running in other processes, on Dask workers, count once they finish)."""
         rows, nbytes = LIVE.read()
-        return rows - self._base[0], nbytes - self._base[1]
+        return max(rows - self._base[0], self._done[0]), max(nbytes - self._base[1], self._done[1])
 
     def rates(self, window: float = 5.0) -> tuple[float, float]:
         """Rows/s and MB/s over the last `window` seconds (from the sampler's points and the counters now)."""
@@ -187,6 +189,7 @@ class RunMetrics:
             self.partitions_in_flight -= 1
             self.partitions_done += 1
             self.partitions.append(p)
+            self._done = (self._done[0] + p.rows_read, self._done[1] + p.bytes)
             for (checks, _column), n in failures.items():
                 for check in checks.split(", "):
                     self.rules[check] += n

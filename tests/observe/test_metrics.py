@@ -66,3 +66,18 @@ def test_rates_come_from_the_last_seconds() -> None:
     # from t=4 (40,000 rows, 4 MiB) to t=10: at least 100,000 rows, 10 MiB
     assert rows_per_second >= (100_000 - 40_000) / 6.1 and mb_per_second >= 6 / 6.1
     assert rss_mb() > 1
+
+
+def test_partitions_run_elsewhere_count_once_they_finish() -> None:
+    """On Dask the batches pass through worker processes, not this one's counters: finished partitions count."""
+    from collections import Counter
+
+    from engine.metrics import PartitionMetrics
+
+    m = RunMetrics("j", "t")
+    m.start_sampler()
+    m.partition_started(0)
+    m.partition_done(PartitionMetrics(0, "w", 1.0, 2.0, 5000, 4990, 10, 123_456, 0, {}), Counter())
+    m.stop_sampler()
+    assert m.rows_and_bytes() == (5000, 123_456)
+    assert (m.partitions_done, m.partitions_in_flight) == (1, 0)
