@@ -89,3 +89,13 @@ def test_large_runs_are_downsampled_under_the_cap() -> None:
     assert len(html.encode()) < PLOTLY_JS + DATA_CAP
     assert "p12345" in html  # the slowest partition is always drawn
     assert html.count('"p') >= MAX_BARS // 2 and MAX_SAMPLES <= 1200
+
+
+def test_a_failed_run_without_metrics_still_renders() -> None:
+    run = {"run_id": "r2", "status": "failed", "started": "2026-01-01T00:00:00", "duration_seconds": 3.0,
+           "rows_read": 10, "rows_loaded": 0, "rows_rejected": 10, "partitions_done": 0, "partitions": 4,
+           "mode": "append", "error": "10 of 10 rows failed validation"}
+    html = render({"job": "j", "run": run, "previous": None, "report": {}, "partitions": [],
+                   "failures": [{"checks": "not_nullable", "columns": "a", "rows": 10}]})
+    assert "banner failed" in html and "FAILED" in html and "10 of 10 rows failed validation" in html
+    assert "4 of 4 partitions not committed" in html and "not_nullable" in html
