@@ -34,10 +34,16 @@ if TYPE_CHECKING:
     from engine.explain import explain as explain_job
     from engine.explain import latest_staging
     from engine.explain import status as job_status
+    from engine.gc import collect_garbage
+    from engine.history import render_history, run_history
+    from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
+    from engine.inspect import shell as inspect_shell
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
+    from engine.monitoring import publish as publish_metrics
     from engine.pipeline import run_job
     from engine.plan import make_plan as plan_job
+    from engine.progress import progress_observer
     from engine.report import RunReport
     from engine.typemap import type_map_markdown
 
@@ -49,7 +55,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "job_status": ("engine.explain", "status"),
     "latest_staging": ("engine.explain", "latest_staging"),
     "inspect_staged": ("engine.inspect", "query"),
+    "inspect_shell": ("engine.inspect", "shell"),
     "run_demo": ("engine.demo", "run_demo"),
+    "collect_garbage": ("engine.gc", "collect_garbage"),
+    "publish_metrics": ("engine.monitoring", "publish"),
+    "html_report": ("engine.htmlreport", "html_report"),
+    "run_history": ("engine.history", "run_history"),
+    "render_history": ("engine.history", "render_history"),
+    "progress_observer": ("engine.progress", "progress_observer"),
     "type_map_markdown": ("engine.typemap", "type_map_markdown"),
     "load_config": ("engine.config", "load_config"),
     "parse_config": ("engine.config", "parse_config"),
@@ -84,13 +97,20 @@ __all__ = [
     "VerificationError",
     "WorkerLost",
     "check_job",
+    "collect_garbage",
     "explain_job",
+    "html_report",
+    "inspect_shell",
     "inspect_staged",
     "job_status",
     "latest_staging",
     "load_config",
     "parse_config",
     "plan_job",
+    "render_history",
+    "run_history",
+    "progress_observer",
+    "publish_metrics",
     "run_demo",
     "run_job",
     "type_map_markdown",

@@ -20,6 +20,7 @@ from engine import failpoints, frames, quarantine
 from engine.config import TransformSection
 from engine.errors import EngineError
 from engine.load import conform, values_that_would_change
+from engine.metrics import LIVE
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import ROW_INDEX
 from engine.transform import Transform, build_transform
@@ -67,6 +68,8 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
         failpoints.hit("transform.batch")
         start = time.perf_counter()
         result.rows_read += batch.num_rows
+        result.bytes += batch.nbytes
+        LIVE.add(batch.num_rows, batch.nbytes)
         if untransformed:  # rows stay in Arrow; only checked columns visit Polars
             out = _checked(task, batch, rules, result, rejected)
             result.phases["validate"] += time.perf_counter() - start

@@ -52,9 +52,14 @@ class Checkpoint:
     rows_quarantined: int
 
 
-# The invocation running the run now: a resume by another process takes the run over, and the one it took it
-# from stops at its next commit. Added to tables made before it existed.
-_OWNER_DDL = "ALTER TABLE engine.runs ADD COLUMN IF NOT EXISTS owner text"
+# Columns added to tables made before them: (table, column, type).
+_ADDED_COLUMNS = [
+    # The invocation running the run now: a resume by another process takes the run over, and the one it took
+    # it from stops at its next commit.
+    ("runs", "owner", "text"),
+    # The partition's timings (phases, bytes, retries, worker), for reports over every invocation of a run.
+    ("checkpoints", "metrics", "jsonb"),
+]
 
 
 def ensure_schema(conn: pg.Connection) -> None:
@@ -64,16 +69,20 @@ def ensure_schema(conn: pg.Connection) -> None:
     if _schema_complete(conn):
         return
     pg.execute(conn, "SELECT pg_advisory_xact_lock(hashtext('engine:schema'))")  # concurrent first runs
-    for statement in [*_SCHEMA_DDL, _OWNER_DDL]:
+    for statement in _SCHEMA_DDL:
         pg.execute(conn, statement)
+    for table, column, kind in _ADDED_COLUMNS:
+        pg.execute(conn, f"ALTER TABLE engine.{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
     conn.commit()
 
 
 def _schema_complete(conn: pg.Connection) -> bool:
     found = pg.fetch_all(conn, """SELECT to_regclass('engine.checkpoints') IS NOT NULL
-                                         AND to_regclass('engine.quarantine_run_idx') IS NOT NULL
-                                         AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('engine.runs')
-                                                     AND attname = 'owner' AND NOT attisdropped)""")[0][0]
+                                         AND to_regclass('engine.quarantine_run_idx') IS NOT NULL""")[0][0]
+    for table, column, _ in _ADDED_COLUMNS:
+        found = found and pg.fetch_all(conn, """SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attnum > 0
+                                                AND attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)""",
+                                       (f"engine.{table}", column))[0][0]
     conn.commit()
     return bool(found)
 
@@ -133,6 +142,13 @@ def set_status(conn: pg.Connection, run_id: str, status: RunStatus, report: dict
     conn.commit()
 
 
+def save_metrics(conn: pg.Connection, run_id: str, metrics: dict[str, Any]) -> None:
+    """The run's final metrics into its stored report."""
+    pg.execute(conn, """UPDATE engine.runs SET report = jsonb_set(COALESCE(report, '{}'::jsonb), '{metrics}', $2::jsonb)
+                        WHERE run_id = $1""", (run_id, json.dumps(metrics, default=str)))
+    conn.commit()
+
+
 def done_partitions(conn: pg.Connection, run_id: str, partition_id: int | None = None) -> dict[int, Checkpoint]:
     """Finished partitions of a run (or just the one asked for)."""
     rows = pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined
@@ -142,9 +158,11 @@ def done_partitions(conn: pg.Connection, run_id: str, partition_id: int | None =
 
 
 def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: int | None, hi: int | None,
-                     read: int, loaded: int, quarantined: int, seconds: float) -> None:
+                     read: int, loaded: int, quarantined: int, seconds: float,
+                     metrics: dict[str, Any] | None = None) -> None:
     """Write the checkpoint row (in the caller's transaction, with the partition's rows)."""
     pg.execute(conn, """INSERT INTO engine.checkpoints (run_id, partition_id, lo, hi, rows_read, rows_loaded,
-                        rows_quarantined, seconds) VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8)""",
+                        rows_quarantined, seconds, metrics)
+                        VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8, $9::jsonb)""",
                (run_id, partition_id, None if lo is None else str(lo), None if hi is None else str(hi), read, loaded,
-                quarantined, seconds))  # keys may exceed bigint (MySQL unsigned)
+                quarantined, seconds, json.dumps(metrics) if metrics is not None else None))  # keys: numeric, MySQL unsigned

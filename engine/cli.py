@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -51,16 +52,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = engine.load_config(args.config)
     try:
-        report = run_job(config, fresh=args.fresh, progress=None if args.quiet else _say)
-    except EngineError as exc:
+        report = run_job(config, fresh=args.fresh,
+                         observer=engine.progress_observer(args.log_format, quiet=args.quiet))
+    except BaseException as exc:  # an engine error, a bug or an interrupt: a run that started has a report
         failed = getattr(exc, "report", None)
         if failed is not None:
+            _publish(failed, args.metrics_file)
             print(redact(failed.render()))
             _write_json(args.json, failed.to_json())
         raise
+    _publish(report, args.metrics_file)
     print(redact(report.render()))
     _write_json(args.json, report.to_json())
     return 0
+
+
+def _publish(report: engine.RunReport, metrics_file: str | None) -> None:
+    report.notes.extend(engine.publish_metrics(report, metrics_file))
 
 
 def _write_json(path: str | None, text: str) -> None:
@@ -89,11 +97,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    config = engine.load_config(args.config)
+    rows = engine.run_history(config, args.limit)
+    if args.json:
+        print(redact(json.dumps(rows, indent=2)))
+    else:
+        print(redact(engine.render_history(config.job.name, rows)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = engine.html_report(engine.load_config(args.config), args.run, Path(args.output) if args.output else None)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB, opens offline)")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    print(redact(engine.collect_garbage(engine.load_config(args.config), args.older_than, args.yes)))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     config = engine.load_config(args.config)
     staging = engine.latest_staging(config)
     if staging is None:
         print(f"no staged runs for job {config.job.name!r} yet")
+        return 0
+    if args.sql is None and sys.stdin.isatty() and sys.stdout.isatty():
+        how = engine.inspect_shell(staging)  # DuckDB's shell on the views, or how to open it
+        if how is not None:
+            print(f"-- {staging}")
+            print(engine.inspect_staged(staging))
+            print(how)
         return 0
     print(f"-- {staging}")
     print(engine.inspect_staged(staging, args.sql))
@@ -130,13 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
               "Every key of a job file:\n\n" + describe_keys() + "\n\n" + _exit_codes())
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one exists")
     run.add_argument("--json", metavar="PATH", help="also write the run report as JSON to PATH")
-    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument("--metrics-file", metavar="PATH",
+                     help="write Prometheus metrics of the run to PATH (node_exporter's textfile collector); "
+                          "ENGINE_PUSHGATEWAY_URL also pushes them to a Pushgateway")
+    run.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="progress on stderr: text (a live display on a terminal, else a timestamped line every "
+                          "few seconds) or json (one object per line: run_id, job, table, partition, event, counts, "
+                          "durations)")
     run.set_defaults(func=cmd_run)
     add("plan", "Dry run: partitions, column type mapping and target DDL. Writes nothing.").set_defaults(func=cmd_plan)
     add("check", "Validate the job: config, connections, rules, target columns; lists every problem."
         ).set_defaults(func=cmd_check)
     add("status", "Show the job's runs and, for the latest, which partitions are done.").set_defaults(func=cmd_status)
-    inspect = add("inspect", "Query the latest run's staged batches with DuckDB (views: rejected, batches).")
+    runs = add("runs", "The job's run history, newest first: run, status, started, duration, rows, rejected, mode.")
+    runs.add_argument("--json", action="store_true", help="print the history as JSON, for scripts")
+    runs.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    runs.set_defaults(func=cmd_runs)
+    report = add("report", "Write a run's report as one self-contained HTML file (charts included; opens offline).")
+    report.add_argument("--run", metavar="ID", help="the run (default: the latest; engine runs lists them)")
+    report.add_argument("-o", "--output", metavar="FILE.html", help="where to write it (default: <job>-<run>.html)")
+    report.set_defaults(func=cmd_report)
+    gc_ = add("gc", "Delete old runs' staging files and quarantined rows (what a resumable run needs is kept); "
+                    "prints what it would delete unless --yes.")
+    gc_.add_argument("--older-than", required=True, metavar="AGE", help="runs that ended this long ago: 30d, 12h, 2w")
+    gc_.add_argument("--yes", action="store_true", help="delete (without it, only print what would be deleted)")
+    gc_.set_defaults(func=cmd_gc)
+    inspect = add("inspect", "Query the latest run's files with DuckDB (views: rejected, staged, partitions, "
+                             "metrics); without SQL on a terminal, DuckDB's interactive shell on them.")
     inspect.add_argument("sql", nargs="?", help="SQL over the views, e.g. \"SELECT reason FROM rejected LIMIT 5\"")
     inspect.set_defaults(func=cmd_inspect)
     types = sub.add_parser("types", help="Print the type map: source type -> Arrow in flight -> PostgreSQL type.")

@@ -164,3 +164,7 @@ class PartitionResult:
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     attempts: int = 1
+    bytes: int = 0  # Arrow bytes read
+    started: float = 0.0  # epoch seconds, first attempt
+    ended: float = 0.0
+    worker: str = ""  # process and thread that ran it

@@ -13,17 +13,20 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
-from engine import checkpoint, failpoints, pg, quarantine
+from engine import checkpoint, failpoints, gc, pg, quarantine, tracing
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLockedError, SourceError
 from engine.load import prepare_target
+from engine.metrics import Observer, PartitionMetrics, RunMetrics
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
 from engine.modes import mode_of
 from engine.plan import make_plan
+from engine.progress import event_line
 from engine.report import RunReport
 from engine.source import source_snapshot
 from engine.task import run_partition
@@ -70,13 +73,28 @@ def budget_error(read: int, quarantined: int, budget: float) -> ErrorBudgetExcee
         "finished partitions are kept; fix the rules and rerun with --fresh, or raise the budget and rerun")
 
 
+def _say_line(progress: Progress, event: dict[str, Any]) -> None:
+    text = event_line(event)
+    if text is not None:
+        progress(text)
+
+
 def _new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 class Run:
-    def __init__(self, config: JobConfig, fresh: bool, progress: Progress) -> None:
-        self.config, self.fresh, self.say = config, fresh, progress
+    def __init__(self, config: JobConfig, fresh: bool, progress: Progress, observer: Observer | None = None) -> None:
+        self.config, self.fresh = config, fresh
+        self.metrics = RunMetrics(config.job.name, str(config.target_table))
+        self.observer = observer
+        if observer is None:
+            self.metrics.listeners.append(lambda e: _say_line(progress, e))
+        else:
+            self.metrics.listeners.append(observer.event)
+        spans = tracing.listener()
+        if spans is not None:
+            self.metrics.listeners.append(spans)
         self.target_url = config.target_url
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
@@ -108,6 +126,12 @@ class Run:
         checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json(), self.owner)
         return run_id, plan, False
 
+    def say(self, message: str) -> None:
+        self.metrics.emit("message", message=redact(message))
+
+    def retried(self, message: str) -> None:
+        self.metrics.partition_retried(redact(message))
+
     def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path,
              snapshot: str | None) -> PartitionTask:
         c = self.config
@@ -129,7 +153,7 @@ class Run:
             return
         try:
             with ThreadPoolExecutor(pipeline.workers, thread_name_prefix="partition") as pool:
-                self._schedule(pool, tasks, report, failures, on_retry=self.say)
+                self._schedule(pool, tasks, report, failures, on_retry=self.retried)
         finally:
             pg.close_worker_connections()
 
@@ -137,11 +161,16 @@ class Run:
                   failures: Counter[tuple[str, str]], on_retry: Progress | None) -> None:
         budget = self.config.validate_.max_error_rate
         pending = set[Future[PartitionResult]]()
+        partition_of: dict[Future[PartitionResult], int] = {}
         queue_ = list(reversed(tasks))
         error: BaseException | None = None
         while queue_ or pending:
             while queue_ and len(pending) < self.config.pipeline.workers and error is None:
-                pending.add(pool.submit(run_partition, queue_.pop(), on_retry))
+                task = queue_.pop()
+                self.metrics.partition_started(task.partition.id)
+                future = pool.submit(run_partition, task, on_retry)
+                partition_of[future] = task.partition.id
+                pending.add(future)
             if not pending:
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -150,6 +179,7 @@ class Run:
                     result = future.result()
                 except BaseException as exc:
                     error = error or explain_task_failure(exc)
+                    self.metrics.partition_failed(partition_of.get(future), redact(str(explain_task_failure(exc))))
                     continue
                 self._account(result, report, failures, len(tasks))
                 over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget)
@@ -168,10 +198,10 @@ class Run:
         for phase, seconds in result.phases.items():
             report.phase_seconds[phase] = round(report.phase_seconds.get(phase, 0.0) + seconds, 3)
         failures.update(result.failures)
-        retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
-        self.say(f"[{report.partitions_run:>{len(str(total))}}/{total}] partition {result.partition_id}: "
-                 f"{result.rows_read:,} rows read, {result.rows_loaded:,} loaded, {result.rows_quarantined:,} "
-                 f"quarantined in {result.seconds:.1f}s{retried}")
+        self.metrics.partition_done(PartitionMetrics(
+            result.partition_id, result.worker, result.started, result.ended or result.started + result.seconds,
+            result.rows_read, result.rows_loaded, result.rows_quarantined, result.bytes, result.attempts - 1,
+            {k: round(v, 4) for k, v in result.phases.items()}), result.failures)
 
     def run(self) -> RunReport:
         config = self.config
@@ -186,13 +216,19 @@ class Run:
                                          "connecting to the target", retries, self.say)
         conn = pg.with_retries(lambda: pg.connect(self.target_url), "connecting to the target", retries, self.say)
         run_id = ""
+        metrics = self.metrics
+        metrics.start_sampler()
+        if self.observer is not None:
+            self.observer.start(metrics)
         try:
             checkpoint.ensure_schema(conn)
             checkpoint.try_lock_job(self.lock_conn, config.job.name)
             with source_snapshot(config.source_url) as snapshot:
-                run_id, plan, resumed = self.open_run(conn, report)
+                with metrics.phase("plan"):
+                    run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
                 report.partitions_total = len(plan.partitions)
+                metrics.run_id, metrics.partitions_total = run_id, len(plan.partitions)
                 if snapshot:
                     report.notes.append("the source was read as of one snapshot" + (
                         " (partitions finished before the resume were read as of an earlier one)" if resumed else ""))
@@ -201,18 +237,26 @@ class Run:
                 report.staging_dir = str(staging)
                 self._run_partitions(conn, plan, run_id, resumed, staging, report, snapshot)
             report.status = "succeeded"
+            with metrics.phase("cleanup"):
+                self._cleanup(report)
+            self._finish_metrics(report, run_id)
             return report
         except BaseException as exc:
             if run_id:
                 report.status = "failed"
                 report.error = redact(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+                report.wall_seconds = round(time.perf_counter() - started, 3)
+                self._finish_metrics(report, None)
                 if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
                     self._record_failure(run_id, report)
                 setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
             raise
         finally:
+            metrics.stop_sampler()
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(peak_rss_mb(), 1)
+            if self.observer is not None:
+                self.observer.stop()
             for c in (conn, self.lock_conn):
                 try:
                     c.close()
@@ -227,21 +271,29 @@ class Run:
                 "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
                 "use verify = \"count\""])
-        target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
-                                config.target.create, resumed)
-        done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
-        conn.commit()
+        with self.metrics.phase("prepare"):
+            target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
+                                    config.target.create, resumed)
+            done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
+            conn.commit()
         report.partitions_skipped = len(done)
         self.prior = (sum(c.rows_read for c in done.values()), sum(c.rows_quarantined for c in done.values()))
+        metrics = self.metrics
+        metrics.prior_rows, metrics.partitions_done = self.prior[0], len(done)
+        metrics.planned_rows = max(plan.source_rows - self.prior[0], 0)
+        metrics.emit("run_started", resumed=resumed, started=metrics.started, counts={
+            "partitions_total": len(plan.partitions), "partitions_done": len(done), "planned_rows": plan.source_rows})
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
         tasks = [self.task(run_id, plan, target, i, staging, snapshot)
                  for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
-        self.execute(tasks, report, failures)
+        with metrics.phase("partitions"):
+            self.execute(tasks, report, failures)
         report.add_failures(failures)
-        pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
-                        config.pipeline.retries, self.say)
+        with metrics.phase("finish"):
+            pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
+                            config.pipeline.retries, self.say)
 
     def _finish(self, plan: Plan, run_id: str, target: LoadTarget, report: RunReport) -> None:
         """Verify, swap (replace mode) and mark the run done: one transaction, safe to retry."""
@@ -262,7 +314,35 @@ class Run:
                 failpoints.hit("replace.before_swap")
             mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
+            report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _cleanup(self, report: RunReport) -> None:
+        """The cleanup phase (engine.gc.after_success); what it could not do is a note, never a failure."""
+        try:
+            with pg.connection(self.target_url) as conn:
+                report.notes.extend(gc.after_success(conn, self.config))
+        except (OSError, EngineError) as exc:
+            report.notes.append(f"cleanup skipped: {redact(str(exc))}")
+
+    def _finish_metrics(self, report: RunReport, run_id: str | None) -> None:
+        """The run's metrics, complete: into the report, next to the staged files and (after a success, whose
+        report `_finish` stored already) into `engine.runs`. Never fails the run."""
+        metrics = self.metrics
+        metrics.emit("run_finished", status=report.status, error=report.error, counts={
+            "rows_read": report.rows_read, "rows_loaded": report.rows_loaded,
+            "rows_quarantined": report.rows_quarantined, "partitions_run": report.partitions_run},
+            durations={"seconds": round(time.time() - metrics.started, 3), **metrics.phases})
+        metrics.stop_sampler()
+        report.metrics = metrics.to_dict()
+        try:
+            if report.staging_dir:
+                metrics.save(Path(report.staging_dir), report.metrics)
+            if run_id:
+                with pg.connection(self.target_url) as conn:
+                    checkpoint.save_metrics(conn, run_id, report.metrics)
+        except (OSError, EngineError) as exc:
+            report.notes.append(f"metrics not saved: {redact(str(exc))}")
 
     def _hold_lock(self) -> None:
         """Make sure this process still holds the job's lock: the server drops it with its session (a restart,
@@ -287,7 +367,11 @@ class Run:
             pass  # the target is gone; the run stays 'running' and resumes the same way
 
 
-def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = None) -> RunReport:
-    """Run (or resume) a job and return its report; raises an EngineError subclass on failure."""
+def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = None,
+            observer: Observer | None = None) -> RunReport:
+    """Run (or resume) a job and return its report; raises an EngineError subclass on failure.
+
+    `progress` gets one line per event; an `observer` (see `engine.progress`) gets the live metrics and every
+    event instead."""
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(2, os.cpu_count() or 2)))
-    return Run(config, fresh, progress or (lambda _: None)).run()
+    return Run(config, fresh, progress or (lambda _: None), observer).run()

@@ -34,6 +34,7 @@ class RunReport:
     quarantine_table: str = "engine.quarantine"
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # engine.metrics.RunMetrics.to_dict()
 
     @property
     def rows_per_second(self) -> float:

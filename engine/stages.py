@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from engine.metrics import watch_stage
+
 _END = object()
 
 
@@ -22,6 +24,7 @@ class Stage(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.source, self.out, self.stop = source, out, stop
         self.error: BaseException | None = None
+        watch_stage(self)  # the run's sampler reports how full `out` is
 
     def run(self) -> None:
         try:

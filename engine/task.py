@@ -8,6 +8,7 @@ and its checkpoint commit together or not at all, and a retry first asks whether
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import time
@@ -115,11 +116,18 @@ def _record(conn: pg.Connection, task: PartitionTask, result: PartitionResult) -
         return
     try:
         checkpoint.record_partition(conn, task.run_id, task.partition.id, task.partition.lo, task.partition.hi,
-                                    result.rows_read, result.rows_loaded, result.rows_quarantined, result.seconds)
+                                    result.rows_read, result.rows_loaded, result.rows_quarantined, result.seconds,
+                                    {"bytes": result.bytes, "retries": result.attempts - 1, "worker": _worker(),
+                                     "phases": {k: round(v, 4) for k, v in result.phases.items()},
+                                     "ended": time.time()})
     except Exception as exc:  # an earlier attempt (a task Dask reran, say) committed it: keep that one
         if getattr(exc, "sqlstate", None) == "23505":
             raise _AlreadyCommitted() from exc
         raise
+
+
+def _worker() -> str:
+    return f"{os.getpid()}/{threading.current_thread().name}"
 
 
 def _quarantine_refused(task: PartitionTask, refused: list[RejectedRow], result: PartitionResult,
@@ -157,6 +165,14 @@ def _load_partition(task: PartitionTask, attempt: int) -> PartitionResult:
 
 def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = None) -> PartitionResult:
     """Run one partition, retrying transient failures; each attempt starts the partition over."""
+    started = time.time()
+    result = _run_partition(task, on_retry)
+    result.started, result.ended = started, time.time()
+    result.worker = _worker()
+    return result
+
+
+def _run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None) -> PartitionResult:
     attempts = [0]
 
     def attempt() -> PartitionResult:

@@ -57,8 +57,8 @@ def test_stage_batches_writes_every_loaded_batch_for_duckdb(pg_source: str, pg_d
     files = sorted(Path(report.staging_dir, "batches").glob("*.parquet"))
     assert Path(report.staging_dir).is_relative_to(staging) and len(files) == 3, files
     summary = run_cli("inspect", str(job)).stdout
-    assert "batches: 3,000 rows" in summary, summary
-    sql = "SELECT 'n=' || COUNT(*) || ' distinct=' || COUNT(DISTINCT id) || ' sum=' || SUM(id) AS a FROM batches"
+    assert "staged: 3,000 rows" in summary, summary
+    sql = "SELECT 'n=' || COUNT(*) || ' distinct=' || COUNT(DISTINCT id) || ' sum=' || SUM(id) AS a FROM staged"
     assert "n=3000 distinct=3000 sum=4501500 " in run_cli("inspect", str(job), sql).stdout
 
     unstaged = write_job(tmp_path, body.replace("stage_batches = true", "stage_batches = false")

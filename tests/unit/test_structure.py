@@ -19,13 +19,18 @@ ADAPTERS = {
     "duckdb": {"inspect"},
     "distributed": {"cluster"},
     "dask": {"cluster"},
+    "rich": {"progress"},
+    "plotly": {"htmlreport"},
+    "prometheus_client": {"monitoring"},
+    "opentelemetry": {"tracing"},
 }
 
 PUBLIC_API = [
     "ConfigError", "EXIT_CODES", "EngineError", "ErrorBudgetExceeded", "JobConfig", "JobLockedError", "LoadTarget",
     "Partition", "PartitionResult", "Plan", "RunReport", "RunStatus", "SourceError", "TargetError", "TransientError",
-    "VerificationError", "WorkerLost", "check_job", "explain_job", "inspect_staged", "job_status", "latest_staging",
-    "load_config", "parse_config", "plan_job", "run_demo", "run_job", "type_map_markdown",
+    "VerificationError", "WorkerLost", "check_job", "collect_garbage", "explain_job", "html_report", "inspect_shell",
+    "inspect_staged", "job_status", "latest_staging", "load_config", "parse_config", "plan_job", "progress_observer",
+    "publish_metrics", "render_history", "run_history", "run_demo", "run_job", "type_map_markdown",
 ]
 
 
