@@ -149,6 +149,7 @@ class PartitionTask:
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
+    reader: Literal["connectorx", "adbc"] = "connectorx"  # `[source] reader`
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"

@@ -117,7 +117,7 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
-            verify_content=c.pipeline.verify == "content", owner=self.owner)
+            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader)
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""

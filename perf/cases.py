@@ -100,11 +100,11 @@ def copy_limit(ctx: Context) -> Case:
 
 def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", validate: bool = True,
                  checkpoints: bool = True, workers: int | None = None, executor: str = "threads",
-                 notes: str = "") -> Case:
+                 notes: str = "", source_keys: str = "") -> Case:
     target = key.replace("-", "_")
     url = ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src
     lines = [f"[job]\nname = \"perf_{target}\"\nrules_dir = {json.dumps(str(ROOT / 'rules'))}",
-             f"[source]\nurl = {json.dumps(url)}\ntable = \"{ctx.table}\"",
+             f"[source]\nurl = {json.dumps(url)}\ntable = \"{ctx.table}\"" + (f"\n{source_keys}" if source_keys else ""),
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
     if validate:
         lines.append("[validate]\nschema = \"perf_orders.schema:PerfOrders\"\nmax_error_rate = 0.0")
@@ -121,6 +121,11 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
 
 def engine_defaults(ctx: Context) -> Case:
     return _engine_case(ctx, "engine", "engine, defaults (checkpoints, validation, count verify)")
+
+
+def engine_adbc(ctx: Context) -> Case:
+    return _engine_case(ctx, "engine-adbc", "engine, defaults, ADBC reader ([source] reader = \"adbc\")",
+                        source_keys='reader = "adbc"')
 
 
 def engine_no_validation(ctx: Context) -> Case:
@@ -230,10 +235,11 @@ def pandas_pg(ctx: Context) -> Case:
 
 
 CASES: dict[str, Callable[[Context], Case]] = {
-    "copy-limit": copy_limit, "engine": engine_defaults, "engine-novalidate": engine_no_validation,
+    "copy-limit": copy_limit, "engine": engine_defaults, "engine-adbc": engine_adbc,
+    "engine-novalidate": engine_no_validation,
     "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-dask": engine_dask,
     "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
     "polars-pg": polars_pg, "pandas-pg": pandas_pg,
 }
-SMOKE_CASES = ("copy-limit", "engine", "engine-novalidate", "engine-nocheckpoints", "engine-mysql")
+SMOKE_CASES = ("copy-limit", "engine", "engine-adbc", "engine-novalidate", "engine-nocheckpoints", "engine-mysql")
