@@ -22,14 +22,24 @@ RunStatus = Literal["running", "failed", "succeeded", "abandoned"]
 PHASES = ("extract", "transform", "validate", "load", "commit")
 
 
+PartitionKind = Literal["key", "blocks"]
+
+
 @dataclass(frozen=True)
 class Partition:
+    """One part of the source: a closed range [lo, hi] of the integer key (`kind = "key"`; None = unbounded),
+    or of the table's block numbers (`kind = "blocks"`, read as a TID range scan; hi None = to the end)."""
+
     id: int
     lo: int | None = None
     hi: int | None = None
     null_keys: bool = False
+    kind: PartitionKind = "key"
 
     def where(self, key_sql: str | None) -> str:
+        if self.kind == "blocks":
+            first = f"ctid >= '({int(self.lo or 0)},0)'::tid"
+            return f" WHERE {first}" if self.hi is None else f" WHERE {first} AND ctid < '({int(self.hi) + 1},0)'::tid"
         if key_sql is None:
             return ""
         if self.null_keys:
@@ -43,6 +53,8 @@ class Partition:
         return f" WHERE {key_sql} BETWEEN {int(self.lo)} AND {int(self.hi)}"
 
     def label(self) -> str:
+        if self.kind == "blocks":
+            return f"blocks [{self.lo}, {'end' if self.hi is None else self.hi}]"
         if self.null_keys:
             return "key IS NULL"
         if self.lo is None and self.hi is None:
@@ -68,6 +80,9 @@ class Plan:
     source_rows: int
     columns: tuple[ColumnSpec, ...]
     target_columns: tuple[TargetColumn, ...]
+    # Block-range plans: the source table's file and write counters at plan time (`partitions.BlockState`);
+    # a resume compares them with the table's now.
+    source_state: dict[str, int] | None = None
 
     @property
     def key_sql(self) -> str | None:
@@ -98,7 +113,8 @@ class Plan:
             job=data["job"], dialect=data["dialect"], from_sql=data["from_sql"], key=data["key"],
             partitions=tuple(Partition(**p) for p in data["partitions"]), source_rows=data["source_rows"],
             columns=tuple(ColumnSpec(**c) for c in data["columns"]),
-            target_columns=tuple(TargetColumn(**c) for c in data["target_columns"]))
+            target_columns=tuple(TargetColumn(**c) for c in data["target_columns"]),
+            source_state=data.get("source_state"))
 
 
 @dataclass(frozen=True)

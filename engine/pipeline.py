@@ -23,6 +23,7 @@ from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLock
 from engine.load import prepare_target
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
 from engine.modes import mode_of
+from engine.partitions import BlockState, block_facts
 from engine.plan import make_plan
 from engine.report import RunReport
 from engine.source import source_snapshot
@@ -57,6 +58,14 @@ def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
     changes = [f"column {n!r} is gone" for n in was if n not in now]
     changes += [f"column {n!r} changed type from {was[n]} to {now[n]}" for n in was if n in now and now[n] != was[n]]
     changes += [f"column {n!r} is new" for n in now if n not in was]
+    if plan.source_state is not None and config.source_table is not None:  # block ranges: rows must not have moved
+        state = block_facts(config.source_url, config.source_table.quoted()).state
+        moved = state.changes_since(BlockState(**plan.source_state))
+        if moved:
+            raise SourceError(
+                f"the source table changed since run {run_id} planned its block ranges ({'; '.join(moved)}): rows "
+                "may have moved between blocks, so resuming could lose or repeat them. Nothing more was loaded. "
+                "Rerun with --fresh to start over (rows that run already committed stay in the target)")
     if changes:
         raise SourceError(f"the source changed since run {run_id} started: {'; '.join(changes)}. Nothing more was "
                           "loaded. Rerun with --fresh to start over with the new columns")
