@@ -43,6 +43,7 @@ class Context:
     workdir: Path  # job files and JSON reports
     mysql_error: str | None = None  # why the MariaDB source is unavailable, if it is
     sample_rows: int = 100_000  # for peers too slow to run on the whole table
+    shuffled_table: str | None = None  # the same rows stored shuffled against the key (cases that need it)
 
     @property
     def src(self) -> str:
@@ -100,11 +101,12 @@ def copy_limit(ctx: Context) -> Case:
 
 def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", validate: bool = True,
                  checkpoints: bool = True, workers: int | None = None, executor: str = "threads",
-                 notes: str = "", source_keys: str = "") -> Case:
+                 notes: str = "", source_keys: str = "", table: str | None = None) -> Case:
     target = key.replace("-", "_")
     url = ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src
     lines = [f"[job]\nname = \"perf_{target}\"\nrules_dir = {json.dumps(str(ROOT / 'rules'))}",
-             f"[source]\nurl = {json.dumps(url)}\ntable = \"{ctx.table}\"" + (f"\n{source_keys}" if source_keys else ""),
+             f"[source]\nurl = {json.dumps(url)}\ntable = \"{table or ctx.table}\""
+             + (f"\n{source_keys}" if source_keys else ""),
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
     if validate:
         lines.append("[validate]\nschema = \"perf_orders.schema:PerfOrders\"\nmax_error_rate = 0.0")
@@ -126,6 +128,31 @@ def engine_defaults(ctx: Context) -> Case:
 def engine_adbc(ctx: Context) -> Case:
     return _engine_case(ctx, "engine-adbc", "engine, defaults, ADBC reader ([source] reader = \"adbc\")",
                         source_keys='reader = "adbc"')
+
+
+def _partitioned(ctx: Context, scheme: str, shuffled: bool) -> Case:
+    """The engine's defaults with one partition scheme, on the reference table or its shuffled copy."""
+    order = "shuffled" if shuffled else "ordered"
+    key = f"engine-{scheme}" + ("-shuffled" if shuffled else "")
+    return _engine_case(ctx, key, f"engine, defaults, partition_by = \"{scheme}\", {order} table",
+                        source_keys=f'partition_by = "{scheme}"', table=ctx.shuffled_table if shuffled else None,
+                        notes="rows stored in an order shuffled against the key" if shuffled else "")
+
+
+def engine_keys(ctx: Context) -> Case:
+    return _partitioned(ctx, "key", False)
+
+
+def engine_blocks(ctx: Context) -> Case:
+    return _partitioned(ctx, "blocks", False)
+
+
+def engine_keys_shuffled(ctx: Context) -> Case:
+    return _partitioned(ctx, "key", True)
+
+
+def engine_blocks_shuffled(ctx: Context) -> Case:
+    return _partitioned(ctx, "blocks", True)
 
 
 def engine_no_validation(ctx: Context) -> Case:
@@ -236,7 +263,8 @@ def pandas_pg(ctx: Context) -> Case:
 
 CASES: dict[str, Callable[[Context], Case]] = {
     "copy-limit": copy_limit, "engine": engine_defaults, "engine-adbc": engine_adbc,
-    "engine-novalidate": engine_no_validation,
+    "engine-key": engine_keys, "engine-blocks": engine_blocks, "engine-key-shuffled": engine_keys_shuffled,
+    "engine-blocks-shuffled": engine_blocks_shuffled, "engine-novalidate": engine_no_validation,
     "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-dask": engine_dask,
     "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,

@@ -5,6 +5,10 @@ Every value is a pure function of the row id, so PostgreSQL and MariaDB hold the
 A row is ≈500 bytes: bigint id, customer_id, status, numeric(12,2) amount, char(3) currency, two
 timestamptz, an e-mail, a ≈350-character note (NULL for every 20th row) and a small jsonb payload.
 A generated table is recorded in `perf_meta` and reused while its row count and generator version match.
+
+The reference table is stored in key order, which flatters key-range reads (each range is a run of adjacent
+blocks). `ensure_pg_shuffled` copies the same rows in an order shuffled against the key (by a hash of the id),
+as years of updates leave a real table: there a key range is scattered over every block of the table.
 """
 
 from __future__ import annotations
@@ -105,6 +109,28 @@ def ensure_pg(server: Server, database: str, rows: int, say: Say) -> tuple[str, 
     data_bytes = int(pg_scalar(url, f"SELECT sum(pg_column_size(t.*)) FROM {table} t"))
     pg_exec(url, f"INSERT INTO perf_meta VALUES ('{table}', {rows}, {data_bytes}, {GENERATOR_VERSION})")
     return table, data_bytes
+
+
+def shuffled_name(rows: int) -> str:
+    return f"perf_orders_shuffled_{rows}"
+
+
+def ensure_pg_shuffled(server: Server, database: str, rows: int, say: Say) -> str:
+    """The reference rows (made by `ensure_pg` first), stored in an order shuffled against the key."""
+    ensure_pg(server, database, rows, say)
+    url, source, table = server.url(database), table_name(rows), shuffled_name(rows)
+    meta = pg_rows(url, "SELECT rows, version FROM perf_meta WHERE table_name = $1", (table,))
+    count = pg_scalar(url, f"SELECT count(*) FROM pg_class WHERE relname = '{table}'")
+    if meta and meta[0][0] == rows and meta[0][1] == GENERATOR_VERSION and count:
+        say(f"reusing PostgreSQL source {database}.{table} ({rows:,} rows, shuffled)")
+        return table
+    say(f"copying {rows:,} rows into PostgreSQL {database}.{table} in shuffled order")
+    pg_exec(url, f"DELETE FROM perf_meta WHERE table_name = '{table}'", f"DROP TABLE IF EXISTS {table}",
+            PG_DDL.format(table=table).replace(" PRIMARY KEY", ""),
+            f"INSERT INTO {table} SELECT * FROM {source} ORDER BY md5(id::text)",
+            f"ALTER TABLE {table} ADD PRIMARY KEY (id)", f"VACUUM (FREEZE, ANALYZE) {table}",
+            f"INSERT INTO perf_meta SELECT '{table}', rows, bytes, version FROM perf_meta WHERE table_name = '{source}'")
+    return table
 
 
 def ensure_mysql(server: Server, database: str, rows: int, say: Say) -> str:

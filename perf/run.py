@@ -43,9 +43,10 @@ def row_count(text: str) -> int:
     return value
 
 
-def make_context(args: argparse.Namespace, rows: int, need_mysql: bool) -> Context:
+def make_context(args: argparse.Namespace, rows: int, need_mysql: bool, need_shuffled: bool = False) -> Context:
     pg, mysql = Server(args.pg), Server(args.mysql)
     table, data_bytes = datasets.ensure_pg(pg, args.src_db, rows, say)
+    shuffled = datasets.ensure_pg_shuffled(pg, args.src_db, rows, say) if need_shuffled else None
     pg_create_database(pg, args.dst_db)
     mysql_error = None
     if need_mysql:
@@ -57,7 +58,7 @@ def make_context(args: argparse.Namespace, rows: int, need_mysql: bool) -> Conte
     workdir = ROOT / ".engine" / "perf" / str(rows)
     workdir.mkdir(parents=True, exist_ok=True)
     return Context(pg, mysql, args.src_db, args.dst_db, rows, table, data_bytes, workdir, mysql_error,
-                   args.sample_rows)
+                   args.sample_rows, shuffled_table=shuffled)
 
 
 def engine_source() -> str:
@@ -144,7 +145,8 @@ def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
     unknown = [k for k in keys if k not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)))
+    ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)),
+                       need_shuffled=any(k.endswith("-shuffled") for k in keys))
     cases = [CASES[k](ctx) for k in keys]
     results = run_cases(cases, {c.key: ctx for c in cases}, args.runs, args.timeout, "cases", args.quiet_wait,
                         args.retries)
