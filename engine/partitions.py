@@ -8,6 +8,13 @@
   rows stored past the last block at plan time still belong to a partition. Block numbers only mean the same
   rows while the table is not rewritten and no row moves: the plan records the relation's file and its write
   counters (`BlockState`), and a resume refuses to continue when they changed.
+- **SQLite rowid**: a table without an integer primary key (and not WITHOUT ROWID) is split as key ranges of
+  its rowid (read under whichever of `rowid`, `_rowid_`, `oid` no column takes).
+- **keyset** (MySQL/MariaDB): a primary key of any orderable type (text, composite, binary UUIDs) is cut at every
+  `step`-th key, walking the key's index in key order (no COUNT; the step comes from InnoDB's row estimate);
+  partition i holds keys from boundary i (included) to boundary i+1 (excluded), the first and last ranges
+  unbounded, so every row is in exactly one. Boundary values become hex literals in the column's character
+  set and collation (ConnectorX takes no parameters), so comparisons order keys as the index does.
 - **whole**: one partition (no usable key, or a query without one).
 
 `choose_scheme` picks one; `[source] partition_by` can ask for one.
@@ -16,12 +23,14 @@
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
+import re
 from dataclasses import dataclass
 
 from engine.catalog import SourceShape
 from engine.config import JobConfig
-from engine.model import Partition
+from engine.model import Partition, keyset_condition
 from engine.source import query_rows
 from engine.sql import quote_ident
 from engine.urls import DatabaseUrl
@@ -168,3 +177,88 @@ def block_partitions(config: JobConfig, facts: BlockFacts) -> tuple[tuple[Partit
     parts = [Partition(i, edges[i], edges[i + 1] - 1 if i < count - 1 else None, kind="blocks")
              for i in range(count)]
     return tuple(parts), rows
+
+
+# ------------------------------------------------------------------------------------------------- SQLite rowid
+
+_ROWID_NAMES = ("rowid", "_rowid_", "oid")
+
+
+def sqlite_rowid(url: DatabaseUrl, table: str, columns: list[str]) -> str | None:
+    """The name that reads a SQLite table's rowid (None for a WITHOUT ROWID table, or when columns use all
+    three names): its integer ranges split a table that has no integer primary key."""
+    try:
+        listed = query_rows(url, "SELECT wr FROM pragma_table_list WHERE name = ?", (table,))
+    except Exception:  # SQLite before 3.37: read the statement that created the table
+        sql = query_rows(url, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        tail = str(sql[0][0] or "").rsplit(")", 1)[-1] if sql else ""
+        listed = [(int(bool(re.search(r"\bWITHOUT\s+ROWID\b", tail, re.IGNORECASE))),)]
+    if not listed or listed[0][0]:
+        return None
+    taken = {c.lower() for c in columns}
+    return next((n for n in _ROWID_NAMES if n not in taken), None)
+
+
+# ------------------------------------------------------------------------------------ MySQL keyset (any PK)
+
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def mysql_literal(value: object, charset: str | None, collation: str | None) -> str:
+    """A key value as a MySQL literal, never pasted as text: integers through int(), strings and bytes as hex
+    (strings converted to the column's character set and compared in its collation)."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, (bytes, bytearray)):
+        return f"X'{bytes(value).hex()}'" if value else "''"
+    if isinstance(value, str):
+        if charset is None or collation is None or not (_NAME.match(charset) and _NAME.match(collation)):
+            raise ValueError(f"no character set for a string key value ({charset!r}, {collation!r})")
+        text = f"CONVERT(X'{value.encode().hex()}' USING utf8mb4)" if value else "''"
+        return f"CONVERT({text} USING {charset}) COLLATE {collation}"
+    if isinstance(value, decimal.Decimal) and _DECIMAL.match(str(value)):
+        return str(value)
+    raise ValueError(f"a key value of type {type(value).__name__} has no safe literal here")
+
+
+def mysql_keyset_partitions(config: JobConfig, shape: SourceShape, key: tuple[str, ...]
+                            ) -> tuple[tuple[Partition, ...], int] | None:
+    """Ranges of a MySQL/MariaDB primary key of any orderable type, cut at every `step`-th key in key order
+    (a walk of the key's index, no COUNT): [first, b1), [b1, b2), …, [bn, last]. None when a key column's
+    values have no safe literal (the table is then read as one partition)."""
+    url, table = config.source_url, config.source_table
+    assert table is not None
+    collations = _mysql_collations(url, config, key)
+    estimate = mysql_row_estimate(url, config)
+    wanted = config.source.partitions or math.ceil(max(estimate, 1) / config.source.rows_per_partition)
+    if wanted <= 1 or estimate <= 1:
+        return None
+    step = max(1, estimate // wanted)
+    quoted = [quote_ident(k, "mysql") for k in key]
+    order = ", ".join(quoted)
+    bounds: list[tuple[str, ...]] = []
+    for _ in range(min(wanted, MAX_PARTITIONS) - 1):
+        where = f" WHERE {keyset_condition(quoted, bounds[-1], '>=')}" if bounds else ""
+        found = query_rows(url, f"SELECT {order} FROM {shape.from_sql}{where} ORDER BY {order} LIMIT 1 OFFSET {step}")
+        if not found:
+            break
+        try:
+            bounds.append(tuple(mysql_literal(v, *collations[k]) for k, v in zip(key, found[0], strict=True)))
+        except ValueError:
+            return None
+    edges: list[tuple[str, ...] | None] = [None, *bounds, None]
+    parts = tuple(Partition(i, kind="keyset", lower=edges[i], upper=edges[i + 1]) for i in range(len(edges) - 1))
+    return parts, estimate
+
+
+def _mysql_collations(url: DatabaseUrl, config: JobConfig, key: tuple[str, ...]) -> dict[str, tuple[str | None, str | None]]:
+    table = config.source_table
+    assert table is not None
+    schema = table.schema or url.database
+    rows = query_rows(url, (
+        "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
+        f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)"))
+    found = {str(r[0]): (None if r[1] is None else str(r[1]), None if r[2] is None else str(r[2])) for r in rows}
+    return {k: found.get(k, (None, None)) for k in key}

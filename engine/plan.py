@@ -8,6 +8,7 @@ the run resumes.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
@@ -17,7 +18,16 @@ from engine.catalog import SourceShape, describe_source, is_integer_column, sqli
 from engine.config import JobConfig
 from engine.errors import ConfigError
 from engine.model import Partition, Plan, TargetColumn
-from engine.partitions import MAX_PARTITIONS, BlockFacts, block_facts, block_partitions, cut_ranges, key_partitions
+from engine.partitions import (
+    MAX_PARTITIONS,
+    BlockFacts,
+    block_facts,
+    block_partitions,
+    cut_ranges,
+    key_partitions,
+    mysql_keyset_partitions,
+    sqlite_rowid,
+)
 from engine.source import query_rows, result_schema
 from engine.sql import pg_name_problem, quote_ident
 from engine.transform import build_transform
@@ -55,26 +65,39 @@ def choose_key(config: JobConfig, shape: SourceShape) -> str | None:
     return None
 
 
-def choose_partitions(config: JobConfig, shape: SourceShape, key: str | None
-                      ) -> tuple[tuple[Partition, ...], int, dict[str, int] | None]:
-    """The partitions (see `engine.partitions` for the schemes), the source's rows (the catalog's estimate for
-    block ranges) and, for block ranges, the table's state they depend on."""
-    url, wanted = config.source_url, config.source.partition_by
+@dataclass(frozen=True)
+class Partitioning:
+    partitions: tuple[Partition, ...]
+    rows: int  # the source's rows (the catalog's estimate for block and keyset ranges)
+    key: str | None  # the integer key the ranges are of (the SQLite rowid's name included)
+    state: dict[str, int] | None = None  # block ranges: the table state they depend on
+    keyset: tuple[str, ...] = ()  # keyset ranges: the primary key's columns
+
+
+def choose_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> Partitioning:
+    """The partitions, by the scheme `[source] partition_by` asks for or the best that applies (see
+    `engine.partitions`): an integer key; else PostgreSQL block ranges, a SQLite table's rowid, or ranges of a
+    MySQL primary key of any type; else one partition."""
+    url, wanted, table = config.source_url, config.source.partition_by, config.source_table
     if wanted == "blocks" or (wanted == "auto" and key is None):
-        facts = None
-        if url.dialect == "postgresql" and config.source_table is not None:
-            facts = block_facts(url, config.source_table.quoted())
+        facts = block_facts(url, table.quoted()) if url.dialect == "postgresql" and table is not None else None
         reasons = _no_blocks(config, facts)
         if wanted == "blocks" and reasons:
             raise ConfigError(str(config.path), [f'`source.partition_by = "blocks"`: {reasons}; use "key" or "auto"'])
         if facts is not None and not reasons:
             parts, rows = block_partitions(config, facts)
-            return parts, rows, dataclasses.asdict(facts.state)
+            return Partitioning(parts, rows, key, dataclasses.asdict(facts.state))
+    if key is None and table is not None and url.dialect == "sqlite":
+        key = sqlite_rowid(url, table.name, [c.name for c in shape.columns])
+    if key is None and table is not None and url.dialect == "mysql" and shape.primary_key:
+        found = mysql_keyset_partitions(config, shape, shape.primary_key)
+        if found is not None:
+            return Partitioning(found[0], found[1], None, keyset=shape.primary_key)
     if key is None:
         total = query_rows(url, f"SELECT COUNT(*) FROM {shape.from_sql}")[0][0]
-        return (Partition(0),), int(total), None
+        return Partitioning((Partition(0),), int(total), None)
     parts, rows = key_partitions(config, shape, key)
-    return parts, rows, None
+    return Partitioning(parts, rows, key)
 
 
 def _no_blocks(config: JobConfig, facts: BlockFacts | None) -> str:
@@ -215,7 +238,7 @@ def make_plan(config: JobConfig) -> Plan:
     shape = describe_source(url, config.source_table, config.source.query)
     shape = dataclasses.replace(shape, columns=fit_columns(config, shape))
     key = choose_key(config, shape)
-    partitions, total, state = choose_partitions(config, shape, key)
+    parts = choose_partitions(config, shape, key)
     flight = _flight_schema(config, shape.columns, shape.from_sql)
     columns = tuple(
         c if c.flight != "auto" else dataclasses.replace(c, pg_type=_auto_pg(c, flight.field(c.name).type))
@@ -223,7 +246,8 @@ def make_plan(config: JobConfig) -> Plan:
     schema = output_schema(config, flight)
     targets = plan_target_columns(config, columns, flight, schema)
     check_target_names(config, targets)
-    return Plan(config.job.name, url.dialect, shape.from_sql, key, partitions, total, columns, targets, state)
+    return Plan(config.job.name, url.dialect, shape.from_sql, parts.key, parts.partitions, parts.rows, columns,
+                targets, parts.state, parts.keyset)
 
 
 def _auto_pg(column: ColumnSpec, dtype: pa.DataType) -> str:
