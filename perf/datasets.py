@@ -13,7 +13,11 @@ as years of updates leave a real table: there a key range is scattered over ever
 
 from __future__ import annotations
 
+import shlex
+import sqlite3
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from perf.db import Server, mysql_exec, pg_create_database, pg_exec, pg_rows, pg_scalar
 
@@ -131,6 +135,41 @@ def ensure_pg_shuffled(server: Server, database: str, rows: int, say: Say) -> st
             f"ALTER TABLE {table} ADD PRIMARY KEY (id)", f"VACUUM (FREEZE, ANALYZE) {table}",
             f"INSERT INTO perf_meta SELECT '{table}', rows, bytes, version FROM perf_meta WHERE table_name = '{source}'")
     return table
+
+
+SQLITE_DDL = """CREATE TABLE perf_orders (
+  id INTEGER PRIMARY KEY,
+  customer_id INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  amount NUMERIC(12,2) NOT NULL,
+  currency TEXT NOT NULL,
+  created_at DATETIME NOT NULL,
+  updated_at DATETIME NOT NULL,
+  email TEXT NOT NULL,
+  note TEXT,
+  payload JSON
+)"""
+
+
+def ensure_sqlite(server: Server, database: str, rows: int, folder: Path, say: Say) -> Path:
+    """The reference rows in a SQLite file (timestamps as UTC text), copied from the PostgreSQL table through
+    the `sqlite3` shell; reused while it holds `rows` rows."""
+    path = folder / f"perf_orders_{rows}.db"
+    if path.is_file():
+        with sqlite3.connect(path) as conn:
+            if conn.execute("SELECT count(*) FROM perf_orders").fetchone()[0] == rows:
+                say(f"reusing SQLite source {path} ({rows:,} rows)")
+                return path
+    say(f"copying {rows:,} rows into SQLite {path}")
+    path.unlink(missing_ok=True)
+    utc = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    select = ", ".join(utc.format(c=c) if c.endswith("_at") else c for c in COLUMNS)
+    out = f"COPY (SELECT {select} FROM {table_name(rows)} ORDER BY id) TO STDOUT (FORMAT csv)"
+    pipe = (f"set -o pipefail; psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(server.url(database))} -c "
+            f"{shlex.quote(out)} | sqlite3 -bail {shlex.quote(str(path))} {shlex.quote(SQLITE_DDL)} "
+            "'.import --csv /dev/stdin perf_orders' \"UPDATE perf_orders SET note = NULL WHERE note = ''\"")
+    subprocess.run(["bash", "-c", pipe], check=True, timeout=3600)
+    return path
 
 
 def ensure_mysql(server: Server, database: str, rows: int, say: Say) -> str:
