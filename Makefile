@@ -44,6 +44,10 @@ perf: setup
 	UV_PROJECT_ENVIRONMENT=$(PERF_VENV) $(UV) sync --frozen --all-groups --compile-bytecode --quiet
 	@command -v pgloader >/dev/null 2>&1 || (apt-get install -y -qq pgloader || (apt-get update -qq && \
 		apt-get install -y -qq pgloader)) >/dev/null 2>&1 || echo "pgloader not installable here: reported as skipped"
+	@command -v sqlite3 >/dev/null 2>&1 || (apt-get install -y -qq sqlite3 || (apt-get update -qq && \
+		apt-get install -y -qq sqlite3)) >/dev/null 2>&1 || echo "sqlite3 not installable here: sqlite-limit is reported as skipped"
+	@command -v mariadb >/dev/null 2>&1 || (apt-get install -y -qq mariadb-client || (apt-get update -qq && \
+		apt-get install -y -qq mariadb-client)) >/dev/null 2>&1 || echo "mariadb client not installable here: mariadb-limit is reported as skipped"
 	$(PERF_VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
 		$(if $(SCALING),--scaling,) $(PERF_ARGS)
 

@@ -41,6 +41,12 @@ class SourceSection(_Section):
     partitions: int | None = Field(None, ge=1, le=100_000, description="Partition count (overrides rows_per_partition)")
     rows_per_partition: int = Field(50_000, ge=1, description="Target rows per partition (bounds memory)")
     bounds: tuple[int, int] | None = Field(None, description="Explicit [min, max] of partition_on")
+    partition_by: Literal["auto", "key", "blocks"] = Field(
+        "auto", description="key: ranges of an integer key; blocks: ranges of a PostgreSQL 14+ table's blocks "
+        "(TID range scans); auto: the integer key, else blocks where they apply, else one partition")
+    reader: Literal["connectorx", "adbc"] = Field(
+        "connectorx", description="PostgreSQL sources: read with ConnectorX or with the ADBC driver's COPY-based "
+        "reader (less client CPU per row); other sources: connectorx only")
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceSection:
@@ -48,7 +54,20 @@ class SourceSection(_Section):
             raise ValueError("set exactly one of `source.table` or `source.query`")
         if self.bounds is not None and self.bounds[0] > self.bounds[1]:
             raise ValueError("`source.bounds` must be [min, max] with min <= max")
+        if self.partition_by == "blocks" and _dialect(self.url) not in ("postgresql", None):
+            raise ValueError(f'`source.partition_by = "blocks"` splits PostgreSQL tables only; this source is '
+                             f'{_dialect(self.url)}: use "key" or "auto"')
+        if self.reader == "adbc" and _dialect(self.url) not in ("postgresql", None):
+            raise ValueError(f'`source.reader = "adbc"` reads PostgreSQL sources only; this source is '
+                             f'{_dialect(self.url)}: remove the key (or set reader = "connectorx")')
         return self
+
+
+def _dialect(url: str) -> str | None:
+    try:
+        return parse_url(url).dialect
+    except ValueError:  # reported on its own
+        return None
 
 
 class TransformSection(_Section):

@@ -34,13 +34,21 @@ def column_mapping(plan: Plan) -> str:
     return _table(rows, ("source column", "source type", "in flight", "target column", "target type", "note"))
 
 
+def _partitioning(plan: Plan) -> str:
+    if plan.source_state is not None:
+        return (f"source rows: about {plan.source_rows:,} (the catalog's estimate); partitioned by block ranges "
+                "(TID range scans)")
+    return f"source rows: {plan.source_rows:,}; partition key: {plan.key or '(none: one partition)'}"
+
+
 def explain(config: JobConfig) -> str:
     plan = make_plan(config)
     table = config.target_table
     lines = [f"job {config.job.name}: {config.source_url} -> {config.target_url} {table} [{config.target.mode}: "
              f"{mode_of(config.target.mode).summary}]",
-             f"source rows: {plan.source_rows:,}; partition key: {plan.key or '(none: one partition)'}",
-             "", _table([(str(p.id), p.label()) for p in plan.partitions], ("partition", "range of " + (plan.key or "-"))),
+             _partitioning(plan),
+             "", _table([(str(p.id), p.label()) for p in plan.partitions],
+                        ("partition", "range of " + ("blocks" if plan.source_state else plan.key or "-"))),
              "", column_mapping(plan), ""]
     try:
         with pg.connection(config.target_url) as conn:

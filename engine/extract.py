@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from engine import failpoints, frames
 from engine.errors import SourceError
 from engine.model import Partition, Plan
-from engine.source import read_batches
+from engine.source import Reader, read_batches
 from engine.typemap import NULL_FLAG, ColumnSpec, arrow_type, override_hint
 from engine.urls import DatabaseUrl
 
@@ -38,12 +38,12 @@ def _type_hint(message: str, plan: Plan) -> str:
 
 
 def read_partition(plan: Plan, partition: Partition, url: DatabaseUrl, batch_rows: int,
-                   snapshot: str | None = None) -> Iterator[pa.RecordBatch]:
+                   snapshot: str | None = None, reader: Reader = "connectorx") -> Iterator[pa.RecordBatch]:
     """Yield the partition's rows as batches typed as the plan says they travel."""
     columns = {c.name: c for c in plan.columns}
     what = f"reading partition {partition.id} {partition.label()} from {url}"
     try:
-        for batch in read_batches(url, plan.select_sql(partition), batch_rows, snapshot, what):
+        for batch in read_batches(url, plan.select_sql(partition), batch_rows, snapshot, what, reader):
             failpoints.hit("extract.batch")
             if batch.num_rows:
                 yield _to_flight(batch, columns)
@@ -73,6 +73,11 @@ def _to_flight(batch: pa.RecordBatch, columns: dict[str, ColumnSpec]) -> pa.Reco
 
 def _column_to_flight(column: pa.Array, spec: ColumnSpec) -> pa.Array:
     """One column as the plan says it travels; a value that does not convert exactly stops the read."""
+    if isinstance(column.type, pa.BaseExtensionType):  # the ADBC reader's uuid, json and numeric-as-text
+        uuid = column.type.extension_name == "arrow.uuid"
+        column = column.storage
+        if uuid:
+            column = frames.uuid_text(column)
     if spec.tagged in ("text", "hex") and _same_type(column.type, pa.string()):
         column = _untag(column, spec.tagged == "hex")
     elif spec.empty_is_null and _same_type(column.type, pa.string()):

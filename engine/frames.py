@@ -53,3 +53,10 @@ def hex_decoded(text: pa.Array) -> pa.Array:
 def uuid_bytes(text: pa.Array) -> pa.Array:
     """UUIDs as text (with or without dashes) -> their 16 bytes."""
     return pl.Series(text).cast(pl.String).str.replace_all("-", "").str.decode("hex").to_arrow().cast(pa.binary(16))
+
+
+def uuid_text(data: pa.Array) -> pa.Array:
+    """UUIDs as 16 bytes -> their canonical text (lower-case hex, dashed 8-4-4-4-12)."""
+    hexed = pl.DataFrame({"h": pl.Series(data.cast(pa.binary())).bin.encode("hex")})
+    parts = [pl.col("h").str.slice(start, length) for start, length in ((0, 8), (8, 4), (12, 4), (16, 4), (20, 12))]
+    return hexed.select(pl.concat_str(parts, separator="-")).to_series().to_arrow()

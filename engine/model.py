@@ -22,14 +22,32 @@ RunStatus = Literal["running", "failed", "succeeded", "abandoned"]
 PHASES = ("extract", "transform", "validate", "load", "commit")
 
 
+PartitionKind = Literal["key", "blocks", "keyset"]
+
+
 @dataclass(frozen=True)
 class Partition:
+    """One part of the source: a closed range [lo, hi] of the integer key (`kind = "key"`; None = unbounded),
+    or of the table's block numbers (`kind = "blocks"`, read as a TID range scan; hi None = to the end), or of
+    a primary key of any orderable type (`kind = "keyset"`: from `lower` included to `upper` excluded, each a
+    row of SQL literals the planner rendered safely; None = unbounded)."""
+
     id: int
     lo: int | None = None
     hi: int | None = None
     null_keys: bool = False
+    kind: PartitionKind = "key"
+    lower: tuple[str, ...] | None = None
+    upper: tuple[str, ...] | None = None
 
-    def where(self, key_sql: str | None) -> str:
+    def where(self, key_sql: str | None, keyset: tuple[str, ...] = ()) -> str:
+        if self.kind == "keyset":
+            conditions = [keyset_condition(list(keyset), bound, op)
+                          for bound, op in ((self.lower, ">="), (self.upper, "<")) if bound is not None]
+            return " WHERE " + " AND ".join(f"({c})" for c in conditions) if conditions else ""
+        if self.kind == "blocks":
+            first = f"ctid >= '({int(self.lo or 0)},0)'::tid"
+            return f" WHERE {first}" if self.hi is None else f" WHERE {first} AND ctid < '({int(self.hi) + 1},0)'::tid"
         if key_sql is None:
             return ""
         if self.null_keys:
@@ -43,11 +61,32 @@ class Partition:
         return f" WHERE {key_sql} BETWEEN {int(self.lo)} AND {int(self.hi)}"
 
     def label(self) -> str:
+        if self.kind == "keyset":
+            return f"keys from {_short(self.lower, 'the first')} to before {_short(self.upper, 'the end')}"
+        if self.kind == "blocks":
+            return f"blocks [{self.lo}, {'end' if self.hi is None else self.hi}]"
         if self.null_keys:
             return "key IS NULL"
         if self.lo is None and self.hi is None:
             return "whole source"
         return f"[{'-inf' if self.lo is None else self.lo}, {'+inf' if self.hi is None else self.hi}]"
+
+
+def _short(bound: tuple[str, ...] | None, none: str) -> str:
+    text = none if bound is None else "(" + ", ".join(bound) + ")"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def keyset_condition(columns: list[str], values: tuple[str, ...], op: str) -> str:
+    """(c1, …, cn) op (v1, …, vn) in lexicographic order, op '>=' or '<', spelled out so that every server's
+    range optimizer uses the key's index: c1 >= v1 AND (c1 > v1 OR (c1 = v1 AND (c2 > v2 OR …)))."""
+    strict = ">" if op == ">=" else "<"
+    if len(columns) == 1:
+        return f"{columns[0]} {op} {values[0]}"
+    last = f"{columns[-1]} {op} {values[-1]}"
+    for column, value in zip(reversed(columns[:-1]), reversed(values[:-1]), strict=True):
+        last = f"{column} {strict} {value} OR ({column} = {value} AND ({last}))"
+    return f"{columns[0]} {strict}= {values[0]} AND ({last})"
 
 
 @dataclass(frozen=True)
@@ -68,6 +107,14 @@ class Plan:
     source_rows: int
     columns: tuple[ColumnSpec, ...]
     target_columns: tuple[TargetColumn, ...]
+    # Block-range plans: the source table's file and write counters at plan time (`partitions.BlockState`);
+    # a resume compares them with the table's now.
+    source_state: dict[str, int] | None = None
+    keyset: tuple[str, ...] = ()  # keyset plans: the primary key's columns, in key order
+
+    def where(self, partition: Partition) -> str:
+        keyset = tuple(quote_ident(k, self.dialect) for k in self.keyset)
+        return partition.where(self.key_sql, keyset)
 
     @property
     def key_sql(self) -> str | None:
@@ -83,10 +130,10 @@ class Plan:
             c.select_sql if c.select_sql == quote_ident(c.name, self.dialect)
             else f"{c.select_sql} AS {quote_ident(c.name, self.dialect)}"
             for c in self.columns)
-        return f"SELECT {select_list} FROM {self.from_sql}{partition.where(self.key_sql)}"
+        return f"SELECT {select_list} FROM {self.from_sql}{self.where(partition)}"
 
     def count_sql(self, partition: Partition) -> str:
-        return f"SELECT COUNT(*) FROM {self.from_sql}{partition.where(self.key_sql)}"
+        return f"SELECT COUNT(*) FROM {self.from_sql}{self.where(partition)}"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -96,9 +143,15 @@ class Plan:
         data = json.loads(text) if isinstance(text, str) else text
         return Plan(
             job=data["job"], dialect=data["dialect"], from_sql=data["from_sql"], key=data["key"],
-            partitions=tuple(Partition(**p) for p in data["partitions"]), source_rows=data["source_rows"],
+            partitions=tuple(_partition(p) for p in data["partitions"]), source_rows=data["source_rows"],
             columns=tuple(ColumnSpec(**c) for c in data["columns"]),
-            target_columns=tuple(TargetColumn(**c) for c in data["target_columns"]))
+            target_columns=tuple(TargetColumn(**c) for c in data["target_columns"]),
+            source_state=data.get("source_state"), keyset=tuple(data.get("keyset", ())))
+
+
+def _partition(data: dict[str, Any]) -> Partition:
+    bounds = {k: None if data.get(k) is None else tuple(data[k]) for k in ("lower", "upper")}
+    return Partition(**{**data, **bounds})
 
 
 @dataclass(frozen=True)
@@ -149,6 +202,7 @@ class PartitionTask:
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
+    reader: Literal["connectorx", "adbc"] = "connectorx"  # `[source] reader`
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"

@@ -147,6 +147,29 @@ def fetch_arrow(conn: Connection, sql: str, params: Params = None) -> pa.Table:
         return cur.fetch_arrow_table()
 
 
+def stream_batches(url: DatabaseUrl, setup: list[str], sql: str, batch_bytes: int) -> Iterator[pa.RecordBatch]:
+    """The rows of `sql` as a stream of Arrow batches of about `batch_bytes` each (ADBC's COPY-based reader),
+    on a session of its own that first runs `setup` (settings, a transaction, the run's snapshot)."""
+    conn = connect(url, autocommit=True)
+    try:
+        for statement in setup:
+            execute(conn, statement)
+        cur: Any = conn.cursor()
+        try:
+            cur.adbc_statement.set_options(
+                **{adbc_driver_postgresql.StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(batch_bytes)})
+            cur.execute(sql)
+            reader: pa.RecordBatchReader = cur.fetch_record_batch()
+            yield from reader
+        finally:
+            cur.close()
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
 def ingest(conn: Connection, table: str, schema_name: str | None, data: pa.RecordBatchReader | pa.Table,
            mode: str = "append", temporary: bool = False) -> int:
     """Bulk-load Arrow data with binary COPY; returns rows written."""

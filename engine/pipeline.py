@@ -25,6 +25,7 @@ from engine.load import prepare_target
 from engine.metrics import Observer, PartitionMetrics, RunMetrics
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
 from engine.modes import mode_of
+from engine.partitions import BlockState, block_facts
 from engine.plan import make_plan
 from engine.progress import event_line
 from engine.report import RunReport
@@ -60,6 +61,14 @@ def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
     changes = [f"column {n!r} is gone" for n in was if n not in now]
     changes += [f"column {n!r} changed type from {was[n]} to {now[n]}" for n in was if n in now and now[n] != was[n]]
     changes += [f"column {n!r} is new" for n in now if n not in was]
+    if plan.source_state is not None and config.source_table is not None:  # block ranges: rows must not have moved
+        state = block_facts(config.source_url, config.source_table.quoted()).state
+        moved = state.changes_since(BlockState(**plan.source_state))
+        if moved:
+            raise SourceError(
+                f"the source table changed since run {run_id} planned its block ranges ({'; '.join(moved)}): rows "
+                "may have moved between blocks, so resuming could lose or repeat them. Nothing more was loaded. "
+                "Rerun with --fresh to start over (rows that run already committed stay in the target)")
     if changes:
         raise SourceError(f"the source changed since run {run_id} started: {'; '.join(changes)}. Nothing more was "
                           "loaded. Rerun with --fresh to start over with the new columns")
@@ -141,7 +150,7 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
-            verify_content=c.pipeline.verify == "content", owner=self.owner)
+            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader)
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""

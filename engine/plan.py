@@ -1,15 +1,14 @@
 """Plan stage: a job config -> a frozen, JSON-serialisable partition plan (the types are `engine.model`'s).
 
-Partitions are closed ranges [lo, hi] of an integer key, cut by equal width between MIN and MAX, plus one
-partition for rows whose key is NULL. The ranges cover every integer from MIN to MAX and NULL, so every
-row belongs to exactly one partition. Without a usable integer key the whole source is one partition.
-The plan is stored with the run and reused unchanged when the run resumes.
+Partitions are ranges of an integer key or of a PostgreSQL table's blocks (`engine.partitions` holds the
+schemes); every row belongs to exactly one partition. The plan is stored with the run and reused unchanged when
+the run resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
@@ -19,6 +18,16 @@ from engine.catalog import SourceShape, describe_source, is_integer_column, sqli
 from engine.config import JobConfig
 from engine.errors import ConfigError
 from engine.model import Partition, Plan, TargetColumn
+from engine.partitions import (
+    MAX_PARTITIONS,
+    BlockFacts,
+    block_facts,
+    block_partitions,
+    cut_ranges,
+    key_partitions,
+    mysql_keyset_partitions,
+    sqlite_rowid,
+)
 from engine.source import query_rows, result_schema
 from engine.sql import pg_name_problem, quote_ident
 from engine.transform import build_transform
@@ -33,9 +42,8 @@ from engine.typemap import (
     pg_type_for_arrow,
     sqlite_by_values,
 )
-from engine.urls import DatabaseUrl
 
-MAX_PARTITIONS = 100_000
+__all__ = ["MAX_PARTITIONS", "cut_ranges", "make_plan"]
 
 
 def choose_key(config: JobConfig, shape: SourceShape) -> str | None:
@@ -57,63 +65,52 @@ def choose_key(config: JobConfig, shape: SourceShape) -> str | None:
     return None
 
 
-def cut_ranges(lo: int, hi: int, rows: int, config: JobConfig) -> list[tuple[int, int]]:
-    """Split [lo, hi] into equal-width closed ranges that together cover every integer in it."""
-    wanted = config.source.partitions or math.ceil(max(rows, 1) / config.source.rows_per_partition)
-    count = max(1, min(wanted, hi - lo + 1, MAX_PARTITIONS))
-    width = hi - lo + 1
-    edges = [lo + (width * i) // count for i in range(count + 1)]
-    return [(edges[i], edges[i + 1] - 1) for i in range(count)]
+@dataclass(frozen=True)
+class Partitioning:
+    partitions: tuple[Partition, ...]
+    rows: int  # the source's rows (the catalog's estimate for block and keyset ranges)
+    key: str | None  # the integer key the ranges are of (the SQLite rowid's name included)
+    state: dict[str, int] | None = None  # block ranges: the table state they depend on
+    keyset: tuple[str, ...] = ()  # keyset ranges: the primary key's columns
 
 
-def _key_stats(config: JobConfig, shape: SourceShape, key: str) -> tuple[int | None, int | None, int, int]:
-    """MIN, MAX, row count and non-NULL key count. InnoDB counts by scanning the whole table (seconds per
-    million rows), so for a MySQL table the count is the catalog's estimate — it only sizes partitions —
-    and NULL keys are probed through the key's index; the ranges themselves never depend on the count."""
-    url = config.source_url
-    k = quote_ident(key, url.dialect)
-    if url.dialect == "mysql" and config.source_table is not None:
-        lo, hi, has_null = query_rows(url, f"SELECT MIN({k}), MAX({k}), EXISTS(SELECT 1 FROM {shape.from_sql} "
-                                            f"WHERE {k} IS NULL) FROM {shape.from_sql}")[0]
-        estimate = int(query_rows(url, f"SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {_mysql_where(url, config)}"
-                                   )[0][0] or 0) if lo is not None else 0
-        if lo is not None and estimate == 0:  # statistics not gathered yet: count after all
-            estimate = int(query_rows(url, f"SELECT COUNT({k}) FROM {shape.from_sql}")[0][0])
-        return _int(lo), _int(hi), estimate + int(bool(has_null)), estimate
-    lo, hi, total, non_null = query_rows(url, f"SELECT MIN({k}), MAX({k}), COUNT(*), COUNT({k}) FROM {shape.from_sql}")[0]
-    return _int(lo), _int(hi), int(total or 0), int(non_null or 0)
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def _mysql_where(url: DatabaseUrl, config: JobConfig) -> str:
-    table = config.source_table
-    assert table is not None
-    schema = table.schema or url.database
-    return (f"TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
-            f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)")
-
-
-def plan_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> tuple[tuple[Partition, ...], int]:
-    url = config.source_url
+def choose_partitions(config: JobConfig, shape: SourceShape, key: str | None) -> Partitioning:
+    """The partitions, by the scheme `[source] partition_by` asks for or the best that applies (see
+    `engine.partitions`): an integer key; else PostgreSQL block ranges, a SQLite table's rowid, or ranges of a
+    MySQL primary key of any type; else one partition."""
+    url, wanted, table = config.source_url, config.source.partition_by, config.source_table
+    if wanted == "blocks" or (wanted == "auto" and key is None):
+        facts = block_facts(url, table.quoted()) if url.dialect == "postgresql" and table is not None else None
+        reasons = _no_blocks(config, facts)
+        if wanted == "blocks" and reasons:
+            raise ConfigError(str(config.path), [f'`source.partition_by = "blocks"`: {reasons}; use "key" or "auto"'])
+        if facts is not None and not reasons:
+            parts, rows = block_partitions(config, facts)
+            return Partitioning(parts, rows, key, dataclasses.asdict(facts.state))
+    if key is None and table is not None and url.dialect == "sqlite":
+        key = sqlite_rowid(url, table.name, [c.name for c in shape.columns])
+    if key is None and table is not None and url.dialect == "mysql" and shape.primary_key:
+        found = mysql_keyset_partitions(config, shape, shape.primary_key)
+        if found is not None:
+            return Partitioning(found[0], found[1], None, keyset=shape.primary_key)
     if key is None:
         total = query_rows(url, f"SELECT COUNT(*) FROM {shape.from_sql}")[0][0]
-        return (Partition(0),), int(total)
-    lo, hi, total, non_null = _key_stats(config, shape, key)
-    if config.source.bounds is not None:
-        lo, hi = config.source.bounds
-    ranges = cut_ranges(lo, hi, non_null, config) if lo is not None and hi is not None else []
-    parts = [Partition(i, a, b) for i, (a, b) in enumerate(ranges)]
-    if config.source.bounds is not None:  # rows outside explicit bounds still belong somewhere
-        low, high = config.source.bounds
-        parts.insert(0, Partition(len(parts), None, low - 1))
-        parts.append(Partition(len(parts) + 1, high + 1, None))
-        parts = [dataclasses.replace(p, id=i) for i, p in enumerate(parts)]
-    if total > non_null or not parts:
-        parts.append(Partition(len(parts), null_keys=True))
-    return tuple(parts), total
+        return Partitioning((Partition(0),), int(total), None)
+    parts, rows = key_partitions(config, shape, key)
+    return Partitioning(parts, rows, key)
+
+
+def _no_blocks(config: JobConfig, facts: BlockFacts | None) -> str:
+    """Why this job cannot be split by block ranges ('' when it can)."""
+    if config.source_url.dialect != "postgresql":
+        return "block ranges split PostgreSQL tables only"
+    if config.source.query is not None:
+        return "a [source] query has no blocks of its own"
+    if config.pipeline.verify == "content":
+        return 'verify = "content" selects each partition\'s rows in the target by the integer key'
+    if config.source.partition_on is not None or config.source.bounds is not None:
+        return "`partition_on` and `bounds` describe key ranges"
+    return facts.unfit() or "" if facts is not None else "the source is not a table"
 
 
 def _flight_schema(config: JobConfig, plan_columns: tuple[ColumnSpec, ...], from_sql: str) -> pa.Schema:
@@ -241,7 +238,7 @@ def make_plan(config: JobConfig) -> Plan:
     shape = describe_source(url, config.source_table, config.source.query)
     shape = dataclasses.replace(shape, columns=fit_columns(config, shape))
     key = choose_key(config, shape)
-    partitions, total = plan_partitions(config, shape, key)
+    parts = choose_partitions(config, shape, key)
     flight = _flight_schema(config, shape.columns, shape.from_sql)
     columns = tuple(
         c if c.flight != "auto" else dataclasses.replace(c, pg_type=_auto_pg(c, flight.field(c.name).type))
@@ -249,7 +246,8 @@ def make_plan(config: JobConfig) -> Plan:
     schema = output_schema(config, flight)
     targets = plan_target_columns(config, columns, flight, schema)
     check_target_names(config, targets)
-    return Plan(config.job.name, url.dialect, shape.from_sql, key, partitions, total, columns, targets)
+    return Plan(config.job.name, url.dialect, shape.from_sql, parts.key, parts.partitions, parts.rows, columns,
+                targets, parts.state, parts.keyset)
 
 
 def _auto_pg(column: ColumnSpec, dtype: pa.DataType) -> str:

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import connectorx as cx
 import pyarrow as pa
@@ -26,6 +26,8 @@ import pyarrow as pa
 from engine import pg
 from engine.errors import SourceError, TransientError, sounds_transient
 from engine.urls import DatabaseUrl, redact
+
+Reader = Literal["connectorx", "adbc"]
 
 _PG_TEXT_SETTINGS = [
     # Values that travel as text must read back the same in any target session: ISO dates, intervals with
@@ -58,9 +60,18 @@ def session_setup(url: DatabaseUrl, snapshot: str | None = None) -> list[str] | 
     return None
 
 
-def read_batches(url: DatabaseUrl, sql: str, batch_rows: int, snapshot: str | None, what: str
-                 ) -> Iterator[pa.RecordBatch]:
-    """The rows of `sql` as a stream of Arrow batches (memory bounded by the batch size, not the result's)."""
+# ADBC sizes its batches in bytes: `batch_rows` rows of this many bytes each (a guess; only the batch count
+# per partition depends on it, and the stages overlap as long as a partition has several).
+_ADBC_ROW_BYTES = 128
+
+
+def read_batches(url: DatabaseUrl, sql: str, batch_rows: int, snapshot: str | None, what: str,
+                 reader: Reader = "connectorx") -> Iterator[pa.RecordBatch]:
+    """The rows of `sql` as a stream of Arrow batches (memory bounded by the batch size, not the result's).
+
+    `reader = "adbc"` (PostgreSQL only) reads through the ADBC driver's COPY-based reader instead of
+    ConnectorX, in a session set up the same way; the batches' types may differ (e.g. numeric as text), and
+    the extract stage converts them to the plan's flight types either way."""
     kwargs: dict[str, Any] = {}
     setup = session_setup(url, snapshot)
     if setup:
@@ -68,8 +79,12 @@ def read_batches(url: DatabaseUrl, sql: str, batch_rows: int, snapshot: str | No
     if url.sqlite_path is not None and not url.sqlite_path.is_file():
         raise SourceError(f"SQLite file {url.sqlite_path} does not exist")
     try:
-        reader = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows, **kwargs)
-        yield from reader
+        if reader == "adbc":
+            assert url.dialect == "postgresql", "the ADBC reader reads PostgreSQL sources only"
+            yield from pg.stream_batches(url, setup or [], sql, batch_rows * _ADBC_ROW_BYTES)
+            return
+        stream = cx.read_sql(url.connectorx, sql, return_type="arrow_stream", batch_size=batch_rows, **kwargs)
+        yield from stream
     except (SourceError, TransientError):
         raise
     except BaseException as exc:

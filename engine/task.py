@@ -54,7 +54,8 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
     rejected: list[pa.Table] = []
     content = ContentCheck(task.plan, task.partition, task.target) if task.verify_content else None
     waited = [0.0]
-    reader = Stage("extract", timed(read_partition(task.plan, task.partition, source, task.batch_rows, task.snapshot),
+    reader = Stage("extract", timed(read_partition(task.plan, task.partition, source, task.batch_rows, task.snapshot,
+                                                   task.reader),
                                     result.phases, "extract"), raw, stop)
     checked = process(task, drain(raw, reader, [0.0]), result, rejected)
     worker = Stage("transform", content.tap(checked) if content else checked, ready, stop)

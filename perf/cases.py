@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perf.datasets import create_target
+from perf.datasets import COLUMNS, create_target
 from perf.db import Server, pg_count, pg_exec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,8 @@ class Context:
     workdir: Path  # job files and JSON reports
     mysql_error: str | None = None  # why the MariaDB source is unavailable, if it is
     sample_rows: int = 100_000  # for peers too slow to run on the whole table
+    shuffled_table: str | None = None  # the same rows stored shuffled against the key (cases that need it)
+    sqlite_path: Path | None = None  # the same rows in a SQLite file (cases that need it)
 
     @property
     def src(self) -> str:
@@ -65,6 +67,7 @@ class Case:
     skip: str | None = None
     notes: str = ""
     report_json: Path | None = None  # the engine's own run report
+    source: str = "pg"  # the source it reads: pg, mysql or sqlite (its ratio to that source's own limit)
 
 
 def _empty_table(ctx: Context, table: str) -> Callable[[], None]:
@@ -100,11 +103,14 @@ def copy_limit(ctx: Context) -> Case:
 
 def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", validate: bool = True,
                  checkpoints: bool = True, workers: int | None = None, executor: str = "threads",
-                 notes: str = "") -> Case:
+                 notes: str = "", source_keys: str = "", table: str | None = None) -> Case:
     target = key.replace("-", "_")
-    url = ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src
+    url = (ctx.mysql.url(ctx.src_db) if source == "mysql" else f"sqlite:///{ctx.sqlite_path}" if source == "sqlite"
+           else ctx.src)
+    table = table or ("perf_orders" if source == "sqlite" else None)
     lines = [f"[job]\nname = \"perf_{target}\"\nrules_dir = {json.dumps(str(ROOT / 'rules'))}",
-             f"[source]\nurl = {json.dumps(url)}\ntable = \"{ctx.table}\"",
+             f"[source]\nurl = {json.dumps(url)}\ntable = \"{table or ctx.table}\""
+             + (f"\n{source_keys}" if source_keys else ""),
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
     if validate:
         lines.append("[validate]\nschema = \"perf_orders.schema:PerfOrders\"\nmax_error_rate = 0.0")
@@ -114,13 +120,46 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
     job = ctx.workdir / f"{target}.toml"
     job.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
     report = ctx.workdir / f"{target}.json"
+    # A SQLite source has naive timestamps: the engine creates its own table (timestamp, not timestamptz).
+    reset = _drop(ctx, "TABLE", f"public.{target}") if source == "sqlite" else _empty_table(ctx, target)
     return Case(key, label, [str(ENGINE), "run", str(job), "--fresh", "--quiet", "--json", str(report)],
-                _empty_table(ctx, target), _counter(ctx, f"public.{target}"), ctx.rows,
-                skip=ctx.mysql_error if source == "mysql" else None, notes=notes, report_json=report)
+                reset, _counter(ctx, f"public.{target}"), ctx.rows,
+                skip=ctx.mysql_error if source == "mysql" else None, notes=notes, report_json=report,
+                source=source)
 
 
 def engine_defaults(ctx: Context) -> Case:
     return _engine_case(ctx, "engine", "engine, defaults (checkpoints, validation, count verify)")
+
+
+def engine_adbc(ctx: Context) -> Case:
+    return _engine_case(ctx, "engine-adbc", "engine, defaults, ADBC reader ([source] reader = \"adbc\")",
+                        source_keys='reader = "adbc"')
+
+
+def _partitioned(ctx: Context, scheme: str, shuffled: bool) -> Case:
+    """The engine's defaults with one partition scheme, on the reference table or its shuffled copy."""
+    order = "shuffled" if shuffled else "ordered"
+    key = f"engine-{scheme}" + ("-shuffled" if shuffled else "")
+    return _engine_case(ctx, key, f"engine, defaults, partition_by = \"{scheme}\", {order} table",
+                        source_keys=f'partition_by = "{scheme}"', table=ctx.shuffled_table if shuffled else None,
+                        notes="rows stored in an order shuffled against the key" if shuffled else "")
+
+
+def engine_keys(ctx: Context) -> Case:
+    return _partitioned(ctx, "key", False)
+
+
+def engine_blocks(ctx: Context) -> Case:
+    return _partitioned(ctx, "blocks", False)
+
+
+def engine_keys_shuffled(ctx: Context) -> Case:
+    return _partitioned(ctx, "key", True)
+
+
+def engine_blocks_shuffled(ctx: Context) -> Case:
+    return _partitioned(ctx, "blocks", True)
 
 
 def engine_no_validation(ctx: Context) -> Case:
@@ -132,8 +171,46 @@ def engine_no_checkpoints(ctx: Context) -> Case:
 
 
 def engine_mysql(ctx: Context) -> Case:
-    return _engine_case(ctx, "engine-mysql", "engine, MariaDB -> PG (defaults)", source="mysql",
-                        notes="ratio is to the PostgreSQL COPY limit")
+    return _engine_case(ctx, "engine-mysql", "engine, MariaDB -> PG (defaults)", source="mysql")
+
+
+def engine_sqlite(ctx: Context) -> Case:
+    return _engine_case(ctx, "engine-sqlite", "engine, SQLite -> PG (validation off)", source="sqlite",
+                        validate=False, notes="the reference rules expect time zones, which SQLite has not")
+
+
+_UTC = {"PGOPTIONS": "-c TimeZone=UTC"}  # the limits' text timestamps are UTC
+
+
+def mariadb_limit(ctx: Context) -> Case:
+    """MariaDB's own floor: the `mariadb` client's raw tab-separated output piped into a text COPY."""
+    m = ctx.mysql
+    query = f"SELECT {', '.join(COLUMNS)} FROM {ctx.table}"
+    client = ["mariadb", "--quick", "--batch", "--raw", "--skip-column-names", f"--host={m.host}",
+              f"--port={m.port}", f"--user={m.user}", "--init-command=SET time_zone = '+00:00'",
+              f"--database={ctx.src_db}", "-e", query]
+    into = "COPY public.mariadb_limit FROM STDIN (FORMAT text, NULL 'NULL')"
+    pipe = (f"set -o pipefail; {shlex.join(client)} | psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)} "
+            f"-c {shlex.quote(into)}")
+    env = {**_UTC, **({"MYSQL_PWD": m.password} if m.password else {})}
+    missing = [b for b in ("mariadb", "psql") if not shutil.which(b)]
+    return Case("mariadb-limit", "MariaDB limit (mariadb --quick --batch --raw -> psql COPY text)",
+                ["bash", "-c", pipe], _empty_table(ctx, "mariadb_limit"), _counter(ctx, "public.mariadb_limit"),
+                ctx.rows, env=env, source="mysql",
+                skip=ctx.mysql_error or (f"{', '.join(missing)} not on PATH (`make perf` installs them)"
+                                         if missing else None))
+
+
+def sqlite_limit(ctx: Context) -> Case:
+    """SQLite's own floor: the `sqlite3` shell's CSV output piped into a CSV COPY."""
+    path = str(ctx.sqlite_path)
+    into = "COPY public.sqlite_limit FROM STDIN (FORMAT csv)"
+    pipe = (f"set -o pipefail; sqlite3 -csv {shlex.quote(path)} 'SELECT * FROM perf_orders' | "
+            f"psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)} -c {shlex.quote(into)}")
+    missing = [b for b in ("sqlite3", "psql") if not shutil.which(b)]
+    return Case("sqlite-limit", "SQLite limit (sqlite3 -csv -> psql COPY csv)", ["bash", "-c", pipe],
+                _empty_table(ctx, "sqlite_limit"), _counter(ctx, "public.sqlite_limit"), ctx.rows, env=dict(_UTC),
+                source="sqlite", skip=f"{', '.join(missing)} not on PATH (`make perf` installs them)" if missing else None)
 
 
 def engine_dask(ctx: Context) -> Case:
@@ -230,10 +307,14 @@ def pandas_pg(ctx: Context) -> Case:
 
 
 CASES: dict[str, Callable[[Context], Case]] = {
-    "copy-limit": copy_limit, "engine": engine_defaults, "engine-novalidate": engine_no_validation,
+    "copy-limit": copy_limit, "engine": engine_defaults, "engine-adbc": engine_adbc,
+    "engine-key": engine_keys, "engine-blocks": engine_blocks, "engine-key-shuffled": engine_keys_shuffled,
+    "engine-blocks-shuffled": engine_blocks_shuffled, "engine-novalidate": engine_no_validation,
     "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-dask": engine_dask,
+    "mariadb-limit": mariadb_limit, "engine-sqlite": engine_sqlite, "sqlite-limit": sqlite_limit,
     "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
     "polars-pg": polars_pg, "pandas-pg": pandas_pg,
 }
-SMOKE_CASES = ("copy-limit", "engine", "engine-novalidate", "engine-nocheckpoints", "engine-mysql")
+SMOKE_CASES = ("copy-limit", "engine", "engine-adbc", "engine-novalidate", "engine-nocheckpoints", "engine-mysql",
+               "mariadb-limit", "engine-sqlite", "sqlite-limit")

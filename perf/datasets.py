@@ -5,11 +5,19 @@ Every value is a pure function of the row id, so PostgreSQL and MariaDB hold the
 A row is ≈500 bytes: bigint id, customer_id, status, numeric(12,2) amount, char(3) currency, two
 timestamptz, an e-mail, a ≈350-character note (NULL for every 20th row) and a small jsonb payload.
 A generated table is recorded in `perf_meta` and reused while its row count and generator version match.
+
+The reference table is stored in key order, which flatters key-range reads (each range is a run of adjacent
+blocks). `ensure_pg_shuffled` copies the same rows in an order shuffled against the key (by a hash of the id),
+as years of updates leave a real table: there a key range is scattered over every block of the table.
 """
 
 from __future__ import annotations
 
+import shlex
+import sqlite3
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from perf.db import Server, mysql_exec, pg_create_database, pg_exec, pg_rows, pg_scalar
 
@@ -105,6 +113,63 @@ def ensure_pg(server: Server, database: str, rows: int, say: Say) -> tuple[str, 
     data_bytes = int(pg_scalar(url, f"SELECT sum(pg_column_size(t.*)) FROM {table} t"))
     pg_exec(url, f"INSERT INTO perf_meta VALUES ('{table}', {rows}, {data_bytes}, {GENERATOR_VERSION})")
     return table, data_bytes
+
+
+def shuffled_name(rows: int) -> str:
+    return f"perf_orders_shuffled_{rows}"
+
+
+def ensure_pg_shuffled(server: Server, database: str, rows: int, say: Say) -> str:
+    """The reference rows (made by `ensure_pg` first), stored in an order shuffled against the key."""
+    ensure_pg(server, database, rows, say)
+    url, source, table = server.url(database), table_name(rows), shuffled_name(rows)
+    meta = pg_rows(url, "SELECT rows, version FROM perf_meta WHERE table_name = $1", (table,))
+    count = pg_scalar(url, f"SELECT count(*) FROM pg_class WHERE relname = '{table}'")
+    if meta and meta[0][0] == rows and meta[0][1] == GENERATOR_VERSION and count:
+        say(f"reusing PostgreSQL source {database}.{table} ({rows:,} rows, shuffled)")
+        return table
+    say(f"copying {rows:,} rows into PostgreSQL {database}.{table} in shuffled order")
+    pg_exec(url, f"DELETE FROM perf_meta WHERE table_name = '{table}'", f"DROP TABLE IF EXISTS {table}",
+            PG_DDL.format(table=table).replace(" PRIMARY KEY", ""),
+            f"INSERT INTO {table} SELECT * FROM {source} ORDER BY md5(id::text)",
+            f"ALTER TABLE {table} ADD PRIMARY KEY (id)", f"VACUUM (FREEZE, ANALYZE) {table}",
+            f"INSERT INTO perf_meta SELECT '{table}', rows, bytes, version FROM perf_meta WHERE table_name = '{source}'")
+    return table
+
+
+SQLITE_DDL = """CREATE TABLE perf_orders (
+  id INTEGER PRIMARY KEY,
+  customer_id INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  amount NUMERIC(12,2) NOT NULL,
+  currency TEXT NOT NULL,
+  created_at DATETIME NOT NULL,
+  updated_at DATETIME NOT NULL,
+  email TEXT NOT NULL,
+  note TEXT,
+  payload JSON
+)"""
+
+
+def ensure_sqlite(server: Server, database: str, rows: int, folder: Path, say: Say) -> Path:
+    """The reference rows in a SQLite file (timestamps as UTC text), copied from the PostgreSQL table through
+    the `sqlite3` shell; reused while it holds `rows` rows."""
+    path = folder / f"perf_orders_{rows}.db"
+    if path.is_file():
+        with sqlite3.connect(path) as conn:
+            if conn.execute("SELECT count(*) FROM perf_orders").fetchone()[0] == rows:
+                say(f"reusing SQLite source {path} ({rows:,} rows)")
+                return path
+    say(f"copying {rows:,} rows into SQLite {path}")
+    path.unlink(missing_ok=True)
+    utc = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    select = ", ".join(utc.format(c=c) if c.endswith("_at") else c for c in COLUMNS)
+    out = f"COPY (SELECT {select} FROM {table_name(rows)} ORDER BY id) TO STDOUT (FORMAT csv)"
+    pipe = (f"set -o pipefail; psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(server.url(database))} -c "
+            f"{shlex.quote(out)} | sqlite3 -bail {shlex.quote(str(path))} {shlex.quote(SQLITE_DDL)} "
+            "'.import --csv /dev/stdin perf_orders' \"UPDATE perf_orders SET note = NULL WHERE note = ''\"")
+    subprocess.run(["bash", "-c", pipe], check=True, timeout=3600)
+    return path
 
 
 def ensure_mysql(server: Server, database: str, rows: int, say: Say) -> str:

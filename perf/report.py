@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 Status = Literal["ok", "failed", "skipped"]
 LIMIT_CASE = "copy-limit"
+# Each source's own floor: its fastest export piped into PostgreSQL's COPY (the PostgreSQL one is LIMIT_CASE).
+SOURCE_LIMITS = {"pg": LIMIT_CASE, "mysql": "mariadb-limit", "sqlite": "sqlite-limit"}
 
 
 @dataclass
@@ -33,6 +35,7 @@ class CaseResult:
     extrapolated_from: int | None = None  # sample rows actually moved per run
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the engine's median phase seconds
+    source: str = "pg"  # the source the case reads (pg, mysql, sqlite): which own limit it is measured against
 
     def add_run(self, wall_s: float, peak_mb: float, cpu_s: float) -> None:
         scale = self.rows / self.extrapolated_from if self.extrapolated_from else 1.0
@@ -47,7 +50,7 @@ class CaseResult:
     def median(self) -> float | None:
         return statistics.median(self.walls) if self.walls and self.status == "ok" else None
 
-    def summary(self, limit_s: float | None) -> dict[str, Any]:
+    def summary(self, limit_s: float | None, source_limit_s: float | None = None) -> dict[str, Any]:
         median = self.median
         data = asdict(self)
         data.update({
@@ -57,6 +60,7 @@ class CaseResult:
             "rows_per_s": round(self.rows / median) if median else None,
             "mb_per_s": round(self.data_bytes / 1e6 / median, 1) if median else None,
             "ratio_to_limit": round(median / limit_s, 2) if median and limit_s else None,
+            "ratio_to_source_limit": round(median / source_limit_s, 2) if median and source_limit_s else None,
             "peak_rss_mb": max(self.peaks_mb) if self.peaks_mb else None,
             "peak_rss_mb_all": data.pop("peaks_mb"),
             "cpu_s_median": round(statistics.median(self.cpus), 2) if self.cpus and median else None,
@@ -66,8 +70,9 @@ class CaseResult:
 
 
 def summarize(results: list[CaseResult]) -> list[dict[str, Any]]:
-    limit = next((r.median for r in results if r.case == LIMIT_CASE), None)
-    return [r.summary(limit) for r in results]
+    medians = {r.case: r.median for r in results}
+    return [r.summary(medians.get(LIMIT_CASE), medians.get(SOURCE_LIMITS.get(r.source, LIMIT_CASE)))
+            for r in results]
 
 
 def _num(value: float | int | None, fmt: str) -> str:
@@ -76,8 +81,9 @@ def _num(value: float | int | None, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"### {title}", "",
-             "| case | rows | runs | median wall s | rows/s | MB/s | × COPY limit | peak RSS MB | median CPU s | status |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| case | rows | runs | median wall s | rows/s | MB/s | × COPY limit | × own source's limit | peak RSS MB "
+             "| median CPU s | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['reason']}"
         if r["status"] == "ok" and r.get("notes"):
@@ -95,6 +101,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         lines.append(
             f"| {label} | {r['rows']:,} | {r['runs']} | {_num(r['wall_s_median'], '.2f')}{spread} | "
             f"{_num(r['rows_per_s'], ',')} | {_num(r['mb_per_s'], '.1f')} | {_num(r['ratio_to_limit'], '.2f')} | "
+            f"{_num(r.get('ratio_to_source_limit'), '.2f')} | "
             f"{_num(r['peak_rss_mb'], ',.0f')} | {_num(r.get('cpu_s_median'), '.2f')} | {status} |")
     busy = {r["case"]: max(r["extra"]["cpu_busy_before_run_pct"]) for r in rows
             if r.get("extra", {}).get("cpu_busy_before_run_pct")}

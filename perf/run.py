@@ -25,7 +25,8 @@ from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, markdown, summarize, write_results
 
 RESULTS = ROOT / "perf" / "results"
-MYSQL_CASES = {"engine-mysql", "sling-mysql", "pgloader-mysql"}
+MYSQL_CASES = {"engine-mysql", "sling-mysql", "pgloader-mysql", "mariadb-limit"}
+SQLITE_CASES = {"engine-sqlite", "sqlite-limit"}
 GATING = {"copy-limit", "engine", "engine-novalidate", "engine-nocheckpoints", "engine-mysql"}
 
 
@@ -43,9 +44,11 @@ def row_count(text: str) -> int:
     return value
 
 
-def make_context(args: argparse.Namespace, rows: int, need_mysql: bool) -> Context:
+def make_context(args: argparse.Namespace, rows: int, need_mysql: bool, need_shuffled: bool = False,
+                 need_sqlite: bool = False) -> Context:
     pg, mysql = Server(args.pg), Server(args.mysql)
     table, data_bytes = datasets.ensure_pg(pg, args.src_db, rows, say)
+    shuffled = datasets.ensure_pg_shuffled(pg, args.src_db, rows, say) if need_shuffled else None
     pg_create_database(pg, args.dst_db)
     mysql_error = None
     if need_mysql:
@@ -56,8 +59,9 @@ def make_context(args: argparse.Namespace, rows: int, need_mysql: bool) -> Conte
             say(mysql_error)
     workdir = ROOT / ".engine" / "perf" / str(rows)
     workdir.mkdir(parents=True, exist_ok=True)
+    sqlite_path = datasets.ensure_sqlite(pg, args.src_db, rows, workdir, say) if need_sqlite else None
     return Context(pg, mysql, args.src_db, args.dst_db, rows, table, data_bytes, workdir, mysql_error,
-                   args.sample_rows)
+                   args.sample_rows, shuffled_table=shuffled, sqlite_path=sqlite_path)
 
 
 def engine_source() -> str:
@@ -125,7 +129,7 @@ def run_cases(cases: list[Case], ctx_rows: dict[str, Context], runs: int, timeou
     for case in cases:
         ctx = ctx_rows[case.key]
         result = CaseResult(case.key, case.label, ctx.rows, ctx.data_bytes, group=group, notes=case.notes,
-                            extrapolated_from=case.rows if case.rows != ctx.rows else None)
+                            extrapolated_from=case.rows if case.rows != ctx.rows else None, source=case.source)
         if case.skip:
             result.status, result.reason = "skipped", case.skip
             say(f"{case.key}: skipped: {case.skip}")
@@ -144,7 +148,9 @@ def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
     unknown = [k for k in keys if k not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)))
+    ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)),
+                       need_shuffled=any(k.endswith("-shuffled") for k in keys),
+                       need_sqlite=bool(SQLITE_CASES & set(keys)))
     cases = [CASES[k](ctx) for k in keys]
     results = run_cases(cases, {c.key: ctx for c in cases}, args.runs, args.timeout, "cases", args.quiet_wait,
                         args.retries)

@@ -138,14 +138,18 @@ HOSTILE_SETTINGS = {"DateStyle": "SQL, DMY", "IntervalStyle": "sql_standard", "T
 @pytest.mark.parametrize(("hostile", "mode"), [(False, "append"), (True, "append"), (False, "replace"),
                                                (False, "upsert")],
                          ids=["append", "append-hostile-settings", "replace", "upsert"])
-def test_every_type_arrives_unchanged(hostile: bool, mode: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["connectorx", "adbc"])
+def test_every_type_arrives_unchanged(hostile: bool, mode: str, reader: str, pg_source: str, pg_db: str,
+                                      tmp_path: Path) -> None:
     make_source(pg_source)
     if hostile:  # both databases: what the reader and the loader sessions start with
         for url in (pg_source, pg_db):
             name = url.rsplit("/", 1)[1]
             pg_exec(url, *(f"ALTER DATABASE {name} SET {k} = '{v}'" for k, v in HOSTILE_SETTINGS.items()))
     config = load_config(write_job(tmp_path, job_toml("pg_types", pg_source, "public.kinds", pg_db, "public.kinds",
-                                                      mode=mode, key=["id"], extra_source="partitions = 2")))
+                                                      mode=mode, key=["id"],
+                                                      extra_source=f"partitions = 2\nreader = {reader!r}")))
+    assert config.source.reader == reader
     report = run_job(config)
     assert report.status == "succeeded", report.error
     assert report.rows_loaded == ROWS and report.rows_quarantined == 0

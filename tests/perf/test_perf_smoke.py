@@ -45,6 +45,11 @@ def _smoke(tag: str, pg_server: PostgresServer) -> None:
         assert r["runs"] == 1 and r["wall_s_median"] > 0 and r["peak_rss_mb"] > 0, r
         if r["case"].startswith("engine"):  # the engine's own JSON report was read: where its time went
             assert set(r["extra"]["phase_seconds"]) >= {"extract", "load", "commit"}, r
+    by_case = {r["case"]: r for r in rows}
+    for case, own in (("engine-mysql", "mariadb-limit"), ("engine-sqlite", "sqlite-limit"), ("engine", "copy-limit")):
+        if by_case[case]["status"] == by_case[own]["status"] == "ok":  # each against its own source's floor
+            wanted = by_case[case]["wall_s_median"] / by_case[own]["wall_s_median"]  # medians rounded to 1 ms
+            assert abs(by_case[case]["ratio_to_source_limit"] - wanted) < 0.02, (case, by_case[case], by_case[own])
     limit = rows[0]
     if limit["status"] == "ok":  # every case is measured against the limit
         assert all(r["ratio_to_limit"] and r["ratio_to_limit"] > 0 for r in rows), rows

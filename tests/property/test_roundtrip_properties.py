@@ -114,15 +114,16 @@ def pg_pair(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory)
         drop_database(pg_server.url, name)
 
 
-def _run(folder: Path, name: str, source_url: str, table: str, target_url: str) -> None:
-    job = job_toml(name, source_url, table, target_url, f"public.{table}", mode="replace")
+def _run(folder: Path, name: str, source_url: str, table: str, target_url: str, source_extra: str = "") -> None:
+    job = job_toml(name, source_url, table, target_url, f"public.{table}", mode="replace", extra_source=source_extra)
     report = run_job(load_config(write_job(folder, job, name=f"{name}.toml")))
     assert report.status == "succeeded", report.error
 
 
+@pytest.mark.parametrize("reader", ["connectorx", "adbc"])
 @SETTINGS
 @given(rows=PG_ROWS)
-def test_postgres_values_round_trip(pg_pair: tuple[str, str, Path], rows: list[tuple[Any, ...]]) -> None:
+def test_postgres_values_round_trip(pg_pair: tuple[str, str, Path], reader: str, rows: list[tuple[Any, ...]]) -> None:
     source, target, folder = pg_pair
     types = [t for t, _ in PG_COLUMNS.values()]
     values = ", ".join(f"({i}, {', '.join(pg_literal(v, t) for v, t in zip(row, types, strict=True))})"
@@ -130,7 +131,7 @@ def test_postgres_values_round_trip(pg_pair: tuple[str, str, Path], rows: list[t
     ddl = ", ".join(f"{n} {t}" for n, (t, _) in PG_COLUMNS.items())
     pg_exec(source, "DROP TABLE IF EXISTS public.props", f"CREATE TABLE public.props (id integer PRIMARY KEY, {ddl})",
             f"INSERT INTO public.props VALUES {values}")
-    _run(folder, "prop_pg", source, "props", target)
+    _run(folder, "prop_pg", source, "props", target, f"reader = {reader!r}")
     compare = f"SELECT id, {', '.join(f'{n}::text' for n in PG_COLUMNS)} FROM public.props ORDER BY id"
     assert pg_rows(target, compare) == pg_rows(source, compare)
 

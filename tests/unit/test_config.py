@@ -122,3 +122,19 @@ def test_quoting_doubles_quotes_and_suffixes_fit_63_bytes() -> None:
     assert quote_ident("a`b", "mysql") == "`a``b`"
     long = TableName("public", "é" * 40)
     assert len(long.with_suffix("__engine_new").name.encode()) <= 63
+
+
+@pytest.mark.parametrize("url", ["mysql://root@127.0.0.1:3306/db", "sqlite:////tmp/x.db"])
+def test_the_adbc_reader_is_refused_for_other_sources(tmp_path: Path, url: str) -> None:
+    text = MINIMAL.replace("postgresql://user@127.0.0.1:5432/src", url).replace(
+        'partitions = 8', 'partitions = 8\nreader = "adbc"')
+    problems = problems_of(tmp_path, text)
+    assert any('reader = "adbc"` reads PostgreSQL sources only' in p for p in problems), problems
+
+
+def test_the_adbc_reader_is_accepted_for_postgresql(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(MINIMAL.replace('partitions = 8', 'partitions = 8\nreader = "adbc"'))
+    assert load_config(path).source.reader == "adbc"
+    path.write_text(MINIMAL)
+    assert load_config(path).source.reader == "connectorx"

@@ -105,3 +105,52 @@ if given is not None:
         check_cover(lo, lo + span, ranges, partitions)
         if span <= 100:
             brute_force_cover(lo, lo + span, ranges)
+
+
+def test_keyset_conditions_order_rows_as_row_values_do() -> None:
+    """The spelled-out keyset condition selects exactly the rows a row-value comparison selects (SQLite
+    evaluates both), for one to three key columns, every boundary and both directions."""
+    import itertools
+    import sqlite3
+
+    from engine.model import keyset_condition
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a, b, c)")
+    values = list(itertools.product(range(3), repeat=3))
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", values)
+    for width in (1, 2, 3):
+        columns = ["a", "b", "c"][:width]
+        for bound in itertools.product(range(3), repeat=width):
+            literals = tuple(str(v) for v in bound)
+            for op in (">=", "<"):
+                mine = conn.execute(f"SELECT a, b, c FROM t WHERE {keyset_condition(columns, literals, op)} "
+                                    "ORDER BY 1, 2, 3").fetchall()
+                rows = f"({', '.join(columns)})" if width > 1 else columns[0]
+                wanted = f"({', '.join(literals)})" if width > 1 else literals[0]
+                theirs = conn.execute(f"SELECT a, b, c FROM t WHERE {rows} {op} {wanted} ORDER BY 1, 2, 3").fetchall()
+                assert mine == theirs, (columns, bound, op)
+
+
+def test_block_ranges_apply_only_to_heap_tables_on_postgresql_14_or_later() -> None:
+    from engine.partitions import BlockFacts, BlockState
+
+    def facts(version: int = 150000, relkind: str = "r", am: str = "heap") -> BlockFacts:
+        return BlockFacts(version, relkind, am, 8192 * 10, 8192, 100.0, 10, BlockState(1, 0, 0, 0))
+
+    assert facts().unfit() is None and facts(relkind="m").unfit() is None
+    assert "PostgreSQL 13" in (facts(version=130011).unfit() or "")
+    assert "partitioned table" in (facts(relkind="p", am="").unfit() or "")
+    assert "a view" in (facts(relkind="v", am="").unfit() or "")
+    assert "'columnar', not heap" in (facts(am="columnar").unfit() or "")
+
+
+def test_block_ranges_cover_every_block_and_leave_the_last_open() -> None:
+    from engine.partitions import BlockFacts, BlockState, block_partitions
+
+    for blocks, wanted in [(0, 4), (1, 4), (10, 3), (1000, 7), (5, 5)]:
+        facts = BlockFacts(150000, "r", "heap", 8192 * blocks, 8192, -1.0, 0, BlockState(1, 0, 0, 0))
+        parts, _ = block_partitions(config(partitions=wanted), facts)
+        assert parts[0].lo == 0 and parts[-1].hi is None and len(parts) == max(1, min(wanted, blocks))
+        for a, b in zip(parts, parts[1:], strict=False):
+            assert a.hi is not None and b.lo == a.hi + 1 and a.lo is not None and a.lo <= a.hi

@@ -1,0 +1,64 @@
+"""`[source] reader`: the ADBC reader is the one used when asked, and reads in the run's snapshot.
+
+Value fidelity of both readers is the PostgreSQL type matrix's (tests/integration/test_types_postgres.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engine.source
+from engine.config import load_config
+from engine.errors import SourceError
+from engine.extract import read_partition
+from engine.pipeline import run_job
+from engine.plan import make_plan
+from engine.source import source_snapshot
+from tests.conftest import job_toml, pg_exec, pg_rows, write_job
+
+
+def _source(url: str) -> None:
+    pg_exec(url, "CREATE TABLE public.t (id integer PRIMARY KEY, u uuid, n numeric(12,2), j jsonb)",
+            "INSERT INTO public.t SELECT g, md5(g::text)::uuid, g / 100.0, jsonb_build_object('g', g) "
+            "FROM generate_series(1, 5000) g")
+
+
+def test_the_adbc_reader_reads_without_connectorx(pg_source: str, pg_db: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _source(pg_source)
+    real = engine.source.cx.read_sql
+
+    def no_stream(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("return_type") == "arrow_stream":
+            raise AssertionError("ConnectorX read a partition")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.source.cx, "read_sql", no_stream)
+    body = job_toml("readers", pg_source, "public.t", pg_db, "public.t", extra_source="partitions = 3")
+    with pytest.raises(SourceError, match="ConnectorX read a partition"):
+        run_job(load_config(write_job(tmp_path, body)))
+    report = run_job(load_config(write_job(tmp_path, body.replace("partitions = 3", 'partitions = 3\nreader = "adbc"'))),
+                     fresh=True)
+    assert report.status == "succeeded", report.error
+    query = "SELECT id, u::text, n::text, j::text FROM public.t ORDER BY id"
+    assert pg_rows(pg_db, query) == pg_rows(pg_source, query)
+
+
+def test_the_adbc_reader_reads_as_of_the_runs_snapshot(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    _source(pg_source)
+    config = load_config(write_job(tmp_path, job_toml("readers_snap", pg_source, "public.t", pg_db, "public.t")))
+    plan = make_plan(config)
+    with source_snapshot(config.source_url) as snapshot:
+        pg_exec(pg_source, "INSERT INTO public.t VALUES (5001, NULL, 1, NULL)", "DELETE FROM public.t WHERE id = 1")
+        rows = sum(b.num_rows for p in plan.partitions
+                   for b in read_partition(plan, p, config.source_url, 1000, snapshot, "adbc"))
+        assert rows == 5000
+        ids = [v for p in plan.partitions for b in read_partition(plan, p, config.source_url, 1000, snapshot, "adbc")
+               for v in b.column("id").to_pylist()]
+        assert 1 in ids and 5001 not in ids
+    ids = [v for p in plan.partitions for b in read_partition(plan, p, config.source_url, 1000, None, "adbc")
+           for v in b.column("id").to_pylist()]
+    assert 1 not in ids  # without the snapshot the delete is seen
