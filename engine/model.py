@@ -15,6 +15,8 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from engine.config import LoadMode, TransformSection
+from engine.ruleconfig import Rule
+from engine.rulestats import RuleStats
 from engine.sql import Dialect, TableName, quote_ident
 from engine.typemap import ColumnSpec, ingest_type
 
@@ -149,6 +151,7 @@ class PartitionTask:
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
+    rules: tuple[Rule, ...] = ()  # [[validate.rules]]
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"
@@ -164,3 +167,4 @@ class PartitionResult:
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     attempts: int = 1
+    rule_stats: dict[str, RuleStats] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from engine import checkpoint, failpoints, pg, quarantine
+from engine import checkpoint, failpoints, pg, quarantine, rulejob
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
@@ -25,6 +25,7 @@ from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
 from engine.modes import mode_of
 from engine.plan import make_plan
 from engine.report import RunReport
+from engine.rulestats import RuleStats, merge_all
 from engine.source import source_snapshot
 from engine.task import run_partition
 from engine.urls import redact
@@ -62,7 +63,12 @@ def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
                           "loaded. Rerun with --fresh to start over with the new columns")
 
 
-def budget_error(read: int, quarantined: int, budget: float) -> ErrorBudgetExceeded | None:
+def budget_error(read: int, quarantined: int, budget: float, max_errors: int | None = None
+                 ) -> ErrorBudgetExceeded | None:
+    if max_errors is not None and quarantined > max_errors:
+        return ErrorBudgetExceeded(f"{quarantined:,} rows failed validation (> validate.max_errors {max_errors:,}); "
+                                   "finished partitions are kept; fix the rules and rerun with --fresh, or raise the "
+                                   "budget and rerun")
     if not read or quarantined / read <= budget:
         return None
     return ErrorBudgetExceeded(
@@ -81,6 +87,7 @@ class Run:
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
         self.lock_conn: pg.Connection  # the session holding the job's advisory lock
+        self.rule_stats: dict[str, RuleStats] = {}  # [[validate.rules]]: merged over this invocation's partitions
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
         """Resume the job's unfinished run (same frozen plan), or plan a new one."""
@@ -117,7 +124,7 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
-            verify_content=c.pipeline.verify == "content", owner=self.owner)
+            verify_content=c.pipeline.verify == "content", owner=self.owner, rules=tuple(c.validate_.rules))
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -152,7 +159,9 @@ class Run:
                     error = error or explain_task_failure(exc)
                     continue
                 self._account(result, report, failures, len(tasks))
-                over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget)
+                over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget,
+                                    self.config.validate_.max_errors)
+                over = over or rulejob.over_budget(self.config.validate_.rules, self.rule_stats)
                 if over is not None and error is None:
                     report.add_failures(failures)
                     error = over
@@ -168,6 +177,7 @@ class Run:
         for phase, seconds in result.phases.items():
             report.phase_seconds[phase] = round(report.phase_seconds.get(phase, 0.0) + seconds, 3)
         failures.update(result.failures)
+        merge_all(self.rule_stats, result.rule_stats)
         retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
         self.say(f"[{report.partitions_run:>{len(str(total))}}/{total}] partition {result.partition_id}: "
                  f"{result.rows_read:,} rows read, {result.rows_loaded:,} loaded, {result.rows_quarantined:,} "
@@ -205,11 +215,14 @@ class Run:
             if run_id:
                 report.status = "failed"
                 report.error = redact(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+                self._rules_report(report)
                 if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
                     self._record_failure(run_id, report)
                 setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
             raise
         finally:
+            if run_id:
+                rulejob.forget_run(run_id)
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(peak_rss_mb(), 1)
             for c in (conn, self.lock_conn):
@@ -226,6 +239,7 @@ class Run:
                 "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
                 "use verify = \"count\""])
+        rulejob.judge_schema(config.validate_.rules, [c.name for c in plan.target_columns], report.notes)
         target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                 config.target.create, resumed)
         done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
@@ -239,6 +253,7 @@ class Run:
         failures: Counter[tuple[str, str]] = Counter()
         self.execute(tasks, report, failures)
         report.add_failures(failures)
+        rulejob.judge_completeness(config.validate_.rules, self.rule_stats, report.notes)
         pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
                         config.pipeline.retries, self.say)
 
@@ -248,7 +263,7 @@ class Run:
             finished = checkpoint.done_partitions(conn, run_id) if self.config.pipeline.checkpoints else None
             if finished is not None:  # the budget holds for the whole run, resumed or not
                 read, bad = sum(c.rows_read for c in finished.values()), sum(c.rows_quarantined for c in finished.values())
-                over = budget_error(read, bad, self.config.validate_.max_error_rate)
+                over = budget_error(read, bad, self.config.validate_.max_error_rate, self.config.validate_.max_errors)
                 if over is not None:
                     report.top_failures = quarantine.top_failures(conn, self.config.job.name, run_id)
                     raise over
@@ -261,7 +276,12 @@ class Run:
                 failpoints.hit("replace.before_swap")
             mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
+            self._rules_report(report)
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _rules_report(self, report: RunReport) -> None:
+        if self.config.validate_.rules:
+            report.rules = rulejob.report_rows(self.config.validate_.rules, self.rule_stats, report.job, report.run_id)
 
     def _hold_lock(self) -> None:
         """Make sure this process still holds the job's lock: the server drops it with its session (a restart,

@@ -143,3 +143,10 @@ def source_snapshot(url: DatabaseUrl) -> Iterator[str | None]:
             conn.close()
         except Exception:
             pass
+
+
+def as_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """Batches read by `read_batches` as one table (an empty one when the query returned no batch)."""
+    if batches:
+        return pa.Table.from_batches(batches)
+    return pa.table({})

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import checkpoint, failpoints, pg, quarantine
+from engine import checkpoint, failpoints, pg, quarantine, rulerun
 from engine.batches import origin, process
 from engine.extract import read_partition
 from engine.load import row_rejection, write_batches, write_isolating
@@ -84,6 +84,7 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
         if rejected:
             quarantine.write(conn, pa.concat_tables(rejected), Path(task.staging_dir), task.partition.id)
         result.rows_loaded = loaded
+        rulerun.reconcile_partition(task, result)  # before the commit: a mismatch keeps the partition out
         result.seconds = time.perf_counter() - started
         _record(conn, task, result)
         if content is not None:
