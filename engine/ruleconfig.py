@@ -6,10 +6,10 @@ Polars expressions and `engine.explain` checks them against the source and targe
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["reject", "warn", "fail"]
 FORMATS = ("email", "uuid", "iso_date", "iso_datetime", "currency", "url", "ipv4", "e164_phone")
@@ -128,6 +128,15 @@ class ExpressionRule(_Rule):
     kind: Literal["expression"]
     expr: str = Field(min_length=1, description="SQL boolean over the row; true (or NULL) passes")
 
+    @field_validator("expr")
+    @classmethod
+    def _parses(cls, expr: str) -> str:
+        try:
+            pl.sql_expr(expr)
+        except Exception as exc:
+            raise ValueError(f"not a SQL expression Polars can run: {str(exc).splitlines()[0]}") from None
+        return expr
+
 
 class CompletenessRule(_OneColumn):
     kind: Literal["completeness"]
@@ -166,12 +175,18 @@ class FormatRule(_OneColumn):
     def _one(self) -> FormatRule:
         if (self.format is None) == (self.regex is None):
             raise ValueError("set exactly one of `format` or `regex`")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"`regex` is not a valid regular expression: {exc}") from None
         return self
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, regex: str | None) -> str | None:
+        if regex is not None:  # Polars' (Rust) regex syntax: no look-around, no backreferences
+            try:
+                pl.select(pl.lit("").str.contains(regex))
+            except Exception as exc:
+                detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip().startswith("error:"))
+                raise ValueError(f"not a valid regular expression ({detail or exc})") from None
+        return regex
 
 
 Rule = Annotated[SchemaRule | DtypeRule | NotNullRule | RangeRule | AllowedRule | LengthRule | ReferencesRule

@@ -94,7 +94,8 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
         if url.dialect == "postgresql":
             pinned = pinned_connection(url)
             if pinned is not None:
-                return pg.fetch_all(pinned, sql, params)
+                with _pinned_use:  # one session: partitions (reconcile rules) take turns
+                    return pg.fetch_all(pinned, sql, params)
             with pg.connection(url, autocommit=True) as conn:
                 return pg.fetch_all(conn, sql, params)
         if url.dialect == "sqlite":
@@ -114,6 +115,7 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
 
 _pinned: dict[str, pg.Connection] = {}
 _pinned_lock = threading.Lock()
+_pinned_use = threading.Lock()
 
 
 def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
