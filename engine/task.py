@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import checkpoint, failpoints, pg, quarantine, rulerun
+from engine import checkpoint, failpoints, pg, quarantine, rulerun, uniqueness
 from engine.batches import origin, process
 from engine.extract import read_partition
 from engine.load import row_rejection, write_batches, write_isolating
@@ -172,4 +172,7 @@ def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = 
             assert committed is not None
             return committed
 
-    return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)
+    result = pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries,
+                             on_retry)
+    uniqueness.committed(task.run_id, task.partition.id)  # its keys count for the partitions after it
+    return result

@@ -1,10 +1,11 @@
-"""Uniqueness across a whole run: a memory-bounded index of 64-bit row hashes, shared by the run's partitions.
+"""Uniqueness across a whole run: a memory-bounded index of 64-bit key hashes, shared by the run's partitions.
 
-Each key is kept as its 64-bit hash and the partition that saw it (12 bytes a row: about 120 MB at 10M rows),
-in a few sorted runs whose sizes double (a log-structured merge), so a batch is checked by binary search in
-each run and adding a batch costs amortised O(log n) per row. A retried partition first forgets its own
-hashes, so its rows are not mistaken for duplicates of themselves. Two distinct keys share a hash with
-probability about n²/2⁶⁵ (3 in a million at 10M rows): such a row would be reported as a duplicate.
+Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs (a log-structured
+merge: runs of similar size merge, up to `RUN_CAP` keys, so a merge never copies more than that), and a batch
+is checked by binary search in each run. A partition's keys stay apart (`pending`) until it commits: a retried
+partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of themselves, while the
+partitions in flight still see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵
+(3 in a million at 10M keys): such a row would be reported as a duplicate.
 """
 
 from __future__ import annotations
@@ -13,49 +14,72 @@ import threading
 
 import polars as pl
 
-SEEDED = 2**32 - 1  # the partition id of hashes read from the target (unique scope "target")
-_SCHEMA = {"h": pl.UInt64, "p": pl.UInt32}
+RUN_CAP = 1 << 22
+
+
+class SortedRuns:
+    def __init__(self) -> None:
+        self.runs: list[pl.Series] = []  # each sorted; sizes roughly halving from first to last
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
+
+    def contains(self, hashes: pl.Series) -> pl.Series:
+        seen = pl.repeat(False, len(hashes), eager=True)
+        probe = hashes.fill_null(0)
+        for run in self.runs:
+            at = run.search_sorted(probe).clip(0, len(run) - 1)
+            seen = seen | (run.gather(at) == hashes).fill_null(False)
+        return seen
+
+    def add(self, hashes: pl.Series) -> None:
+        run = hashes.sort()
+        while self.runs and len(self.runs[-1]) <= 2 * len(run) and len(self.runs[-1]) + len(run) <= RUN_CAP:
+            run = pl.DataFrame({"h": self.runs.pop()}).merge_sorted(pl.DataFrame({"h": run}), key="h").to_series()
+        if len(run):
+            self.runs.append(run)
+            self.runs.sort(key=len, reverse=True)
 
 
 class HashIndex:
     def __init__(self) -> None:
-        self.runs: list[pl.DataFrame] = []  # each sorted by h; sizes roughly doubling from last to first
+        self.committed = SortedRuns()
+        self.pending: dict[int, SortedRuns] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
         self.seeded = False
 
     def __len__(self) -> int:
-        return sum(r.height for r in self.runs)
+        return len(self.committed) + sum(len(p) for p in self.pending.values())
 
     def forget(self, partition: int) -> None:
+        """A new attempt of `partition`: the keys of the last one (never committed) are dropped."""
         with self.lock:
-            self.runs = [r.filter(pl.col("p") != partition) for r in self.runs]
+            self.pending.pop(partition, None)
+
+    def committed_partition(self, partition: int) -> None:
+        with self.lock:
+            runs = self.pending.pop(partition, None)
+            for run in runs.runs if runs else []:
+                self.committed.add(run)
 
     def seed(self, hashes: pl.Series) -> None:
         with self.lock:
-            self._add(pl.DataFrame({"h": hashes, "p": pl.repeat(SEEDED, len(hashes), dtype=pl.UInt32, eager=True)}))
+            for start in range(0, len(hashes), RUN_CAP):
+                self.committed.add(hashes.slice(start, RUN_CAP).cast(pl.UInt64))
             self.seeded = True
 
     def check_and_add(self, hashes: pl.Series, partition: int) -> pl.Series:
-        """True where the hash was seen before (in an earlier batch or partition, or earlier in this batch);
+        """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
         null hashes (a key with a NULL) are never duplicates and are not remembered."""
         hashes = hashes.cast(pl.UInt64)
         within = pl.select(hashes.is_duplicated() & ~hashes.is_first_distinct()).to_series()
         with self.lock:
-            seen = pl.repeat(False, len(hashes), eager=True)
-            for run in self.runs:
-                sorted_h = run.get_column("h")
-                at = sorted_h.search_sorted(hashes.fill_null(0)).clip(0, max(run.height - 1, 0))
-                seen = seen | (sorted_h.gather(at) == hashes).fill_null(False)
+            seen = self.committed.contains(hashes)
+            for runs in self.pending.values():
+                seen = seen | runs.contains(hashes)
             fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
-            self._add(pl.DataFrame({"h": fresh, "p": pl.repeat(partition, len(fresh), dtype=pl.UInt32, eager=True)}))
+            self.pending.setdefault(partition, SortedRuns()).add(fresh)
         return (seen | within) & hashes.is_not_null()
-
-    def _add(self, rows: pl.DataFrame) -> None:
-        run = rows.cast(_SCHEMA).sort("h")  # type: ignore[arg-type]
-        while self.runs and self.runs[-1].height <= run.height * 2:
-            run = self.runs.pop().merge_sorted(run, key="h")
-        if run.height:
-            self.runs.append(run)
 
 
 _indexes: dict[tuple[str, str], HashIndex] = {}
@@ -65,6 +89,14 @@ _indexes_lock = threading.Lock()
 def index_for(run_id: str, rule: str) -> HashIndex:
     with _indexes_lock:
         return _indexes.setdefault((run_id, rule), HashIndex())
+
+
+def committed(run_id: str, partition: int) -> None:
+    """The partition committed: its keys join every index of the run for good."""
+    with _indexes_lock:
+        indexes = [ix for (run, _), ix in _indexes.items() if run == run_id]
+    for index in indexes:
+        index.committed_partition(partition)
 
 
 def drop_run(run_id: str) -> None:

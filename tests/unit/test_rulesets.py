@@ -129,14 +129,17 @@ def test_merged_records_hold_every_reason_once_per_row() -> None:
 def test_hash_index_finds_repeats_and_forgets_a_retried_partition() -> None:
     index = HashIndex()
     assert index.check_and_add(pl.Series([1, 2, 2, None], dtype=pl.UInt64), 0).to_list() == [False, False, True, False]
+    index.committed_partition(0)
     assert index.check_and_add(pl.Series([2, 3], dtype=pl.UInt64), 1).to_list() == [True, False]
-    assert index.check_and_add(pl.Series([3], dtype=pl.UInt64), 1).to_list() == [True]
-    index.forget(1)
-    assert index.check_and_add(pl.Series([3, 4], dtype=pl.UInt64), 1).to_list() == [False, False]
+    assert index.check_and_add(pl.Series([3], dtype=pl.UInt64), 1).to_list() == [True]  # its own earlier batch
+    assert index.check_and_add(pl.Series([3, 5], dtype=pl.UInt64), 2).to_list() == [True, False]  # in flight
+    index.forget(1)  # partition 1 is retried: its attempt's keys are gone, partition 2's stay
+    assert index.check_and_add(pl.Series([3, 4, 5], dtype=pl.UInt64), 1).to_list() == [False, False, True]
     for start in range(0, 5000, 500):  # many batches: the sorted runs merge, nothing is lost
-        index.check_and_add(pl.int_range(start + 10, start + 510, eager=True, dtype=pl.UInt64), 2)
-    assert len(index) == 5004 and len(index.runs) < 8
-    assert index.check_and_add(pl.Series([10, 5009, 5010], dtype=pl.UInt64), 3).to_list() == [True, True, False]
+        index.check_and_add(pl.int_range(start + 10, start + 510, eager=True, dtype=pl.UInt64), 3)
+    index.committed_partition(3)
+    assert len(index) == 5005 and len(index.committed.runs) < 8
+    assert index.check_and_add(pl.Series([10, 5009, 5010], dtype=pl.UInt64), 4).to_list() == [True, True, False]
 
 
 def test_budgets_and_schema_verdicts() -> None:
