@@ -127,6 +127,15 @@ class JobConfig(_Section):
     def _as_path(cls, value: Any) -> Path:
         return Path(value)
 
+    @model_validator(mode="after")
+    def _uniqueness_in_one_process(self) -> JobConfig:
+        if self.pipeline.executor == "dask":
+            wide = [r.name for r in self.validate_.rules if getattr(r, "scope", "batch") != "batch"]
+            if wide:
+                raise ValueError(f"unique rule(s) {', '.join(wide)}: scope \"job\" and \"target\" keep their keys in "
+                                 'this process; use executor = "threads" or scope = "batch"')
+        return self
+
     @property
     def source_url(self) -> DatabaseUrl:
         return parse_url(self.source.url, self.path.parent)

@@ -12,7 +12,7 @@ from engine import pg, source
 from engine.config import JobConfig
 from engine.errors import EngineError
 from engine.model import Plan
-from engine.ruleconfig import DtypeRule, ExpressionRule, ReferencesRule, Rule, UniqueRule
+from engine.ruleconfig import DtypeRule, ExpressionRule, ReferencesRule, Rule
 from engine.rulejob import schema_verdicts
 from engine.rulesets import polars_type
 from engine.sql import parse_table_name, quote_ident
@@ -40,9 +40,6 @@ def problems(config: JobConfig, plan: Plan) -> list[str]:
                 polars_type(rule.type)
             except ValueError as exc:
                 found.append(f"`{key}.type`: {exc}")
-        if isinstance(rule, UniqueRule) and rule.scope != "batch" and config.pipeline.executor == "dask":
-            found.append(f"`{key}.scope`: {rule.scope!r} uniqueness needs the partitions in one process; use "
-                         'executor = "threads" or scope = "batch"')
         if isinstance(rule, ReferencesRule):
             found += _reference_problems(config, rule, key)
     found += [f"`validate.rules`: rule {rule.name} (schema): {why}" for rule, why in

@@ -52,6 +52,16 @@ def test_errors_name_the_rule_key() -> None:
     assert "unknown kind 'nope'" in text and "set exactly one of `key` or `keys`" in text
 
 
+def test_job_wide_uniqueness_refuses_the_dask_executor() -> None:
+    data = {"job": {"name": "j"}, "source": {"url": "sqlite:///x.db", "table": "t"},
+            "target": {"url": "postgresql://localhost/x", "table": "t"}, "pipeline": {"executor": "dask"},
+            "validate": {"rules": [{"name": "u", "kind": "unique", "columns": ["x"], "scope": "job"}]}}
+    with pytest.raises(ConfigError, match='unique rule.s. u: scope "job"'):
+        parse_config(data, Path("job.toml"))
+    data["validate"]["rules"][0]["scope"] = "batch"  # type: ignore[index]
+    assert parse_config(data, Path("job.toml")).pipeline.executor == "dask"
+
+
 def test_rule_names_are_unique() -> None:
     rule = {"name": "a", "kind": "not_null", "column": "x"}
     assert "repeated: a" in _problems(rule, rule)
