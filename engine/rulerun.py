@@ -53,8 +53,11 @@ def _checks(task: PartitionTask, schema: pl.Schema) -> list[RowCheck]:
 
 
 def _hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    key = pl.col(columns[0]) if len(columns) == 1 else pl.struct(columns)
+    if len(columns) == 1:  # a NULL's hash is replaced by NULL: never a duplicate
+        return frame.select(pl.when(key.is_null()).then(None).otherwise(key.hash(7))).to_series()
     any_null = pl.any_horizontal(pl.col(c).is_null() for c in columns)
-    return frame.select(pl.when(any_null).then(None).otherwise(pl.struct(columns).hash(7))).to_series()
+    return frame.select(pl.when(any_null).then(None).otherwise(key.hash(7))).to_series()
 
 
 def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, schema: pl.Schema) -> None:

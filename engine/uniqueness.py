@@ -72,7 +72,7 @@ class HashIndex:
         """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
         null hashes (a key with a NULL) are never duplicates and are not remembered."""
         hashes = hashes.cast(pl.UInt64)
-        within = pl.select(hashes.is_duplicated() & ~hashes.is_first_distinct()).to_series()
+        within = ~hashes.is_first_distinct()
         with self.lock:
             seen = self.committed.contains(hashes)
             for runs in self.pending.values():
