@@ -246,6 +246,10 @@ class Run:
         conn.commit()
         report.partitions_skipped = len(done)
         self.prior = (sum(c.rows_read for c in done.values()), sum(c.rows_quarantined for c in done.values()))
+        if done and config.validate_.rules:
+            self.rule_stats = rulejob.resumed_stats(conn, config.job.name, run_id, list(config.validate_.rules),
+                                                    self.prior[0], report.notes)
+            conn.commit()
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
         tasks = [self.task(run_id, plan, target, i, staging, snapshot)

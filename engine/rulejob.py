@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import lookups, rulerun, uniqueness
+from engine import lookups, pg, rulerun, uniqueness
 from engine.errors import RuleFailed
 from engine.ruleconfig import CompletenessRule, Rule, SchemaRule
 from engine.rulestats import RuleStats
@@ -85,3 +85,19 @@ def forget_run(run_id: str) -> None:
     lookups.drop_run(run_id)
     uniqueness.drop_run(run_id)
     rulerun.drop_run(run_id)
+
+
+def resumed_stats(conn: pg.Connection, job: str, run_id: str, rules: list[Rule], rows_read: int,
+                  notes: list[str]) -> dict[str, RuleStats]:
+    """On resume, what the partitions finished before did, so budgets and the report cover the whole run: their
+    rows, and each reject rule's failures as recorded in the quarantine (warn rules' counts were not kept)."""
+    counted = dict(pg.fetch_all(conn, """SELECT c, COUNT(*) FROM engine.quarantine, unnest(string_to_array(checks, ', ')) c
+                                         WHERE job = $1 AND run_id = $2 GROUP BY c""", (job, run_id)))
+    stats = {}
+    for rule in rules:
+        if rule.row_level:
+            stats[rule.name] = RuleStats(rule.name, rule.kind, rule.severity, rows_read,
+                                         int(counted.get(rule.name, 0)))
+    notes.append("rule counts of the partitions finished before the resume come from the quarantine"
+                 + (" (warn rules: not counted there)" if any(r.severity == "warn" for r in rules) else ""))
+    return stats

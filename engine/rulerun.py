@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import frames, lookups, pg, source, uniqueness
+from engine import checkpoint, frames, lookups, pg, source, uniqueness
 from engine.errors import RuleFailed
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import BAD_ROWS_SCHEMA, ROW_INDEX
@@ -61,14 +61,26 @@ def _hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
 
 
 def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, schema: pl.Schema) -> None:
-    """Unique scope "target": the keys already in the target table join the index before the first batch."""
+    """Before the run's first batch: scope "target" adds the keys already in the target table; scope "job" of a
+    resumed run adds those of the partitions committed before the resume (selected by the partition key)."""
     cols = ", ".join(quote_ident(c) for c in rule.columns)
     with pg.connection(parse_url(task.target_url)) as conn:
-        existing = pg.table_columns(conn, task.target.table)
+        table, where = task.target.table, ""
+        if rule.scope == "job":
+            done = checkpoint.done_partitions(conn, task.run_id)
+            key = task.plan.target_key
+            ranges = [p.where(quote_ident(key)).removeprefix(" WHERE ") for p in task.plan.partitions
+                      if p.id in done] if key else []
+            if not ranges:
+                index.seeded = True
+                return
+            table = task.target.write_table
+            where = "" if "" in ranges else " WHERE " + " OR ".join(f"({r})" for r in ranges)
+        existing = pg.table_columns(conn, table)
         if existing is None or any(c not in existing for c in rule.columns):
             index.seeded = True
             return
-        rows = frames.frame(pg.fetch_arrow(conn, f"SELECT {cols} FROM {task.target.table.quoted()}"))
+        rows = frames.frame(pg.fetch_arrow(conn, f"SELECT {cols} FROM {table.quoted()}{where}"))
     rows = rows.select(pl.col(c).cast(schema[c], strict=False) for c in rule.columns)
     index.seed(_hashes(rows, rule.columns).drop_nulls())
 
@@ -79,7 +91,7 @@ def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Ser
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
             index = uniqueness.index_for(task.run_id, rule.name)
             with _seed_lock:
-                if rule.scope == "target" and not index.seeded:
+                if not index.seeded:
                     _seed(task, rule, index, frame.schema)
             out[rule.name] = ~index.check_and_add(_hashes(frame, rule.columns), task.partition.id)
     return out

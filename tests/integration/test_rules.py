@@ -258,3 +258,17 @@ def test_validation_report_in_json_terminal_and_status(source: str, pg_db: str, 
     status = run_cli("status", str(job))
     assert status.returncode == 0 and "amount_range" in status.stdout and "status_known" in status.stdout
 
+
+
+def test_a_resumed_run_keeps_job_wide_uniqueness_and_rule_counts(source: str, pg_db: str, tmp_path: Path) -> None:
+    unique = _rule(name="email_unique", kind="unique", columns=["email"], scope="job")
+    range_ = _rule(name="amount_range", kind="range", column="amount", min=0)
+    stop = _rule(name="stop_at_8", kind="expression", expr="id <> 8", severity="fail")
+    with pytest.raises(RuleFailed, match="stop_at_8"):  # partitions 0-2 commit (ids 1-6), partition 3 fails
+        run_job(load_config(_job(tmp_path, source, pg_db, unique + range_ + stop, partitions=4, workers=1)))
+    assert _loaded(pg_db) == [1, 3, 4, 5]
+    report = run_job(load_config(_job(tmp_path, source, pg_db, unique + range_, partitions=4, workers=1)))
+    assert report.resumed and report.partitions_run == 1
+    assert set(_quarantined(pg_db)) == {2, 6, 7}  # 7 repeats the e-mail of 1, loaded before the resume
+    counts = {r["rule"]: (r["failures"], r["rows_checked"]) for r in report.rules}
+    assert counts == {"email_unique": (1, 8), "amount_range": (2, 8)}
