@@ -76,7 +76,7 @@ def pg_rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-def]
+def mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-def]
     import pymysql
 
     return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=database,
@@ -87,7 +87,7 @@ def _mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-de
 def mariadb_db() -> Iterator[str]:
     """A fresh MariaDB database; yields its URL. Skips (fails under CI=true) when no server is reachable."""
     try:
-        conn = _mariadb_connect()
+        conn = mariadb_connect()
     except Exception as exc:
         message = f"MariaDB not reachable on 127.0.0.1:3306 ({exc})"
         if IN_CI:
@@ -103,7 +103,7 @@ def mariadb_db() -> Iterator[str]:
 
 
 def mariadb_exec(url: str, *statements: str, many: tuple[str, list[tuple[Any, ...]]] | None = None) -> None:
-    conn = _mariadb_connect(url.rsplit("/", 1)[1])
+    conn = mariadb_connect(url.rsplit("/", 1)[1])
     try:
         with conn.cursor() as cur:
             for s in statements:
