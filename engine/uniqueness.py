@@ -1,8 +1,8 @@
 """Uniqueness across a whole run: a memory-bounded index of 64-bit key hashes, shared by the run's partitions.
 
-Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs (a log-structured
-merge: runs of similar size merge, up to `RUN_CAP` keys, so a merge never copies more than that), and a batch
-is checked by binary search in each run. A partition's keys stay apart (`pending`) until it commits: a retried
+Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs of up to `RUN_CAP` keys
+(new keys merge into the last run, so a merge never copies more than that), and a batch is checked by binary
+search in each run: five runs at 10M keys. A partition's keys stay apart (`pending`) until it commits: a retried
 partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of themselves, while the
 partitions in flight still see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵
 (3 in a million at 10M keys): such a row would be reported as a duplicate.
@@ -14,12 +14,12 @@ import threading
 
 import polars as pl
 
-RUN_CAP = 1 << 22
+RUN_CAP = 1 << 21
 
 
 class SortedRuns:
     def __init__(self) -> None:
-        self.runs: list[pl.Series] = []  # each sorted; sizes roughly halving from first to last
+        self.runs: list[pl.Series] = []  # each sorted; all but the last hold RUN_CAP keys or nearly
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs)
@@ -33,12 +33,12 @@ class SortedRuns:
         return seen
 
     def add(self, hashes: pl.Series) -> None:
+        """Merged into the open (last) run while it stays under RUN_CAP: few runs, so few searches a batch."""
         run = hashes.sort()
-        while self.runs and len(self.runs[-1]) <= 2 * len(run) and len(self.runs[-1]) + len(run) <= RUN_CAP:
+        if self.runs and len(self.runs[-1]) + len(run) <= RUN_CAP:
             run = pl.DataFrame({"h": self.runs.pop()}).merge_sorted(pl.DataFrame({"h": run}), key="h").to_series()
         if len(run):
             self.runs.append(run)
-            self.runs.sort(key=len, reverse=True)
 
 
 class HashIndex:
