@@ -117,7 +117,12 @@ def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | No
            result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
     """A job with [[validate.rules]]: the schema's verdict and the rules' in one quarantine record per row."""
     start = time.perf_counter()
-    original = frames.frame(batch)
+    if transform is None:  # only the columns the rules read visit Polars (strings are copied on the way)
+        needed = rulerun.needed_columns(task) | set(rules.columns if rules else ())
+        names = [n for n in batch.schema.names if n in needed]
+        original = frames.frame(batch.select(names) if len(names) < batch.num_columns else batch)
+    else:
+        original = frames.frame(batch)
     frame = original if transform is None else transform(original.lazy()).collect()
     if frame.height != original.height:
         raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
@@ -126,7 +131,8 @@ def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | No
     verdict = split_rows(frame, rules)
     bad = rulerun.merge_bad([verdict.bad_rows, rulerun.check_batch(task, frame, result)])
     if bad.height:
-        rejected.append(quarantine.records(origin(task), original, bad))
+        whole = frames.frame(batch) if transform is None else original  # the whole source row, as recorded
+        rejected.append(quarantine.records(origin(task), whole, bad))
         result.rows_quarantined += bad.height
         result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
     keep = pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()

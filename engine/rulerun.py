@@ -20,7 +20,7 @@ from engine import checkpoint, frames, lookups, pg, source, uniqueness
 from engine.errors import RuleFailed
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import BAD_ROWS_SCHEMA, ROW_INDEX
-from engine.ruleconfig import CompletenessRule, ReconcileRule, ReferencesRule, Rule, UniqueRule
+from engine.ruleconfig import CompletenessRule, ExpressionRule, ReconcileRule, ReferencesRule, Rule, UniqueRule
 from engine.rulesets import RowCheck, compile_checks
 from engine.rulestats import RuleStats
 from engine.sql import quote_ident
@@ -37,6 +37,15 @@ def start_partition(task: PartitionTask, result: PartitionResult) -> None:
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
             uniqueness.index_for(task.run_id, rule.name).forget(task.partition.id)
+
+
+def needed_columns(task: PartitionTask) -> set[str]:
+    """The columns the job's rules read (and the partition key, for sample keys): the rest stay in Arrow."""
+    names = {task.plan.key} if task.plan.key else set()
+    for rule in task.rules:
+        names.update(pl.sql_expr(rule.expr).meta.root_names() if isinstance(rule, ExpressionRule)
+                     else rule.columns_used)
+    return names
 
 
 def _checks(task: PartitionTask, schema: pl.Schema) -> list[RowCheck]:

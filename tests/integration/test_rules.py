@@ -98,6 +98,9 @@ def test_a_row_failing_three_rules_is_quarantined_once_with_three_reasons(source
     assert checks == "amount_range, email_format, code_currency"
     assert reason.count(" failed for value ") == 3 and "email: email_format failed for value bad" in reason
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.quarantine WHERE (row->>'id')::int = 2") == [(1,)]
+    # the whole source row is recorded, not only the columns the rules read
+    assert pg_rows(pg_db, "SELECT row->>'status', row->>'customer_id' FROM engine.quarantine "
+                          "WHERE (row->>'id')::int = 2") == [("paid", "2")]
 
 
 def test_warn_loads_the_row_and_counts_it(source: str, pg_db: str, tmp_path: Path) -> None:
