@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine import failpoints, frames, quarantine
+from engine import failpoints, frames, quarantine, rulerun
 from engine.config import TransformSection
 from engine.errors import EngineError
 from engine.load import conform, values_that_would_change
@@ -64,13 +64,17 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
     transform = compiled_transform(task.transform, task.rules_dir)
     rules = compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
     untransformed = task.transform == TransformSection()
+    if task.rules:
+        rulerun.start_partition(task, result)
     for number, batch in enumerate(batches):
         failpoints.hit("transform.batch")
         start = time.perf_counter()
         result.rows_read += batch.num_rows
         result.bytes += batch.nbytes
         LIVE.add(batch.num_rows, batch.nbytes)
-        if untransformed:  # rows stay in Arrow; only checked columns visit Polars
+        if task.rules:
+            out = _ruled(task, batch, None if untransformed else transform, rules, result, rejected)
+        elif untransformed:  # rows stay in Arrow; only checked columns visit Polars
             out = _checked(task, batch, rules, result, rejected)
             result.phases["validate"] += time.perf_counter() - start
         else:
@@ -107,6 +111,38 @@ def _transformed_and_checked(task: PartitionTask, batch: pa.RecordBatch, transfo
     if verdict.bad_rows.height:
         _reject(task, original, verdict, result, rejected)
     out = _conformed(task, _one_batch(frames.arrow(verdict.good)), result, rejected)
+    result.phases["transform"] += mid - start
+    result.phases["validate"] += time.perf_counter() - mid
+    return out
+
+
+def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | None, rules: Rules | None,
+           result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
+    """A job with [[validate.rules]]: the schema's verdict and the rules' in one quarantine record per row."""
+    start = time.perf_counter()
+    if transform is None:  # only the columns the rules read visit Polars (strings are copied on the way)
+        needed = rulerun.needed_columns(task) | set(rules.columns if rules else ())
+        names = [n for n in batch.schema.names if n in needed]
+        original = frames.frame(batch.select(names) if len(names) < batch.num_columns else batch)
+    else:
+        original = frames.frame(batch)
+    frame = original if transform is None else transform(original.lazy()).collect()
+    if frame.height != original.height:
+        raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
+                          "transforms must keep every row: reject rows with validation rules instead")
+    mid = time.perf_counter()
+    verdict = split_rows(frame, rules)
+    bad = rulerun.merge_bad([verdict.bad_rows, rulerun.check_batch(task, frame, result)])
+    if bad.height:
+        whole = frames.frame(batch) if transform is None else original  # the whole source row, as recorded
+        rejected.append(quarantine.records(origin(task), whole, bad))
+        result.rows_quarantined += bad.height
+        result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
+    keep = pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
+    if transform is None:
+        out = _conformed(task, batch.filter(frames.mask(keep)) if bad.height else batch, result, rejected)
+    else:
+        out = _conformed(task, _one_batch(frames.arrow(frame.filter(keep))), result, rejected)
     result.phases["transform"] += mid - start
     result.phases["validate"] += time.perf_counter() - mid
     return out

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
+from engine.ruleconfig import KINDS, Rule, duplicate_names
 from engine.sql import TableName, parse_table_name
 from engine.urls import DatabaseUrl, parse_url
 
@@ -81,6 +82,15 @@ class TransformSection(_Section):
 class ValidateSection(_Section):
     schema_ref: str | None = Field(None, alias="schema", description="`module:SchemaName` in rules/")
     max_error_rate: float = Field(0.01, ge=0.0, le=1.0, description="Fail the job above this share of bad rows")
+    max_errors: int | None = Field(None, ge=0, description="Fail the job above this many bad rows")
+    rules: list[Rule] = Field(default_factory=list, description="[[validate.rules]]: declarative rules (README)")
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> ValidateSection:
+        twice = duplicate_names(self.rules)
+        if twice:
+            raise ValueError(f"rule names must be unique in the job; repeated: {', '.join(sorted(set(twice)))}")
+        return self
 
 
 class TargetSection(_Section):
@@ -137,6 +147,15 @@ class JobConfig(_Section):
     @classmethod
     def _as_path(cls, value: Any) -> Path:
         return Path(value)
+
+    @model_validator(mode="after")
+    def _uniqueness_in_one_process(self) -> JobConfig:
+        if self.pipeline.executor == "dask":
+            wide = [r.name for r in self.validate_.rules if getattr(r, "scope", "batch") != "batch"]
+            if wide:
+                raise ValueError(f"unique rule(s) {', '.join(wide)}: scope \"job\" and \"target\" keep their keys in "
+                                 'this process; use executor = "threads" or scope = "batch"')
+        return self
 
     @property
     def source_url(self) -> DatabaseUrl:
@@ -203,10 +222,29 @@ def _allowed_keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items() if n != "path"]
 
 
+def _rule_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """validate.rules.2.range.min -> validate.rules[2].min: the kind pydantic puts in the path is not a key."""
+    if loc[:2] == ("validate", "rules") and len(loc) > 3 and isinstance(loc[2], int):
+        return (*loc[:3], *loc[4:])
+    return loc
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 def _describe(error: Any) -> str:
-    loc = tuple(error["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    loc = _rule_loc(tuple(error["loc"]))
+    key = _key(loc) or "(top level)"
     kind, found = error["type"], error.get("input")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        what = f"unknown kind {found.get('kind')!r}" if isinstance(found, dict) and "kind" in found else "missing"
+        return f"`{key}.kind`: {what}; one of: {', '.join(KINDS)}"
+    if kind == "extra_forbidden" and loc[:2] == ("validate", "rules"):
+        return f"`{key}`: unknown key for this kind of rule"
     if kind == "extra_forbidden":
         parent = _model_for(loc[:-1])
         allowed = _allowed_keys(parent) if parent else []

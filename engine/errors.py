@@ -7,6 +7,7 @@
     │     (marked TransientError when a retry may help: connection lost, server restarting, deadlock)
     ├── WorkerLost                   Dask gave up on a partition whose workers kept dying (exit 69)
     ├── ErrorBudgetExceeded          more bad rows than `validate.max_error_rate` allows (exit 65)
+    │     └── RuleFailed             a `fail` rule failed, or a rule's budget was exceeded (exit 65)
     └── VerificationError            target and source disagree after loading (exit 66)
 
 Retry logic only asks "is it transient?"; everything else fails the partition at once. The database adapters
@@ -93,6 +94,10 @@ class WorkerLost(EngineError):
 
 class ErrorBudgetExceeded(EngineError):
     exit_code = EXIT_ERROR_BUDGET
+
+
+class RuleFailed(ErrorBudgetExceeded):
+    """A validation rule with severity "fail" failed, or a rule's own budget was exceeded (exit 65)."""
 
 
 class VerificationError(EngineError):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import pg
+from engine import pg, rulecheck
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError
 from engine.load import preflight, target_ddl
 from engine.model import Plan
 from engine.modes import mode_of
 from engine.plan import make_plan
+from engine.report import render_rules
 from engine.sql import TableName
 from engine.transform import build_transform
 from engine.validate import load_schema
@@ -82,6 +84,7 @@ def check(config: JobConfig) -> list[str]:
     plan = None
     try:
         plan = make_plan(config)
+        problems += rulecheck.problems(config, plan)
     except EngineError as exc:
         problems.extend(_problems(exc))
     try:
@@ -118,6 +121,10 @@ def status(config: JobConfig) -> str:
             d = done.get(p.id)
             state = "done" if d else ("in flight or failed" if runs[0][1] in ("running", "failed") else "not run")
             rows.append((str(p.id), p.label(), state, *(f"{d[i]:,}" if d else "" for i in (1, 2, 3))))
+        report = pg.fetch_all(conn, "SELECT report::text FROM engine.runs WHERE run_id = $1", (latest,))[0][0]
+        rules = json.loads(report).get("rules", []) if report else []
+        if rules:
+            lines += ["", f"validation of run {latest}:", *render_rules(rules)]
         lines += ["", f"partitions of run {latest}: {len(done)}/{len(plan.partitions)} done",
                   _table(rows, ("partition", "range", "state", "read", "loaded", "quarantined"))]
         return "\n".join(lines)

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from engine.config import LoadMode, TransformSection
+from engine.ruleconfig import Rule
+from engine.rulestats import RuleStats
 from engine.sql import Dialect, TableName, quote_ident
 from engine.typemap import ColumnSpec, ingest_type
 
@@ -203,6 +205,7 @@ class PartitionTask:
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
     reader: Literal["connectorx", "adbc"] = "connectorx"  # `[source] reader`
+    rules: tuple[Rule, ...] = ()  # [[validate.rules]]
 
     def __repr__(self) -> str:  # URLs carry secrets
         return f"PartitionTask(job={self.job!r}, run={self.run_id!r}, partition={self.partition.id})"
@@ -222,3 +225,4 @@ class PartitionResult:
     started: float = 0.0  # epoch seconds, first attempt
     ended: float = 0.0
     worker: str = ""  # process and thread that ran it
+    rule_stats: dict[str, RuleStats] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from pathlib import Path
 from typing import Any
 
-from engine import checkpoint, failpoints, gc, pg, quarantine, tracing
+from engine import checkpoint, failpoints, gc, pg, quarantine, rulejob, tracing
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
@@ -29,6 +29,7 @@ from engine.partitions import BlockState, block_facts
 from engine.plan import make_plan
 from engine.progress import event_line
 from engine.report import RunReport
+from engine.rulestats import RuleStats, merge_all
 from engine.source import source_snapshot
 from engine.task import run_partition
 from engine.urls import redact
@@ -74,7 +75,12 @@ def check_source_unchanged(config: JobConfig, plan: Plan, run_id: str) -> None:
                           "loaded. Rerun with --fresh to start over with the new columns")
 
 
-def budget_error(read: int, quarantined: int, budget: float) -> ErrorBudgetExceeded | None:
+def budget_error(read: int, quarantined: int, budget: float, max_errors: int | None = None
+                 ) -> ErrorBudgetExceeded | None:
+    if max_errors is not None and quarantined > max_errors:
+        return ErrorBudgetExceeded(f"{quarantined:,} rows failed validation (> validate.max_errors {max_errors:,}); "
+                                   "finished partitions are kept; fix the rules and rerun with --fresh, or raise the "
+                                   "budget and rerun")
     if not read or quarantined / read <= budget:
         return None
     return ErrorBudgetExceeded(
@@ -108,6 +114,7 @@ class Run:
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
         self.lock_conn: pg.Connection  # the session holding the job's advisory lock
+        self.rule_stats: dict[str, RuleStats] = {}  # [[validate.rules]]: merged over this invocation's partitions
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
         """Resume the job's unfinished run (same frozen plan), or plan a new one."""
@@ -150,7 +157,8 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
-            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader)
+            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader,
+            rules=tuple(c.validate_.rules))
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -191,7 +199,9 @@ class Run:
                     self.metrics.partition_failed(partition_of.get(future), redact(str(explain_task_failure(exc))))
                     continue
                 self._account(result, report, failures, len(tasks))
-                over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget)
+                over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget,
+                                    self.config.validate_.max_errors)
+                over = over or rulejob.over_budget(self.config.validate_.rules, self.rule_stats)
                 if over is not None and error is None:
                     report.add_failures(failures)
                     error = over
@@ -211,6 +221,7 @@ class Run:
             result.partition_id, result.worker, result.started, result.ended or result.started + result.seconds,
             result.rows_read, result.rows_loaded, result.rows_quarantined, result.bytes, result.attempts - 1,
             {k: round(v, 4) for k, v in result.phases.items()}), result.failures)
+        merge_all(self.rule_stats, result.rule_stats)
 
     def run(self) -> RunReport:
         config = self.config
@@ -254,6 +265,7 @@ class Run:
             if run_id:
                 report.status = "failed"
                 report.error = redact(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+                self._rules_report(report)
                 report.wall_seconds = round(time.perf_counter() - started, 3)
                 self._finish_metrics(report, None)
                 if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
@@ -262,6 +274,8 @@ class Run:
             raise
         finally:
             metrics.stop_sampler()
+            if run_id:
+                rulejob.forget_run(run_id)
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(peak_rss_mb(), 1)
             if self.observer is not None:
@@ -280,6 +294,7 @@ class Run:
                 "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
                 "use verify = \"count\""])
+        rulejob.judge_schema(config.validate_.rules, [c.name for c in plan.target_columns], report.notes)
         with self.metrics.phase("prepare"):
             target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                     config.target.create, resumed)
@@ -292,6 +307,10 @@ class Run:
         metrics.planned_rows = max(plan.source_rows - self.prior[0], 0)
         metrics.emit("run_started", resumed=resumed, started=metrics.started, counts={
             "partitions_total": len(plan.partitions), "partitions_done": len(done), "planned_rows": plan.source_rows})
+        if done and config.validate_.rules:
+            self.rule_stats = rulejob.resumed_stats(conn, config.job.name, run_id, list(config.validate_.rules),
+                                                    self.prior[0], report.notes)
+            conn.commit()
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
         tasks = [self.task(run_id, plan, target, i, staging, snapshot)
@@ -300,6 +319,7 @@ class Run:
         with metrics.phase("partitions"):
             self.execute(tasks, report, failures)
         report.add_failures(failures)
+        rulejob.judge_completeness(config.validate_.rules, self.rule_stats, report.notes)
         with metrics.phase("finish"):
             pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
                             config.pipeline.retries, self.say)
@@ -310,7 +330,7 @@ class Run:
             finished = checkpoint.done_partitions(conn, run_id) if self.config.pipeline.checkpoints else None
             if finished is not None:  # the budget holds for the whole run, resumed or not
                 read, bad = sum(c.rows_read for c in finished.values()), sum(c.rows_quarantined for c in finished.values())
-                over = budget_error(read, bad, self.config.validate_.max_error_rate)
+                over = budget_error(read, bad, self.config.validate_.max_error_rate, self.config.validate_.max_errors)
                 if over is not None:
                     report.top_failures = quarantine.top_failures(conn, self.config.job.name, run_id)
                     raise over
@@ -323,6 +343,7 @@ class Run:
                 failpoints.hit("replace.before_swap")
             mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
+            self._rules_report(report)
             report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
 
@@ -352,6 +373,10 @@ class Run:
                     checkpoint.save_metrics(conn, run_id, report.metrics)
         except (OSError, EngineError) as exc:
             report.notes.append(f"metrics not saved: {redact(str(exc))}")
+
+    def _rules_report(self, report: RunReport) -> None:
+        if self.config.validate_.rules:
+            report.rules = rulejob.report_rows(self.config.validate_.rules, self.rule_stats, report.job, report.run_id)
 
     def _hold_lock(self) -> None:
         """Make sure this process still holds the job's lock: the server drops it with its session (a restart,

@@ -33,6 +33,7 @@ class RunReport:
     staging_dir: str = ""
     quarantine_table: str = "engine.quarantine"
     notes: list[str] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)  # the validation report, one entry per rule
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # engine.metrics.RunMetrics.to_dict()
 
@@ -69,8 +70,28 @@ class RunReport:
         if self.rows_quarantined:
             lines.append(f"  bad rows     {self.quarantine_table} (run_id = '{self.run_id}') and "
                          f"{self.staging_dir}/rejected/*.parquet")
+        lines += render_rules(self.rules)
         lines.append(f"  staging      {self.staging_dir}  (engine inspect <job.toml> to query it with DuckDB)")
         lines += [f"  note: {n}" for n in self.notes]
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
+
+
+def render_rules(rules: list[dict[str, Any]]) -> list[str]:
+    """The validation report: the worst rules first, each with its top values, sample keys and SQL."""
+    if not rules:
+        return []
+    lines = ["  validation rules (worst first):"]
+    for r in sorted(rules, key=lambda r: (-r["failures"], r["rule"])):
+        lines.append(f"    {r['rule']:<24} {r['kind']:<12} {r['severity']:<6} {r['failures']:>10,} of "
+                     f"{r['rows_checked']:>10,} ({r['share']:.2%})  {', '.join(r['columns'])}")
+        if r["failures"]:
+            values = ", ".join(f"{v['value']!r} x{v['rows']:,}" for v in r["top_values"])
+            lines.append(f"      top values: {values}")
+            lines.append(f"      sample keys: {', '.join(r['sample_keys'])}")
+            if r.get("detail"):
+                lines.append(f"      {r['detail']}")
+            lines.append(f"      all rows: {r['sql']}" if r.get("sql") else
+                         "      (rows are loaded, not quarantined: severity warn, or a per-partition/job verdict)")
+    return lines

@@ -109,7 +109,8 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
         if url.dialect == "postgresql":
             pinned = pinned_connection(url)
             if pinned is not None:
-                return pg.fetch_all(pinned, sql, params)
+                with _pinned_use:  # one session: partitions (reconcile rules) take turns
+                    return pg.fetch_all(pinned, sql, params)
             with pg.connection(url, autocommit=True) as conn:
                 return pg.fetch_all(conn, sql, params)
         if url.dialect == "sqlite":
@@ -129,6 +130,7 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
 
 _pinned: dict[str, pg.Connection] = {}
 _pinned_lock = threading.Lock()
+_pinned_use = threading.Lock()
 
 
 def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
@@ -158,3 +160,10 @@ def source_snapshot(url: DatabaseUrl) -> Iterator[str | None]:
             conn.close()
         except Exception:
             pass
+
+
+def as_table(batches: list[pa.RecordBatch]) -> pa.Table:
+    """Batches read by `read_batches` as one table (an empty one when the query returned no batch)."""
+    if batches:
+        return pa.Table.from_batches(batches)
+    return pa.table({})

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import checkpoint, failpoints, pg, quarantine
+from engine import checkpoint, failpoints, pg, quarantine, rulerun, uniqueness
 from engine.batches import origin, process
 from engine.extract import read_partition
 from engine.load import row_rejection, write_batches
@@ -87,6 +87,7 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
         if rejected:
             quarantine.write(conn, pa.concat_tables(rejected), Path(task.staging_dir), task.partition.id)
         result.rows_loaded = loaded
+        rulerun.reconcile_partition(task, result)  # before the commit: a mismatch keeps the partition out
         result.seconds = time.perf_counter() - started
         _record(conn, task, result)
         if content is not None:
@@ -189,4 +190,7 @@ def _run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None) 
             assert committed is not None
             return committed
 
-    return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)
+    result = pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries,
+                             on_retry)
+    uniqueness.committed(task.run_id, task.partition.id)  # its keys count for the partitions after it
+    return result

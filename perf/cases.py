@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from perf.datasets import COLUMNS, create_target
 from perf.db import Server, pg_count, pg_exec
@@ -103,7 +104,7 @@ def copy_limit(ctx: Context) -> Case:
 
 def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", validate: bool = True,
                  checkpoints: bool = True, workers: int | None = None, executor: str = "threads",
-                 notes: str = "", source_keys: str = "", table: str | None = None) -> Case:
+                 notes: str = "", source_keys: str = "", table: str | None = None, rules: str = "") -> Case:
     target = key.replace("-", "_")
     url = (ctx.mysql.url(ctx.src_db) if source == "mysql" else f"sqlite:///{ctx.sqlite_path}" if source == "sqlite"
            else ctx.src)
@@ -112,7 +113,9 @@ def _engine_case(ctx: Context, key: str, label: str, *, source: str = "pg", vali
              f"[source]\nurl = {json.dumps(url)}\ntable = \"{table or ctx.table}\""
              + (f"\n{source_keys}" if source_keys else ""),
              f"[target]\nurl = {json.dumps(ctx.dst)}\ntable = \"public.{target}\"\nmode = \"append\""]
-    if validate:
+    if rules:
+        lines.append("[validate]\nmax_error_rate = 0.0\n\n" + rules)
+    elif validate:
         lines.append("[validate]\nschema = \"perf_orders.schema:PerfOrders\"\nmax_error_rate = 0.0")
     pipeline = [f"checkpoints = {str(checkpoints).lower()}", f'executor = "{executor}"']
     pipeline += [f"workers = {workers}"] if workers else []
@@ -168,6 +171,43 @@ def engine_no_validation(ctx: Context) -> Case:
 
 def engine_no_checkpoints(ctx: Context) -> Case:
     return _engine_case(ctx, "engine-nocheckpoints", "engine, checkpoints off", checkpoints=False)
+
+
+REFERENCE_ROWS = 100_000
+# One declarative rule of every kind, all passing on the reference data (so every row is loaded and counted).
+EVERY_KIND: list[dict[str, Any]] = [
+    {"kind": "schema", "columns": ["id", "customer_id", "status", "amount", "currency", "email"]},
+    {"kind": "dtype", "column": "customer_id", "type": "integer"},
+    {"kind": "not_null", "column": "status"},
+    {"kind": "range", "column": "amount", "min": 0, "max": 1_000_000},
+    {"kind": "allowed", "column": "status", "values": ["new", "paid", "shipped", "delivered", "cancelled", "refunded"]},
+    {"kind": "length", "column": "note", "max": 2000},
+    {"kind": "references", "column": "customer_id", "table": "public.perf_customers", "key": "id"},
+    {"kind": "expression", "expr": "amount >= 0 OR status = 'refunded'"},
+    {"kind": "completeness", "column": "note", "max_null_ratio": 0.1},
+    {"kind": "reconcile", "column": "amount", "agg": "sum"},
+    {"kind": "unique", "columns": ["id"], "scope": "job"},
+    {"kind": "format", "column": "email", "format": "email"},
+    {"kind": "format", "column": "currency", "format": "currency"},
+]
+
+
+def rules_toml() -> str:
+    tables = []
+    for i, rule in enumerate(EVERY_KIND):
+        keys = {"name": f"r{i}_{rule['kind']}", **rule}
+        tables.append("[[validate.rules]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items()))
+    return "\n\n".join(tables)
+
+
+def engine_rules(ctx: Context) -> Case:
+    """Every rule kind active, against a 100k-row reference table: compare with engine-novalidate."""
+    pg_exec(ctx.src, "CREATE TABLE IF NOT EXISTS public.perf_customers (id bigint PRIMARY KEY, name text)",
+            f"INSERT INTO public.perf_customers SELECT i, 'customer ' || i FROM generate_series(1, {REFERENCE_ROWS}) i "
+            "ON CONFLICT DO NOTHING")
+    return _engine_case(ctx, "engine-rules", "engine, [[validate.rules]]: one rule of every kind (12)",
+                        rules=rules_toml(), notes=f"references a {REFERENCE_ROWS:,}-row table; "
+                        "ratio of interest: to engine-novalidate")
 
 
 def engine_mysql(ctx: Context) -> Case:
@@ -310,11 +350,12 @@ CASES: dict[str, Callable[[Context], Case]] = {
     "copy-limit": copy_limit, "engine": engine_defaults, "engine-adbc": engine_adbc,
     "engine-key": engine_keys, "engine-blocks": engine_blocks, "engine-key-shuffled": engine_keys_shuffled,
     "engine-blocks-shuffled": engine_blocks_shuffled, "engine-novalidate": engine_no_validation,
-    "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-dask": engine_dask,
-    "mariadb-limit": mariadb_limit, "engine-sqlite": engine_sqlite, "sqlite-limit": sqlite_limit,
+    "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-rules": engine_rules,
+    "engine-dask": engine_dask, "mariadb-limit": mariadb_limit, "engine-sqlite": engine_sqlite,
+    "sqlite-limit": sqlite_limit,
     "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
     "polars-pg": polars_pg, "pandas-pg": pandas_pg,
 }
 SMOKE_CASES = ("copy-limit", "engine", "engine-adbc", "engine-novalidate", "engine-nocheckpoints", "engine-mysql",
-               "mariadb-limit", "engine-sqlite", "sqlite-limit")
+               "engine-rules", "mariadb-limit", "engine-sqlite", "sqlite-limit")

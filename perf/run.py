@@ -143,6 +143,17 @@ def run_cases(cases: list[Case], ctx_rows: dict[str, Context], runs: int, timeou
     return results
 
 
+def validation_cost(rows: list[dict[str, Any]]) -> None:
+    """engine-rules as a ratio to the same job without validation (issue 12: under 1.15)."""
+    by_case = {r["case"]: r for r in rows}
+    rules, plain = by_case.get("engine-rules"), by_case.get("engine-novalidate")
+    if rules and plain and rules.get("wall_s_median") and plain.get("wall_s_median"):
+        ratio = rules["wall_s_median"] / plain["wall_s_median"]
+        rules.setdefault("extra", {})["ratio_to_novalidate"] = round(ratio, 3)
+        say(f"engine-rules / engine-novalidate: {ratio:.2f}x wall, peak RSS {rules['peak_rss_mb']} MB vs "
+            f"{plain['peak_rss_mb']} MB")
+
+
 def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
     keys = SMOKE_CASES if args.smoke else tuple(args.cases or CASES)
     unknown = [k for k in keys if k not in CASES]
@@ -155,8 +166,9 @@ def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = run_cases(cases, {c.key: ctx for c in cases}, args.runs, args.timeout, "cases", args.quiet_wait,
                         args.retries)
     rows = summarize(results)
-    name = "smoke" if args.smoke else "latest"
-    paths = write_results(rows, RESULTS, name, None if args.smoke else "")
+    validation_cost(rows)
+    name = args.out or ("smoke" if args.smoke else "latest")
+    paths = write_results(rows, RESULTS, name, None if args.smoke or args.out else "")
     print(markdown(rows, f"{ctx.rows:,} rows ({ctx.data_bytes / 1e6:,.0f} MB), {args.runs} run(s) each, "
                          f"{os.cpu_count()} cores"))
     print(f"\nresults: {', '.join(str(p.relative_to(ROOT)) for p in paths)}")
@@ -225,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                    help=f"comma-separated subset of: {', '.join(CASES)}")
     p.add_argument("--smoke", action="store_true", help="tiny CI run: raw COPY and the engine cases only")
+    p.add_argument("--out", help="results file name under perf/results (default latest, or smoke); no dated copy")
     p.add_argument("--scaling", action="store_true", help="run the scaling table instead of the cases")
     p.add_argument("--scaling-rows", default="1M,10M", help="sizes for --scaling (default 1M,10M)")
     p.add_argument("--sample-rows", type=row_count, default=100_000, help="rows for extrapolated peers (pandas)")

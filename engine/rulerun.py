@@ -1,0 +1,224 @@
+"""Declarative rules applied to a partition's batches: one vectorised pass per batch, stats per rule.
+
+`check_batch` evaluates every row-level rule of the job on a batch (compiled once per run and batch schema by
+`engine.rulesets`) and returns the rows that `reject` rules send to the quarantine, each once with every
+reason. `warn` rules are only counted; a failing `fail` rule stops the job. Job-wide uniqueness goes through
+the run's hash index, references through the run's cached keys; completeness and reconcile gather what the
+run (`engine.rulejob`) and the partition's commit (`reconcile_partition`) judge.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+
+from engine import checkpoint, frames, lookups, pg, source, uniqueness
+from engine.errors import RuleFailed
+from engine.model import PartitionResult, PartitionTask
+from engine.quarantine import BAD_ROWS_SCHEMA, ROW_INDEX
+from engine.ruleconfig import CompletenessRule, ExpressionRule, ReconcileRule, ReferencesRule, Rule, UniqueRule
+from engine.rulesets import RowCheck, compile_checks
+from engine.rulestats import RuleStats
+from engine.sql import quote_ident
+from engine.urls import parse_url
+
+_compiled: dict[tuple[str, tuple[tuple[str, str], ...]], list[RowCheck]] = {}
+_compiled_lock = threading.Lock()
+_seed_lock = threading.Lock()
+
+
+def start_partition(task: PartitionTask, result: PartitionResult) -> None:
+    """Fresh stats for every rule; a retried partition forgets the keys its failed attempt remembered."""
+    result.rule_stats = {r.name: RuleStats(r.name, r.kind, r.severity) for r in task.rules}
+    for rule in task.rules:
+        if isinstance(rule, UniqueRule) and rule.scope != "batch":
+            uniqueness.index_for(task.run_id, rule.name).forget(task.partition.id)
+
+
+def needed_columns(task: PartitionTask) -> set[str]:
+    """The columns the job's rules read (and the partition key, for sample keys): the rest stay in Arrow."""
+    names = {task.plan.key} if task.plan.key else set()
+    for rule in task.rules:
+        names.update(pl.sql_expr(rule.expr).meta.root_names() if isinstance(rule, ExpressionRule)
+                     else rule.columns_used)
+    return names
+
+
+def _checks(task: PartitionTask, schema: pl.Schema) -> list[RowCheck]:
+    key = (task.run_id, tuple((n, str(t)) for n, t in schema.items()))
+    with _compiled_lock:
+        if key in _compiled:
+            return _compiled[key]
+    keys = {r.name: lookups.referenced(r, task.run_id, task.source_url, task.target_url, task.snapshot)
+            for r in task.rules if isinstance(r, ReferencesRule)}
+    checks = compile_checks(list(task.rules), schema, keys)
+    with _compiled_lock:
+        _compiled[key] = checks
+    return checks
+
+
+def _hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    key = pl.col(columns[0]) if len(columns) == 1 else pl.struct(columns)
+    if len(columns) == 1:  # a NULL's hash is replaced by NULL: never a duplicate
+        return frame.select(pl.when(key.is_null()).then(None).otherwise(key.hash(7))).to_series()
+    any_null = pl.any_horizontal(pl.col(c).is_null() for c in columns)
+    return frame.select(pl.when(any_null).then(None).otherwise(key.hash(7))).to_series()
+
+
+def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, schema: pl.Schema) -> None:
+    """Before the run's first batch: scope "target" adds the keys already in the target table; scope "job" of a
+    resumed run adds those of the partitions committed before the resume (selected by the partition key)."""
+    cols = ", ".join(quote_ident(c) for c in rule.columns)
+    with pg.connection(parse_url(task.target_url)) as conn:
+        table, where = task.target.table, ""
+        if rule.scope == "job":
+            done = checkpoint.done_partitions(conn, task.run_id)
+            key = task.plan.target_key
+            ranges = [p.where(quote_ident(key)).removeprefix(" WHERE ") for p in task.plan.partitions
+                      if p.id in done] if key else []
+            if not ranges:
+                index.seeded = True
+                return
+            table = task.target.write_table
+            where = "" if "" in ranges else " WHERE " + " OR ".join(f"({r})" for r in ranges)
+        existing = pg.table_columns(conn, table)
+        if existing is None or any(c not in existing for c in rule.columns):
+            index.seeded = True
+            return
+        rows = frames.frame(pg.fetch_arrow(conn, f"SELECT {cols} FROM {table.quoted()}{where}"))
+    rows = rows.select(pl.col(c).cast(schema[c], strict=False) for c in rule.columns)
+    index.seed(_hashes(rows, rule.columns).drop_nulls())
+
+
+def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Series]:
+    out = {}
+    for rule in task.rules:
+        if isinstance(rule, UniqueRule) and rule.scope != "batch":
+            index = uniqueness.index_for(task.run_id, rule.name)
+            with _seed_lock:
+                if not index.seeded:
+                    _seed(task, rule, index, frame.schema)
+            out[rule.name] = ~index.check_and_add(_hashes(frame, rule.columns), task.partition.id)
+    return out
+
+
+def _sample_keys(task: PartitionTask, frame: pl.DataFrame, failed: pl.Series) -> list[str]:
+    key = task.plan.key
+    if key and key in frame.columns:
+        return [str(v) for v in frame.get_column(key).filter(failed).head(5).to_list()]
+    rows = pl.int_range(0, frame.height, eager=True).filter(failed).head(5).to_list()
+    return [f"partition {task.partition.id} row {i}" for i in rows]
+
+
+def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult) -> pl.DataFrame:
+    """The batch's rows that `reject` rules refuse (BAD_ROWS_SCHEMA), one per row with every reason."""
+    checks = _checks(task, frame.schema)
+    rules = {r.name: r for r in task.rules}
+    verdicts = frame.select(c.passes.alias(f"c{i}") for i, c in enumerate(checks)) if checks else pl.DataFrame()
+    passing = {c.rule.name: verdicts.get_column(f"c{i}") for i, c in enumerate(checks)}
+    passing.update(_unique_passes(task, frame))
+    values = {c.rule.name: c.value for c in checks}
+    parts = []
+    for name, ok in passing.items():
+        rule, stats = rules[name], result.rule_stats[name]
+        failed = ~ok
+        n = int(failed.sum())
+        if not n:
+            stats.add(frame.height)
+            continue
+        label = ", ".join(rule.columns_used) or "(row)"
+        shown = frame.filter(failed).select(values.get(name, _joined(rule))).to_series()
+        top = shown.value_counts(sort=True).head(20)
+        stats.add(frame.height, Counter(dict(zip(top[:, 0].to_list(), top[:, 1].to_list(), strict=True))), n,
+                  _sample_keys(task, frame, failed))
+        if rule.severity == "fail":
+            raise RuleFailed(f"rule {name} ({rule.kind}, severity fail) failed on {n:,} row(s) of partition "
+                             f"{task.partition.id}, e.g. {label} = {shown[0]}; nothing of that partition was loaded")
+        if rule.severity == "reject":
+            result.failures[(name, label)] += n
+            parts.append(pl.DataFrame({ROW_INDEX: pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32)
+                                       .filter(failed), "values": shown}).select(
+                ROW_INDEX, pl.lit(name).alias("checks"), pl.lit(label).alias("columns"),
+                (pl.lit(f"{label}: {name} failed for value ") + pl.col("values")).alias("reason")))
+    _gather(task, frame, result)
+    return merge_bad(parts)
+
+
+def _joined(rule: Rule) -> pl.Expr:
+    return pl.concat_str([pl.col(c).cast(pl.String).fill_null("null") for c in rule.columns_used], separator="|")
+
+
+def merge_bad(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Several rules' failing rows as one row each, reasons in rule order."""
+    parts = [p for p in parts if p.height]
+    if not parts:
+        return pl.DataFrame(schema=BAD_ROWS_SCHEMA)
+    return (pl.concat(parts).group_by(ROW_INDEX, maintain_order=True)
+            .agg(pl.col("checks").str.join(", "), pl.col("columns").unique(maintain_order=True).str.join(", "),
+                 pl.col("reason").str.join("; ")).sort(ROW_INDEX).cast(BAD_ROWS_SCHEMA))  # type: ignore[arg-type]
+
+
+def _gather(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult) -> None:
+    for rule in task.rules:
+        stats = result.rule_stats[rule.name]
+        if isinstance(rule, CompletenessRule):
+            stats.add(frame.height, failures=frame.get_column(rule.column).null_count())
+        elif isinstance(rule, ReconcileRule):
+            stats.aggregate = _accumulate(rule, stats.aggregate, frame.get_column(rule.column))
+
+
+def _accumulate(rule: ReconcileRule, so_far: Any, column: pl.Series) -> Any:
+    if rule.agg == "count_distinct":
+        values = column.drop_nulls().unique()
+        return values if so_far is None else pl.concat([so_far, values]).unique()
+    value = {"sum": column.sum, "min": column.min, "max": column.max}[rule.agg]()
+    if value is None or so_far is None:
+        return so_far if value is None else value
+    return so_far + value if rule.agg == "sum" else (min if rule.agg == "min" else max)(so_far, value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (int, float, Decimal)) and isinstance(b, (int, float, Decimal)):
+        x, y = Decimal(str(a)), Decimal(str(b))
+        return abs(x - y) <= Decimal("1e-9") * max(Decimal(1), abs(x))
+    return str(a) == str(b)
+
+
+def reconcile_partition(task: PartitionTask, result: PartitionResult) -> None:
+    """Each reconcile rule: the source partition's aggregate (by SQL, in the run's snapshot) equals that of the
+    rows loaded plus quarantined. Runs before the partition commits; a mismatch stops it unless the rule warns."""
+    for rule in task.rules:
+        if not isinstance(rule, ReconcileRule):
+            continue
+        url = parse_url(task.source_url)
+        col = quote_ident(rule.column, task.plan.dialect)
+        agg = {"sum": f"SUM({col})", "count_distinct": f"COUNT(DISTINCT {col})", "min": f"MIN({col})",
+               "max": f"MAX({col})"}[rule.agg]
+        where = task.partition.where(task.plan.key_sql)
+        expected = source.query_rows(url, f"SELECT {agg} FROM {task.plan.from_sql}{where}")[0][0]
+        stats = result.rule_stats[rule.name]
+        got = stats.aggregate
+        if rule.agg == "count_distinct":
+            got = 0 if got is None else len(got)
+        stats.aggregate = None
+        if _same(expected, got):
+            stats.add(1)
+            continue
+        message = (f"partition {task.partition.id}: source {rule.agg}({rule.column}) = {expected}, "
+                   f"loaded + quarantined = {got}")
+        stats.add(1, Counter({f"source {expected} / rows {got}": 1}), 1, [f"partition {task.partition.id}"])
+        stats.detail = message
+        if rule.severity != "warn":
+            raise RuleFailed(f"rule {rule.name} (reconcile) failed: {message}; the partition was not committed")
+
+
+def drop_run(run_id: str) -> None:
+    with _compiled_lock:
+        for key in [k for k in _compiled if k[0] == run_id]:
+            del _compiled[key]

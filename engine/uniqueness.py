@@ -1,0 +1,106 @@
+"""Uniqueness across a whole run: a memory-bounded index of 64-bit key hashes, shared by the run's partitions.
+
+Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs of up to `RUN_CAP` keys
+(new keys merge into the last run, so a merge never copies more than that), and a batch is checked by binary
+search in each run: five runs at 10M keys. A partition's keys stay apart (`pending`) until it commits: a retried
+partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of themselves, while the
+partitions in flight still see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵
+(3 in a million at 10M keys): such a row would be reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import polars as pl
+
+RUN_CAP = 1 << 21
+
+
+class SortedRuns:
+    def __init__(self) -> None:
+        self.runs: list[pl.Series] = []  # each sorted; all but the last hold RUN_CAP keys or nearly
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
+
+    def contains(self, hashes: pl.Series) -> pl.Series:
+        seen = pl.repeat(False, len(hashes), eager=True)
+        probe = hashes.fill_null(0)
+        for run in self.runs:
+            at = run.search_sorted(probe).clip(0, len(run) - 1)
+            seen = seen | (run.gather(at) == hashes).fill_null(False)
+        return seen
+
+    def add(self, hashes: pl.Series) -> None:
+        """Merged into the open (last) run while it stays under RUN_CAP: few runs, so few searches a batch."""
+        run = hashes.sort()
+        if self.runs and len(self.runs[-1]) + len(run) <= RUN_CAP:
+            run = pl.DataFrame({"h": self.runs.pop()}).merge_sorted(pl.DataFrame({"h": run}), key="h").to_series()
+        if len(run):
+            self.runs.append(run)
+
+
+class HashIndex:
+    def __init__(self) -> None:
+        self.committed = SortedRuns()
+        self.pending: dict[int, SortedRuns] = {}  # partition -> keys of its attempt in flight
+        self.lock = threading.Lock()
+        self.seeded = False
+
+    def __len__(self) -> int:
+        return len(self.committed) + sum(len(p) for p in self.pending.values())
+
+    def forget(self, partition: int) -> None:
+        """A new attempt of `partition`: the keys of the last one (never committed) are dropped."""
+        with self.lock:
+            self.pending.pop(partition, None)
+
+    def committed_partition(self, partition: int) -> None:
+        with self.lock:
+            runs = self.pending.pop(partition, None)
+            for run in runs.runs if runs else []:
+                self.committed.add(run)
+
+    def seed(self, hashes: pl.Series) -> None:
+        with self.lock:
+            for start in range(0, len(hashes), RUN_CAP):
+                self.committed.add(hashes.slice(start, RUN_CAP).cast(pl.UInt64))
+            self.seeded = True
+
+    def check_and_add(self, hashes: pl.Series, partition: int) -> pl.Series:
+        """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
+        null hashes (a key with a NULL) are never duplicates and are not remembered."""
+        hashes = hashes.cast(pl.UInt64)
+        within = ~hashes.is_first_distinct()
+        with self.lock:
+            seen = self.committed.contains(hashes)
+            for runs in self.pending.values():
+                seen = seen | runs.contains(hashes)
+            fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
+            self.pending.setdefault(partition, SortedRuns()).add(fresh)
+        return (seen | within) & hashes.is_not_null()
+
+
+_indexes: dict[tuple[str, str], HashIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def index_for(run_id: str, rule: str) -> HashIndex:
+    with _indexes_lock:
+        return _indexes.setdefault((run_id, rule), HashIndex())
+
+
+def committed(run_id: str, partition: int) -> None:
+    """The partition committed: its keys join every index of the run for good."""
+    with _indexes_lock:
+        indexes = [ix for (run, _), ix in _indexes.items() if run == run_id]
+    for index in indexes:
+        index.committed_partition(partition)
+
+
+def drop_run(run_id: str) -> None:
+    """Free a finished run's indexes."""
+    with _indexes_lock:
+        for key in [k for k in _indexes if k[0] == run_id]:
+            del _indexes[key]

@@ -1,0 +1,165 @@
+"""The pure parts of [[validate.rules]]: the job file's rule models and their errors, compilation to Polars
+expressions (NULL passes all but not_null), formats, merged quarantine records, the hash index, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from engine.config import parse_config
+from engine.errors import ConfigError
+from engine.quarantine import ROW_INDEX
+from engine.rulejob import over_budget, quarantine_sql, schema_verdicts
+from engine.rulerun import merge_bad
+from engine.rulesets import compile_checks, polars_type
+from engine.rulestats import RuleStats
+from engine.uniqueness import HashIndex
+
+
+def _config(*rules: dict[str, Any]) -> Any:
+    data = {"job": {"name": "j"}, "source": {"url": "sqlite:///x.db", "table": "t"},
+            "target": {"url": "postgresql://localhost/x", "table": "t"}, "validate": {"rules": list(rules)}}
+    return parse_config(data, Path("job.toml"))
+
+
+def _problems(*rules: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _config(*rules)
+    return "\n".join(caught.value.problems)
+
+
+def _verdicts(frame: pl.DataFrame, *rules: dict[str, Any], keys: dict[str, pl.DataFrame] | None = None
+              ) -> dict[str, list[bool]]:
+    checks = compile_checks(list(_config(*rules).validate_.rules), frame.schema, keys or {})
+    out = frame.select(c.passes.alias(c.rule.name) for c in checks)
+    return {name: out.get_column(name).to_list() for name in out.columns}
+
+
+def test_errors_name_the_rule_key() -> None:
+    text = _problems({"name": "a", "kind": "range", "column": "x", "mini": 0},
+                     {"name": "b", "kind": "nope"},
+                     {"name": "c", "kind": "range", "column": "x", "min": 5, "max": 1},
+                     {"name": "d", "kind": "format", "column": "x", "regex": "(?<=a)b"},
+                     {"name": "e", "kind": "expression", "expr": "x >"},
+                     {"name": "f", "kind": "range", "column": "x", "min": 0, "severity": "fatal"},
+                     {"name": "g", "kind": "references", "column": "x", "table": "t"})
+    for key in ("validate.rules[0].mini", "validate.rules[1].kind", "validate.rules[2]", "validate.rules[3].regex",
+                "validate.rules[4].expr", "validate.rules[5].severity", "validate.rules[6]"):
+        assert f"`{key}`" in text, text
+    assert "unknown kind 'nope'" in text and "set exactly one of `key` or `keys`" in text
+
+
+def test_job_wide_uniqueness_refuses_the_dask_executor() -> None:
+    data = {"job": {"name": "j"}, "source": {"url": "sqlite:///x.db", "table": "t"},
+            "target": {"url": "postgresql://localhost/x", "table": "t"}, "pipeline": {"executor": "dask"},
+            "validate": {"rules": [{"name": "u", "kind": "unique", "columns": ["x"], "scope": "job"}]}}
+    with pytest.raises(ConfigError, match='unique rule.s. u: scope "job"'):
+        parse_config(data, Path("job.toml"))
+    data["validate"]["rules"][0]["scope"] = "batch"  # type: ignore[index]
+    assert parse_config(data, Path("job.toml")).pipeline.executor == "dask"
+
+
+def test_rule_names_are_unique() -> None:
+    rule = {"name": "a", "kind": "not_null", "column": "x"}
+    assert "repeated: a" in _problems(rule, rule)
+
+
+def test_null_passes_every_rule_but_not_null() -> None:
+    frame = pl.DataFrame({"x": [None, 5], "s": [None, "ok"]}, schema={"x": pl.Int64, "s": pl.String})
+    verdicts = _verdicts(frame, {"name": "nn", "kind": "not_null", "column": "x"},
+                         {"name": "r", "kind": "range", "column": "x", "min": 10},
+                         {"name": "a", "kind": "allowed", "column": "s", "values": ["no"]},
+                         {"name": "l", "kind": "length", "column": "s", "min": 5},
+                         {"name": "f", "kind": "format", "column": "s", "format": "uuid"},
+                         {"name": "d", "kind": "dtype", "column": "s", "type": "integer"},
+                         {"name": "e", "kind": "expression", "expr": "x > 10"},
+                         {"name": "u", "kind": "unique", "columns": ["x"], "scope": "batch"},
+                         {"name": "ref", "kind": "references", "column": "x", "table": "t", "key": "id"},
+                         keys={"ref": pl.DataFrame({"x": [1]})})
+    assert verdicts.pop("nn") == [False, True]
+    assert all(v[0] for v in verdicts.values()), verdicts
+    assert verdicts.pop("u") == [True, True]  # 5 occurs once
+    assert all(not v[1] for v in verdicts.values()), verdicts
+
+
+@pytest.mark.parametrize(("fmt", "good", "bad"), [
+    ("email", "a.b@example.org", "a@b"),
+    ("uuid", "123E4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456"),
+    ("iso_date", "2024-02-29", "2023-02-29"),
+    ("iso_datetime", "2024-02-29T10:00:00+01:00", "2024-02-29 10"),
+    ("currency", "EUR", "eur"),
+    ("url", "https://example.org/a?b=1", "example.org"),
+    ("ipv4", "192.168.0.255", "192.168.0.256"),
+    ("e164_phone", "+4915112345678", "015112345678"),
+])
+def test_formats(fmt: str, good: str, bad: str) -> None:
+    frame = pl.DataFrame({"s": [good, bad]})
+    assert _verdicts(frame, {"name": "f", "kind": "format", "column": "s", "format": fmt}) == {"f": [True, False]}
+
+
+def test_dtype_must_convert_without_loss() -> None:
+    frame = pl.DataFrame({"f": [1.0, 1.5, 70000.0], "s": ["12", "1.234", "abc"]})
+    verdicts = _verdicts(frame, {"name": "i", "kind": "dtype", "column": "f", "type": "smallint"},
+                         {"name": "n", "kind": "dtype", "column": "s", "type": "numeric(6,2)"})
+    assert verdicts == {"i": [True, False, False], "n": [True, False, False]}
+    assert polars_type("character varying(12)") == (pl.String(), 12)
+    with pytest.raises(ValueError, match="not supported"):
+        polars_type("money")
+
+
+def test_range_on_timestamps_and_composite_references() -> None:
+    frame = pl.DataFrame({"t": ["2023-12-31 23:00:00", "2024-06-01 00:00:00"], "a": [1, 2], "b": ["x", "y"]}
+                         ).with_columns(pl.col("t").str.to_datetime(time_zone="UTC"))
+    verdicts = _verdicts(frame, {"name": "r", "kind": "range", "column": "t", "min": "2024-01-01 00:00:00"},
+                         {"name": "ref", "kind": "references", "columns": ["a", "b"], "table": "t",
+                          "keys": ["k1", "k2"]}, keys={"ref": pl.DataFrame({"a": [2], "b": ["y"]})})
+    assert verdicts == {"r": [False, True], "ref": [False, True]}
+
+
+def test_job_scope_rules_are_not_compiled_per_batch() -> None:
+    frame = pl.DataFrame({"x": [1, 1]})
+    verdicts = _verdicts(frame, {"name": "u", "kind": "unique", "columns": ["x"], "scope": "job"},
+                         {"name": "c", "kind": "completeness", "column": "x"},
+                         {"name": "rc", "kind": "reconcile", "column": "x"})
+    assert verdicts == {}
+
+
+def test_merged_records_hold_every_reason_once_per_row() -> None:
+    def part(name: str, rows: list[int]) -> pl.DataFrame:
+        return pl.DataFrame({ROW_INDEX: pl.Series(rows, dtype=pl.UInt32), "checks": [name] * len(rows),
+                             "columns": ["x"] * len(rows), "reason": [f"x: {name}"] * len(rows)})
+    merged = merge_bad([part("a", [3, 1]), part("b", [1]), part("c", [1, 2])])
+    assert merged[ROW_INDEX].to_list() == [1, 2, 3]
+    assert merged.row(0) == (1, "a, b, c", "x", "x: a; x: b; x: c")
+
+
+def test_hash_index_finds_repeats_and_forgets_a_retried_partition() -> None:
+    index = HashIndex()
+    assert index.check_and_add(pl.Series([1, 2, 2, None], dtype=pl.UInt64), 0).to_list() == [False, False, True, False]
+    index.committed_partition(0)
+    assert index.check_and_add(pl.Series([2, 3], dtype=pl.UInt64), 1).to_list() == [True, False]
+    assert index.check_and_add(pl.Series([3], dtype=pl.UInt64), 1).to_list() == [True]  # its own earlier batch
+    assert index.check_and_add(pl.Series([3, 5], dtype=pl.UInt64), 2).to_list() == [True, False]  # in flight
+    index.forget(1)  # partition 1 is retried: its attempt's keys are gone, partition 2's stay
+    assert index.check_and_add(pl.Series([3, 4, 5], dtype=pl.UInt64), 1).to_list() == [False, False, True]
+    for start in range(0, 5000, 500):  # many batches: the sorted runs merge, nothing is lost
+        index.check_and_add(pl.int_range(start + 10, start + 510, eager=True, dtype=pl.UInt64), 3)
+    index.committed_partition(3)
+    assert len(index) == 5005 and len(index.committed.runs) < 8
+    assert index.check_and_add(pl.Series([10, 5009, 5010], dtype=pl.UInt64), 4).to_list() == [True, True, False]
+
+
+def test_budgets_and_schema_verdicts() -> None:
+    config = _config({"name": "r", "kind": "not_null", "column": "x", "max_errors": 2},
+                     {"name": "q", "kind": "not_null", "column": "y", "max_error_rate": 0.1},
+                     {"name": "s", "kind": "schema", "columns": ["x", "z"], "extra": "forbid"})
+    rules = list(config.validate_.rules)
+    stats = {"r": RuleStats("r", "not_null", "reject", 100, 2), "q": RuleStats("q", "not_null", "reject", 100, 10)}
+    assert over_budget(rules, stats) is None
+    stats["q"].add(0, failures=1)
+    assert "rule q (not_null) is over its budget" in str(over_budget(rules, stats))
+    assert schema_verdicts(rules, ["x", "y"])[0][1] == "missing column(s) z; unexpected column(s) y (extra = \"forbid\")"
+    assert "'it''s' = ANY(string_to_array(checks, ', '))" in quarantine_sql("j", "r", "it's")
