@@ -1,7 +1,9 @@
 """Named failpoints for fault-injection tests: `ENGINE_FAILPOINTS="name=action[@n],…"`.
 
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
-like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests).
+like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests), `pause` (waits
+for the test: creates `<name>.paused` in `$ENGINE_FAILPOINTS_DIR` and carries on once the test deletes it,
+so a test can restart a server at exactly that moment; see `paused` and `release`).
 `@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
@@ -9,9 +11,11 @@ Unset in production: `hit` is then a dictionary lookup.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from engine.errors import EngineError, TransientError
 
@@ -55,6 +59,36 @@ def hit(name: str) -> None:
     if action == "sleep":
         time.sleep(3)
         return
+    if action == "pause":
+        _pause(name)
+        return
     if action == "fatal":
         raise EngineError(f"failpoint {name} (fatal)")
     raise TransientError(f"failpoint {name}")
+
+
+def pause_file(name: str) -> Path:
+    return Path(os.environ.get("ENGINE_FAILPOINTS_DIR") or tempfile.gettempdir()) / f"{name}.paused"
+
+
+def _pause(name: str, timeout: float = 600.0) -> None:
+    marker = pause_file(name)
+    marker.write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def paused(name: str, timeout: float = 120.0) -> bool:
+    """(For tests) wait until a process pauses at failpoint `name`; whether it did within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pause_file(name).exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def release(name: str) -> None:
+    """(For tests) let the process paused at failpoint `name` carry on."""
+    pause_file(name).unlink(missing_ok=True)

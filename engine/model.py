@@ -145,7 +145,8 @@ class PartitionTask:
     staging_dir: str
     stage_batches: bool
     retries: int
-    snapshot: str | None = None
+    snapshot: str | None = None  # the source snapshot to read as of (PostgreSQL)
+    reconnect_for: float = 0.0  # seconds to wait for a server that is down, per outage
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
@@ -164,3 +165,4 @@ class PartitionResult:
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     attempts: int = 1
+    snapshot: str | None = None  # the source snapshot it was read as of

@@ -32,6 +32,9 @@ class RunReport:
     staging_dir: str = ""
     quarantine_table: str = "engine.quarantine"
     notes: list[str] = field(default_factory=list)
+    # which partitions were read as of which source snapshot, and why each was taken (PostgreSQL sources)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)  # failures healed on the way: retries, waits, re-takes
     error: str | None = None
 
     @property
@@ -67,7 +70,16 @@ class RunReport:
             lines.append(f"  bad rows     {self.quarantine_table} (run_id = '{self.run_id}') and "
                          f"{self.staging_dir}/rejected/*.parquet")
         lines.append(f"  staging      {self.staging_dir}  (engine inspect <job.toml> to query it with DuckDB)")
+        if len(self.snapshots) > 1:
+            lines.append("  snapshots    " + "; ".join(
+                f"{s['snapshot']} ({s['why']}): partitions {_ids(s['partitions'])}" for s in self.snapshots))
+        if self.recoveries:
+            lines.append(f"  recovered    {len(self.recoveries)} time(s); last: {self.recoveries[-1]}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(str(i) for i in sorted(ids)) or "none"

@@ -21,6 +21,7 @@ import pyarrow as pa
 from engine import checkpoint, failpoints, pg, quarantine
 from engine.batches import origin, process
 from engine.extract import read_partition
+from engine.healing import Patience, with_retries
 from engine.load import row_rejection, write_batches, write_isolating
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import RejectedRow
@@ -171,4 +172,7 @@ def run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None = 
             assert committed is not None
             return committed
 
-    return pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries, on_retry)
+    patience = Patience(task.retries, task.reconnect_for, (parse_url(task.source_url), parse_url(task.target_url)))
+    result = with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", patience, on_retry)
+    result.snapshot = task.snapshot
+    return result

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.errors import SourceError, TargetError
+from engine.errors import SourceError
 from engine.extract import read_partition
 from engine.pipeline import run_job
 from engine.plan import make_plan
