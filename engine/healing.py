@@ -42,13 +42,15 @@ def wait_for_servers(patience: Patience, what: str, say: Say | None) -> float:
     TransientError naming the server once one stayed down for `reconnect_for`."""
     started = time.monotonic()
     delay = patience.base_delay
+    was_down = False
     while True:
         down = [(url, why) for url in patience.servers if (why := unreachable(url)) is not None]
         waited = time.monotonic() - started
         if not down:
-            if waited and say:
+            if was_down and say:
                 say(f"{what}: {', '.join(str(u) for u in patience.servers)} answering again after {waited:.1f}s")
-            return waited
+            return waited if was_down else 0.0
+        was_down = True
         url, why = down[0]
         if waited >= patience.reconnect_for:
             raise TransientError(f"{what}: {url} stayed unreachable for {waited:.0f}s "

@@ -94,6 +94,7 @@ class Run:
         self.on_target = Patience(pipeline.retries, pipeline.reconnect_for, (config.target_url,))
         self.snapshots = SnapshotKeeper(None, False, self.on_target, "", None)
         self.recoveries: list[str] = []  # what went wrong and was healed, for the report
+        self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
 
     def heard(self, message: str) -> None:
         """A retry or a wait: said as it happens, and kept for the report."""
@@ -217,8 +218,11 @@ class Run:
         conn = with_retries(lambda: pg.connect(self.target_url), "connecting to the target", self.on_target, self.heard)
         run_id = ""
         try:
+            self.step = "creating the engine's tables in the target"
             checkpoint.ensure_schema(conn)
+            self.step = "taking the job's lock"
             checkpoint.try_lock_job(self.lock_conn, config.job.name)
+            self.step = "opening the run (planning, or resuming its plan)"
             with source_snapshot(config.source_url) as snapshot:
                 run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
@@ -234,7 +238,7 @@ class Run:
             report.status = "succeeded"
             return report
         except BaseException as exc:
-            advised = with_advice(exc)
+            advised = with_advice(pg.translate(exc, self.step) if pg.is_driver_error(exc) else exc)
             if run_id:
                 report.status = "failed"
                 report.error = redact(str(advised) if isinstance(advised, EngineError)
@@ -275,6 +279,7 @@ class Run:
                 "`pipeline.verify` = \"content\" selects each partition's rows in the target by its key, but the "
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
                 "use verify = \"count\""])
+        self.step = "preparing the target table"
         target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                 config.target.create, resumed)
         done = checkpoint.done_partitions(conn, run_id) if config.pipeline.checkpoints else {}
@@ -285,7 +290,9 @@ class Run:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
         tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
+        self.step = "loading partitions"
         self.execute(tasks, report, failures)
+        self.step = "verifying and finishing the run"
         report.add_failures(failures)
         with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
                      self.on_target, self.heard)

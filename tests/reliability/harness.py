@@ -1,14 +1,21 @@
-"""What every fault test checks at the end, and a TCP proxy that cuts connections mid-stream."""
+"""What every fault test checks at the end, a TCP proxy that cuts connections mid-stream, and an `engine run`
+that pauses at a failpoint while the test breaks something."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from tests.conftest import job_toml, pg_exec, pg_rows, write_job
+from engine import failpoints
+from tests.conftest import ROOT, job_toml, pg_exec, pg_rows, write_job
 
 TABLE_DDL = """CREATE TABLE public.items (id bigint PRIMARY KEY, grp integer NOT NULL, label text,
     amount numeric(14,4), at timestamptz, doc jsonb)"""
@@ -132,3 +139,26 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+class Paused:
+    """An `engine run` child process that pauses at a failpoint until the test has done its damage."""
+
+    def __init__(self, job: Path, point: str, tmp_path: Path) -> None:
+        self.point, self.dir, self.json = point.partition("=")[0], tmp_path, tmp_path / "report.json"
+        env = {**os.environ, "ENGINE_FAILPOINTS": point, "ENGINE_FAILPOINTS_DIR": str(tmp_path)}
+        self.child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--json", str(self.json)],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.environ["ENGINE_FAILPOINTS_DIR"] = str(tmp_path)  # for paused() / release() in this process
+        if not failpoints.paused(self.point, timeout=120):
+            out, err = self.child.communicate(timeout=30)
+            raise AssertionError(f"never paused at {self.point}: {err[-3000:]}")
+
+    def release(self) -> None:
+        failpoints.release(self.point)
+
+    def finish(self) -> tuple[int, str, str, dict[str, Any]]:
+        out, err = self.child.communicate(timeout=300)
+        del os.environ["ENGINE_FAILPOINTS_DIR"]
+        report = json.loads(self.json.read_text()) if self.json.exists() else {}
+        return self.child.returncode, out, err, report

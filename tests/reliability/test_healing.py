@@ -8,71 +8,17 @@ snapshot fails the run with the reason instead, and a rerun resumes to an exact 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine import failpoints
-from engine.localpg import PostgresServer, create_database, drop_database, start_private
-from tests.conftest import ROOT, pg_rows, run_cli
-from tests.reliability.harness import assert_exact_copy, items_job, make_items
+from engine.localpg import PostgresServer
+from tests.conftest import pg_rows, run_cli
+from tests.reliability.harness import Paused, assert_exact_copy, items_job, make_items
 
 ROWS, PARTITIONS = 12_000, 12
-
-
-@pytest.fixture(scope="module")
-def private_pg() -> Iterator[PostgresServer]:
-    server = start_private()
-    yield server
-    server.stop()
-
-
-def _database(server: PostgresServer, prefix: str) -> Iterator[str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    create_database(server.url, name)
-    yield server.database_url(name)
-    drop_database(server.url, name)
-
-
-@pytest.fixture
-def private_source(private_pg: PostgresServer) -> Iterator[str]:
-    yield from _database(private_pg, "heal_src")
-
-
-@pytest.fixture
-def private_target(private_pg: PostgresServer) -> Iterator[str]:
-    yield from _database(private_pg, "heal_dst")
-
-
-class Paused:
-    """An `engine run` child process that pauses at a failpoint until the test has done its damage."""
-
-    def __init__(self, job: Path, point: str, tmp_path: Path) -> None:
-        self.point, self.dir, self.json = point.partition("=")[0], tmp_path, tmp_path / "report.json"
-        env = {**os.environ, "ENGINE_FAILPOINTS": point, "ENGINE_FAILPOINTS_DIR": str(tmp_path)}
-        self.child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--json", str(self.json)],
-                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        os.environ["ENGINE_FAILPOINTS_DIR"] = str(tmp_path)  # for paused() / release() in this process
-        if not failpoints.paused(self.point, timeout=120):
-            out, err = self.child.communicate(timeout=30)
-            raise AssertionError(f"never paused at {self.point}: {err[-3000:]}")
-
-    def release(self) -> None:
-        failpoints.release(self.point)
-
-    def finish(self) -> tuple[int, str, str, dict[str, Any]]:
-        out, err = self.child.communicate(timeout=300)
-        del os.environ["ENGINE_FAILPOINTS_DIR"]
-        report = json.loads(self.json.read_text()) if self.json.exists() else {}
-        return self.child.returncode, out, err, report
 
 
 def _strict(strict: bool) -> str:
