@@ -82,7 +82,8 @@ def with_retries(action: Callable[[], T], what: str, patience: Patience, say: Sa
                 continue  # the servers were down: an outage, not a failed attempt
             if failed == patience.retries:
                 suffix = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
-                raise type(error)(f"{error}{suffix}") from None
+                named = str(error) if str(error).startswith(what) else f"{what}: {error}"
+                raise type(error)(f"{named}{suffix}") from None
             delay = patience.base_delay * 2**failed * (0.5 + random.random())
             failed += 1
             if say:

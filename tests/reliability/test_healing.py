@@ -86,6 +86,8 @@ def test_a_restart_of_the_target_alone_heals_and_the_job_lock_is_taken_again(pri
     assert code == 0, err[-3000:]
     assert len(report["snapshots"]) == 1 and len(report["snapshots"][0]["partitions"]) == PARTITIONS
     assert any("lock was lost with its session" in r and "taken again" in r for r in report["recoveries"]), report
+    retaken = err.index("lock was lost with its session")
+    assert retaken < err.index(f"[{PARTITIONS}/{PARTITIONS}]"), err  # taken again as the target came back
     assert pg_rows(private_target, "SELECT status FROM engine.runs") == [("succeeded",)]
     assert_exact_copy(pg_source, private_target)
 

@@ -4,6 +4,7 @@ a source table truncated mid-run. Real servers; disks are small tmpfs mounts (ro
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -152,3 +153,18 @@ def test_a_source_table_truncated_mid_run_fails_verification(mariadb_db: str, pg
     assert "The source changed under the run" in err and "rerun with --fresh" in err
     assert report["status"] == "failed"
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM public.items") == [(2000,)]  # what was committed stays, once
+
+
+def test_a_partition_that_keeps_failing_ends_the_run_naming_it_and_saying_rerun_to_resume(pg_source: str,
+                                                                                         pg_db: str,
+                                                                                         tmp_path: Path) -> None:
+    make_items(pg_source, 4000)
+    job = items_job(tmp_path, "gives_up", pg_source, pg_db, partitions=4, workers=1, extra="retries = 0")
+    report = tmp_path / "report.json"
+    failed = run_cli("run", str(job), "--json", str(report), env={"ENGINE_FAILPOINTS": "load.before_commit=raise@2"})
+    assert failed.returncode == 69, failed.stderr[-3000:]
+    said = "partition 1 [1001, 2000]: failpoint load.before_commit; committed partitions are kept: rerun to resume"
+    assert f"error: {said}" in failed.stderr
+    assert json.loads(report.read_text())["error"] == said
+    assert run_cli("run", str(job)).returncode == 0
+    assert_exact_copy(pg_source, pg_db)
