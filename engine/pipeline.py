@@ -223,7 +223,8 @@ class Run:
             self.step = "taking the job's lock"
             checkpoint.try_lock_job(self.lock_conn, config.job.name)
             self.step = "opening the run (planning, or resuming its plan)"
-            with source_snapshot(config.source_url) as snapshot:
+            table = config.source_table
+            with source_snapshot(config.source_url, table.quoted() if table else None) as snapshot:
                 run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
                 report.partitions_total = len(plan.partitions)

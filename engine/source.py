@@ -137,6 +137,7 @@ class Snapshot:
     """The run's exported snapshot of a PostgreSQL source and the session that holds it open."""
 
     url: DatabaseUrl
+    table: str | None = None  # the source table, quoted: its share lock keeps TRUNCATE and DDL off it meanwhile
     id: str = ""
     taken_at: float = 0.0
     conn: pg.Connection | None = field(default=None, repr=False)
@@ -152,6 +153,8 @@ class Snapshot:
             conn.commit()
             pg.execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             self.id = str(pg.fetch_all(conn, "SELECT pg_export_snapshot()")[0][0])
+            if self.table:
+                pg.execute(conn, f"LOCK TABLE {self.table} IN ACCESS SHARE MODE")
         except Exception as exc:
             _close(conn)
             raise pg.translate(exc, f"exporting a snapshot of {self.url}", SourceError) from None
@@ -199,12 +202,13 @@ def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
 
 
 @contextmanager
-def source_snapshot(url: DatabaseUrl) -> Iterator[Snapshot | None]:
-    """The run's snapshot for PostgreSQL sources (None for others); source queries use it meanwhile."""
+def source_snapshot(url: DatabaseUrl, table: str | None = None) -> Iterator[Snapshot | None]:
+    """The run's snapshot for PostgreSQL sources (None for others); source queries use it meanwhile. Its session
+    holds a share lock on `table` (quoted), as any read would, so TRUNCATE or DDL on it wait for the run."""
     if url.dialect != "postgresql":
         yield None
         return
-    snapshot = Snapshot(url)
+    snapshot = Snapshot(url, table)
     snapshot.take()
     try:
         yield snapshot

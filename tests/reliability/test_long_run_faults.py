@@ -15,6 +15,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as pgdbapi
 import pytest
 
+from engine import failpoints
 from engine.localpg import PostgresServer
 from tests.conftest import job_toml, mariadb_exec, pg_exec, pg_rows, run_cli, write_job
 from tests.reliability.harness import TABLE_DDL, Paused, assert_exact_copy, items_job, make_items
@@ -167,4 +168,24 @@ def test_a_partition_that_keeps_failing_ends_the_run_naming_it_and_saying_rerun_
     assert f"error: {said}" in failed.stderr
     assert json.loads(report.read_text())["error"] == said
     assert run_cli("run", str(job)).returncode == 0
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_postgresql_source_cannot_be_truncated_under_a_run(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    """The snapshot's session holds a share lock on the source table, a retaken one too: TRUNCATE waits."""
+    make_items(pg_source, 4000)
+    job = items_job(tmp_path, "no_truncate", pg_source, pg_db, partitions=4, workers=1)
+    run = Paused(job, "load.after_commit=pause@2,load.before_commit=pause@4", tmp_path)
+    pg_exec(pg_source, """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                          WHERE datname = current_database() AND application_name = 'engine snapshot'""")
+    run.release()  # the next partition finds the snapshot gone; the run takes a new one
+    assert failpoints.paused("load.before_commit")
+    try:
+        with pytest.raises(Exception, match="lock timeout"):
+            pg_exec(pg_source, "SET lock_timeout = '300ms'", "TRUNCATE public.items")
+    finally:
+        failpoints.release("load.before_commit")
+    code, out, err, report = run.finish()
+    assert code == 0, err[-3000:]
+    assert len(report["snapshots"]) == 2
     assert_exact_copy(pg_source, pg_db)
