@@ -83,6 +83,9 @@ def _mariadb_connect(database: str | None = None):  # type: ignore[no-untyped-de
                            autocommit=True, charset="utf8mb4")
 
 
+mariadb_connect = _mariadb_connect  # the type-matrix tests open their own connections
+
+
 @pytest.fixture
 def mariadb_db() -> Iterator[str]:
     """A fresh MariaDB database; yields its URL. Skips (fails under CI=true) when no server is reachable."""
