@@ -3,7 +3,7 @@
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
 like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests), `pause` (waits
 for the test: creates `<name>.paused` in `$ENGINE_FAILPOINTS_DIR` and carries on once the test deletes it,
-so a test can restart a server at exactly that moment; see `paused` and `release`).
+so a test can restart a server at exactly that moment; see tests/reliability/harness.py `Paused`).
 `@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
@@ -77,18 +77,3 @@ def _pause(name: str, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def paused(name: str, timeout: float = 120.0) -> bool:
-    """(For tests) wait until a process pauses at failpoint `name`; whether it did within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not pause_file(name).exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def release(name: str) -> None:
-    """(For tests) let the process paused at failpoint `name` carry on."""
-    pause_file(name).unlink(missing_ok=True)

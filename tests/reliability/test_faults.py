@@ -22,7 +22,15 @@ from engine.errors import JobLockedError, SourceError
 from engine.pipeline import run_job
 from engine.urls import parse_url
 from tests.conftest import ROOT, pg_exec, pg_rows, run_cli
-from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, drop_advisory_locks, items_job, make_items
+from tests.reliability.harness import (
+    TABLE_FILL,
+    CuttingProxy,
+    Paused,
+    assert_exact_copy,
+    drop_advisory_locks,
+    items_job,
+    make_items,
+)
 
 KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
                "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
@@ -123,24 +131,18 @@ def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, 
 
 def test_a_run_that_lost_its_lock_stops_once_another_run_took_the_job_over(pg_source: str, pg_db: str,
                                                                           tmp_path: Path) -> None:
-    """The server drops an advisory lock with its session: a second run can then start the job. The first
-    must notice before it commits anything more, whatever the second did to its run."""
+    """The server drops an advisory lock with its session: a second run can then start the job before the first
+    takes the lock again. The first must notice before it commits anything more, whatever the second did."""
     make_items(pg_source, 4000)
     job = items_job(tmp_path, "takeover", pg_source, pg_db, mode="upsert", partitions=4, workers=1)
-    slow = "load.before_commit=sleep@2,transform.batch=sleep@3"  # ~6 s between the 1st and the 3rd commit
-    first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
-                             env={**os.environ, "ENGINE_FAILPOINTS": slow}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and (pg_rows(pg_db, "SELECT to_regclass('engine.checkpoints')")[0][0] is None or
-                                      pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0] < 1):
-        time.sleep(0.05)
+    first = Paused(job, "transform.batch=pause@3", tmp_path / "first")  # 2 partitions committed, the 3rd read
     run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
     assert drop_advisory_locks(pg_db) == 1
     second = run_cli("run", str(job), "--fresh")
     assert second.returncode == 0, second.stderr[-2000:]
-    _, first_err = first.communicate(timeout=120)
-    assert first.returncode == 3, first_err[-2000:]
+    first.release()
+    code, _, first_err, _ = first.finish()
+    assert code == 3, first_err[-2000:]
     assert f"run {run_id} is no longer running (its status is now 'abandoned'" in first_err
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints WHERE run_id = $1", (run_id,)) == [(2,)]
     assert_exact_copy(pg_source, pg_db)

@@ -15,7 +15,6 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as pgdbapi
 import pytest
 
-from engine import failpoints
 from engine.localpg import PostgresServer
 from tests.conftest import job_toml, mariadb_exec, pg_exec, pg_rows, run_cli, write_job
 from tests.reliability.harness import TABLE_DDL, Paused, assert_exact_copy, items_job, make_items
@@ -179,12 +178,12 @@ def test_a_postgresql_source_cannot_be_truncated_under_a_run(pg_source: str, pg_
     pg_exec(pg_source, """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                           WHERE datname = current_database() AND application_name = 'engine snapshot'""")
     run.release()  # the next partition finds the snapshot gone; the run takes a new one
-    assert failpoints.paused("load.before_commit")
+    run.wait("load.before_commit")
     try:
         with pytest.raises(Exception, match="lock timeout"):
             pg_exec(pg_source, "SET lock_timeout = '300ms'", "TRUNCATE public.items")
     finally:
-        failpoints.release("load.before_commit")
+        run.release("load.before_commit")
     code, out, err, report = run.finish()
     assert code == 0, err[-3000:]
     assert len(report["snapshots"]) == 2
