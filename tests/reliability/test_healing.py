@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine.localpg import PostgresServer
-from tests.conftest import pg_rows, run_cli
+from tests.conftest import pg_exec, pg_rows, run_cli
 from tests.reliability.harness import Paused, assert_exact_copy, items_job, make_items
 
 ROWS, PARTITIONS = 12_000, 12
@@ -148,3 +148,18 @@ def test_a_target_down_longer_than_reconnect_for_fails_the_run_which_resumes(pri
     assert report["status"] == "running" or report["error"]  # the target was gone: the run stays resumable
     assert run_cli("run", str(tmp_path / "down.toml")).returncode == 0
     assert_exact_copy(pg_source, private_target)
+
+
+def test_an_idle_timeout_on_the_source_does_not_end_the_snapshot(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    """The snapshot's session sits idle in its transaction for the whole run: it turns the timeout off for itself."""
+    make_items(pg_source, ROWS)
+    database = pg_source.rsplit("/", 1)[1]
+    pg_exec(pg_source, f"ALTER DATABASE {database} SET idle_in_transaction_session_timeout = '300ms'")
+    job = _job(tmp_path, "idle", pg_source, pg_db, strict=True)
+    run = Paused(job, "load.after_commit=pause@2", tmp_path)
+    time.sleep(1.5)  # idle, five times the timeout
+    run.release()
+    code, out, err, report = run.finish()
+    assert code == 0, err[-3000:]
+    assert len(report["snapshots"]) == 1
+    assert_exact_copy(pg_source, pg_db)
