@@ -236,14 +236,16 @@ def test_rows_the_target_refuses_are_quarantined_with_the_database_reason(mode: 
                                  "ORDER BY source_key::int")
     # upsert goes through a temporary table and a cast, where the engine refuses what varchar(5) would truncate
     too_long = "target string_data_right_truncation" if mode == "append" else "target value_does_not_fit"
+    # rows 40 and 41 share an email: the one that reaches the target second is refused (reads have no order)
+    duplicate = quarantined[3][0] if quarantined[3][0] in ("40", "41") else "41"
     assert [(q[0], q[1]) for q in quarantined] == [
-        ("10", "target check_violation"), ("20", too_long),
-        ("30", "target not_null_violation"), ("41", "target unique_violation"), ("50", "target foreign_key_violation")]
+        ("10", "target check_violation"), ("20", too_long), ("30", "target not_null_violation"),
+        (duplicate, "target unique_violation"), ("50", "target foreign_key_violation")]
     assert "t_qty_check" in quarantined[0][3] and quarantined[1][4] == "toolongcode"
     assert quarantined[1][2] == "code" and "character varying(5)" in quarantined[1][3]
     assert quarantined[2][2] == "note" and "t_email_key" in quarantined[3][3]
     loaded = {r[0] for r in pg_rows(pg_db, "SELECT id FROM public.t")}
-    assert loaded == set(range(1, 2001)) - {10, 20, 30, 41, 50}
+    assert loaded == set(range(1, 2001)) - {10, 20, 30, int(duplicate), 50}
 
     if mode == "append":
         with pytest.raises(ErrorBudgetExceeded, match="max_error_rate"):  # every row is a duplicate now
