@@ -115,7 +115,7 @@ class SnapshotKeeper:
         """Partition `partition_id` was read (and committed) as of `snapshot_id`."""
         for entry in self.history:
             if entry["snapshot"] == snapshot_id:
-                entry["partitions"].append(partition_id)
+                entry["partitions"] = sorted([*entry["partitions"], partition_id])
 
     def check(self, doing: str) -> None:
         """Before work that reads as of the snapshot (verification): retake it now if its session is gone."""

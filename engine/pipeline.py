@@ -231,7 +231,7 @@ class Run:
                 self.snapshots = SnapshotKeeper(
                     snapshot, config.source.snapshot == "strict",
                     Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.source_url,)),
-                    "the run resumed" if resumed else "the run started", self.say)
+                    "the run resumed" if resumed else "the run started", self.heard)
                 staging = Path(config.pipeline.staging_dir)
                 staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
                 report.staging_dir = str(staging)
