@@ -163,3 +163,21 @@ def test_an_idle_timeout_on_the_source_does_not_end_the_snapshot(pg_source: str,
     assert code == 0, err[-3000:]
     assert len(report["snapshots"]) == 1
     assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_restart_while_the_run_verifies_and_finishes_heals(private_pg: PostgresServer, private_source: str,
+                                                            private_target: str, tmp_path: Path) -> None:
+    """Every partition is in; the server restarts as the run verifies: it takes a new snapshot, reconnects and
+    verifies and finishes again (one transaction, safe to redo)."""
+    make_items(private_source, ROWS)
+    job = _job(tmp_path, "restart_verify", private_source, private_target)
+    run = Paused(job, "run.before_verify=pause", tmp_path)
+    private_pg.restart()
+    run.release()
+    code, out, err, report = run.finish()
+    assert code == 0, err[-3000:]
+    assert report["snapshots"][-1]["why"].startswith("retaken: snapshot") and "while verifying the run" in \
+        report["snapshots"][-1]["why"]
+    assert "verifying and finishing the run" in " ".join(report["recoveries"]), report["recoveries"]
+    assert pg_rows(private_target, "SELECT status FROM engine.runs") == [("succeeded",)]
+    assert_exact_copy(private_source, private_target)
