@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine import failpoints, frames, quarantine, rulerun
 from engine.config import TransformSection
@@ -181,6 +180,5 @@ def _conformed(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResu
 
 def _stage(task: PartitionTask, out: pa.RecordBatch, number: int) -> None:
     """Keep a copy of the batch as Parquet, for DuckDB (`pipeline.stage_batches`)."""
-    folder = Path(task.staging_dir) / "batches"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_batches([out]), folder / f"part-{task.partition.id:05d}-{number:05d}.parquet")
+    path = Path(task.staging_dir) / "batches" / f"part-{task.partition.id:05d}-{number:05d}.parquet"
+    quarantine.stage(pa.Table.from_batches([out]), path, f"partition {task.partition.id}")

@@ -12,9 +12,9 @@ import re
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ConfigError
 from engine.ruleconfig import KINDS, Rule, duplicate_names
@@ -22,6 +22,23 @@ from engine.sql import TableName, parse_table_name
 from engine.urls import DatabaseUrl, parse_url
 
 LoadMode = Literal["append", "replace", "upsert"]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """`"90s"`, `"5m"`, `"1h"`, `"250ms"` or a number of seconds, as seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("a duration such as \"30s\", \"5m\" or \"1h\" (or a number of seconds)")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Section(BaseModel):
@@ -48,6 +65,9 @@ class SourceSection(_Section):
     reader: Literal["connectorx", "adbc"] = Field(
         "connectorx", description="PostgreSQL sources: read with ConnectorX or with the ADBC driver's COPY-based "
         "reader (less client CPU per row); other sources: connectorx only")
+    snapshot: Literal["retake", "strict"] = Field(
+        "retake", description="PostgreSQL source, its snapshot lost mid-run (restart, killed session): retake: "
+        "read the unfinished partitions as of a new one; strict: fail the run")
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceSection:
@@ -121,6 +141,9 @@ class PipelineSection(_Section):
     verify: Literal["count", "content", "none"] = Field(
         "count", description="count: per-partition counts; content: also compare every row before commit")
     retries: int = Field(3, ge=0, le=20, description="Attempts after the first on transient errors")
+    reconnect_for: Seconds = Field(
+        "5m", ge=0, validate_default=True,
+        description="How long to wait for a server that is down (backoff with jitter), e.g. 90s, 5m, 1h")
     executor: Literal["threads", "dask"] = Field(
         "threads", description="threads: partitions run in this process; dask: as tasks on a Dask cluster")
     dask_scheduler: str = Field(

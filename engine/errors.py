@@ -5,6 +5,9 @@
     ├── JobLockedError               another run of the same job holds the lock (exit 3)
     ├── SourceError / TargetError    a database refused something or is unreachable (exit 69)
     │     (marked TransientError when a retry may help: connection lost, server restarting, deadlock)
+    │     └── SnapshotLost             the session holding the run's source snapshot is gone (re-taken, or
+    │                                  exit 69 with `source.snapshot = "strict"`)
+    ├── StagingError                 the staging directory cannot be written: disk full, no permission (exit 73)
     ├── WorkerLost                   Dask gave up on a partition whose workers kept dying (exit 69)
     ├── ErrorBudgetExceeded          more bad rows than `validate.max_error_rate` allows (exit 65)
     │     └── RuleFailed             a `fail` rule failed, or a rule's budget was exceeded (exit 65)
@@ -36,6 +39,7 @@ EXIT_LOCKED = 3
 EXIT_ERROR_BUDGET = 65
 EXIT_VERIFICATION = 66
 EXIT_UNAVAILABLE = 69
+EXIT_STAGING = 73
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "the job succeeded (bad rows, if any, are in the quarantine and within the budget)",
@@ -46,7 +50,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_ERROR_BUDGET: "too many rows failed validation (validate.max_error_rate); finished partitions are kept",
     EXIT_VERIFICATION: "verification found target and source disagree",
     EXIT_UNAVAILABLE: "a database refused or stayed unreachable after retries; rerun to resume",
+    EXIT_STAGING: "the staging directory could not be written (disk full, no permission); rerun to resume",
 }
+
+RESUME = "committed partitions are kept: rerun to resume"
 
 
 class EngineError(Exception):
@@ -82,6 +89,15 @@ class TargetError(EngineError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class SnapshotLost(SourceError):
+    """The session holding the run's exported source snapshot ended (restart, failover, terminated backend, idle
+    timeout): a read can no longer import it. Not retried by the partition: the run takes a new snapshot."""
+
+
+class StagingError(EngineError):
+    exit_code = EXIT_STAGING
+
+
 class TransientError(EngineError):
     """Marker: the operation may succeed if retried (connection lost, server restarting, deadlock)."""
 
@@ -102,3 +118,17 @@ class RuleFailed(ErrorBudgetExceeded):
 
 class VerificationError(EngineError):
     exit_code = EXIT_VERIFICATION
+
+
+def with_advice(exc: BaseException) -> BaseException:
+    """An error that ends a run, saying what to do: a database or staging error gets "rerun to resume" (a rerun
+    resumes the run) unless its message already says what to do."""
+    if type(exc) not in (SourceError, TargetError, TransientError, SnapshotLost, StagingError, WorkerLost):
+        return exc
+    text = str(exc)
+    if "rerun" in text:
+        return exc
+    advised = type(exc)(f"{text}; {RESUME}")
+    for name, value in vars(exc).items():
+        setattr(advised, name, value)
+    return advised

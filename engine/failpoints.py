@@ -3,7 +3,9 @@
 Actions: `raise` (a transient error), `fatal` (a non-transient error), `exit` (the process dies at once,
 like kill -9, with no cleanup), `sleep` (pauses 3 s: widens a window for concurrency tests), `wait` (explicit
 synchronisation for tests: creates `<name>.<pid>.reached` in `ENGINE_FAILPOINTS_DIR`, then blocks until
-`<name>.go` exists there; after 300 s it raises, so a test that never releases it fails instead of hanging).
+`<name>.go` exists there; after 300 s it raises, so a test that never releases it fails instead of hanging),
+`pause` (waits for the test: creates `<name>.paused` in `$ENGINE_FAILPOINTS_DIR` and carries on once the test
+deletes it, so a test can restart a server at exactly that moment; see tests/reliability/harness.py `Paused`).
 `@n` fires on the n-th time the point is reached in this process (default 1).
 Unset in production: `hit` is then a dictionary lookup.
 """
@@ -11,6 +13,7 @@ Unset in production: `hit` is then a dictionary lookup.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -61,6 +64,9 @@ def hit(name: str) -> None:
     if action == "wait":
         _wait(name)
         return
+    if action == "pause":
+        _pause(name)
+        return
     if action == "fatal":
         raise EngineError(f"failpoint {name} (fatal)")
     raise TransientError(f"failpoint {name}")
@@ -75,4 +81,16 @@ def _wait(name: str, timeout_s: float = 300.0) -> None:
     while not go.exists():
         if time.monotonic() > deadline:
             raise EngineError(f"failpoint {name} (wait): {go} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.02)
+
+
+def pause_file(name: str) -> Path:
+    return Path(os.environ.get("ENGINE_FAILPOINTS_DIR") or tempfile.gettempdir()) / f"{name}.paused"
+
+
+def _pause(name: str, timeout: float = 600.0) -> None:
+    marker = pause_file(name)
+    marker.write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -40,6 +40,24 @@ class PostgresServer:
             _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], self.run_as)
             shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
+    def _ctl(self, *args: str) -> None:
+        assert self.private and self.data_dir and self.bin_dir, "only a private server is stopped and started"
+        _run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args], self.run_as)
+
+    def halt(self) -> None:
+        """Stop the private server, keeping its data (as a crash or a maintenance stop would; `-m fast`)."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted private server again, on the same port."""
+        assert self.data_dir is not None
+        self._ctl("-l", str(self.data_dir.parent / "server.log"), "-w", "-t", "60", "start")
+
+    def restart(self) -> None:
+        """Restart the private server: every session ends, as in `pg_ctlcluster … restart`."""
+        assert self.data_dir is not None
+        self._ctl("-l", str(self.data_dir.parent / "server.log"), "-m", "fast", "-w", "-t", "60", "restart")
+
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
     return pg.reachable(url, timeout)
@@ -93,8 +111,9 @@ def start_private(bin_dir: Path | None = None) -> PostgresServer:
                 os.chmod(parent, os.stat(parent).st_mode | 0o011)
     _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], user)
     port = _free_port()
-    _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-          f"-h 127.0.0.1 -p {port} -k {root}", "start"], user)
+    with open(data / "postgresql.auto.conf", "a") as conf:  # kept across stops and starts
+        conf.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{root}'\n")
+    _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start"], user)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     for _ in range(50):
         if reachable(url):

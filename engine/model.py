@@ -200,7 +200,8 @@ class PartitionTask:
     staging_dir: str
     stage_batches: bool
     retries: int
-    snapshot: str | None = None
+    snapshot: str | None = None  # the source snapshot to read as of (PostgreSQL)
+    reconnect_for: float = 0.0  # seconds to wait for a server that is down, per outage
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
@@ -226,3 +227,4 @@ class PartitionResult:
     ended: float = 0.0
     worker: str = ""  # process and thread that ran it
     rule_stats: dict[str, RuleStats] = field(default_factory=dict)
+    snapshot: str | None = None  # the source snapshot it was read as of

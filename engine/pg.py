@@ -7,13 +7,11 @@ The target is always PostgreSQL; PostgreSQL sources use these connections for ca
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 import adbc_driver_manager
 import adbc_driver_manager.dbapi as dbapi
@@ -25,7 +23,6 @@ from engine.errors import EngineError, TargetError, TransientError, sounds_trans
 from engine.sql import TableName
 from engine.urls import DatabaseUrl, redact
 
-T = TypeVar("T")
 Params = tuple[Any, ...] | list[Any] | None
 
 
@@ -50,8 +47,20 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-# SQLSTATE classes and codes worth retrying: connection exceptions, shutdown, serialization, deadlock.
-_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "53300")
+# SQLSTATE classes and codes worth retrying: connection exceptions, shutdown, serialization, deadlock, too many
+# connections, a lock not granted within lock_timeout (its holder may be done by the next attempt).
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "40001", "40P01", "53300", "55P03")
+
+# What to do about errors a retry cannot fix, by SQLSTATE.
+_ADVICE = {
+    "53100": "the target's disk is full: nothing of this partition was committed; free space on the target (or "
+             "give the table a tablespace with room), then rerun to resume",
+    "57014": "the target cancelled the statement: a statement_timeout set for the role or database (see "
+             "pg_db_role_setting) is shorter than a partition's load; ALTER ROLE … SET statement_timeout = 0 for "
+             "the engine's role (or use smaller partitions), then rerun to resume",
+    "55P03": "another session held a lock the load needs for longer than the lock_timeout set for the role or "
+             "database, on every attempt; end that session or raise lock_timeout, then rerun to resume",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -70,6 +79,11 @@ def is_driver_error(exc: BaseException) -> bool:
 def translate(exc: BaseException, what: str, error: type[EngineError] = TargetError) -> EngineError:
     """Wrap a driver error in the engine's tree, with the secret-free message and what was being done."""
     message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    advice = _ADVICE.get(getattr(exc, "sqlstate", None) or "")
+    if "statement timeout" not in message and getattr(exc, "sqlstate", None) == "57014":
+        advice = "someone cancelled the statement (pg_cancel_backend); rerun to resume"
+    if advice:
+        message = f"{message}: {advice}"
     if is_transient(exc):
         return TransientError(f"{what}: {message}")
     return error(f"{what}: {message}")
@@ -108,14 +122,20 @@ def connect(url: DatabaseUrl, autocommit: bool = False) -> Connection:
         raise translate(exc, f"cannot connect to {url}") from None
 
 
-def reachable(uri: str, timeout: float = 3.0) -> bool:
-    """Whether a server answers at `uri` (a fresh connection, not a pooled one)."""
+def unreachable(uri: str, timeout: float = 3.0) -> str | None:
+    """Why no server answers at `uri` (a fresh connection, not a pooled one), or None when one does."""
     try:
-        conn = pg_dbapi.connect(uri + ("&" if "?" in uri else "?") + f"connect_timeout={int(timeout)}")
+        conn = pg_dbapi.connect(uri + ("&" if "?" in uri else "?") + f"connect_timeout={max(1, int(timeout))}")
         conn.close()
-        return True
-    except adbc_driver_manager.Error:
-        return False
+        return None
+    except adbc_driver_manager.Error as exc:
+        text = str(exc).strip()
+        return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def reachable(uri: str, timeout: float = 3.0) -> bool:
+    """Whether a server answers at `uri`."""
+    return unreachable(uri, timeout) is None
 
 
 @contextmanager
@@ -177,27 +197,6 @@ def ingest(conn: Connection, table: str, schema_name: str | None, data: pa.Recor
         if temporary:
             return int(cur.adbc_ingest(table, data, mode=mode, temporary=True))
         return int(cur.adbc_ingest(table, data, mode=mode, db_schema_name=schema_name))
-
-
-def with_retries(action: Callable[[], T], what: str, attempts: int, on_retry: Callable[[str], None] | None = None,
-                 base_delay: float = 0.5) -> T:
-    """Run `action`, retrying transient failures with exponential backoff and jitter."""
-    for attempt in range(attempts + 1):
-        try:
-            return action()
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts:
-                if not is_transient(exc) and not is_driver_error(exc):
-                    raise
-                engine_exc = exc if isinstance(exc, EngineError) else translate(exc, what)
-                if attempt:
-                    raise type(engine_exc)(f"{engine_exc} (gave up after {attempt + 1} attempts)") from None
-                raise engine_exc from None
-            delay = base_delay * 2**attempt * (0.5 + random.random())
-            if on_retry:
-                on_retry(f"{what}: {redact(str(exc).splitlines()[0])}; retry {attempt + 1}/{attempts} in {delay:.1f}s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 # The target's catalog.

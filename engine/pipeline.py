@@ -20,7 +20,16 @@ from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
 from engine.config import JobConfig
-from engine.errors import ConfigError, EngineError, ErrorBudgetExceeded, JobLockedError, SourceError
+from engine.errors import (
+    ConfigError,
+    EngineError,
+    ErrorBudgetExceeded,
+    JobLockedError,
+    SnapshotLost,
+    SourceError,
+    with_advice,
+)
+from engine.healing import Patience, SnapshotKeeper, with_retries
 from engine.load import prepare_target
 from engine.metrics import Observer, PartitionMetrics, RunMetrics
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
@@ -115,6 +124,17 @@ class Run:
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
         self.lock_conn: pg.Connection  # the session holding the job's advisory lock
         self.rule_stats: dict[str, RuleStats] = {}  # [[validate.rules]]: merged over this invocation's partitions
+        pipeline = config.pipeline
+        self.on_target = Patience(pipeline.retries, pipeline.reconnect_for, (config.target_url,))
+        self.snapshots = SnapshotKeeper(None, False, self.on_target, "", None)
+        self.recoveries: list[str] = []  # what went wrong and was healed, for the report
+        self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
+
+    def heard(self, message: str) -> None:
+        """A retry or a wait: said as it happens, and kept for the report."""
+        if len(self.recoveries) < 100:
+            self.recoveries.append(message)
+        self.say(message)
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
         """Resume the job's unfinished run (same frozen plan), or plan a new one."""
@@ -146,17 +166,19 @@ class Run:
         self.metrics.emit("message", message=redact(message))
 
     def retried(self, message: str) -> None:
+        """A partition's retry: counted in the live display, and kept for the report."""
+        if len(self.recoveries) < 100:
+            self.recoveries.append(message)
         self.metrics.partition_retried(redact(message))
 
-    def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path,
-             snapshot: str | None) -> PartitionTask:
+    def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path) -> PartitionTask:
         c = self.config
         return PartitionTask(
             job=c.job.name, run_id=run_id, plan=plan, partition=plan.partitions[partition_index],
             source_url=c.source_url.absolute, target_url=c.target_url.raw, target=target, transform=c.transform,
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
-            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, snapshot=snapshot,
+            stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, reconnect_for=c.pipeline.reconnect_for,
             verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader,
             rules=tuple(c.validate_.rules))
 
@@ -177,28 +199,38 @@ class Run:
     def _schedule(self, pool: Executor, tasks: list[PartitionTask], report: RunReport,
                   failures: Counter[tuple[str, str]], on_retry: Progress | None) -> None:
         budget = self.config.validate_.max_error_rate
-        pending = set[Future[PartitionResult]]()
-        partition_of: dict[Future[PartitionResult], int] = {}
+        pending: dict[Future[PartitionResult], PartitionTask] = {}
         queue_ = list(reversed(tasks))
         error: BaseException | None = None
         while queue_ or pending:
             while queue_ and len(pending) < self.config.pipeline.workers and error is None:
-                task = queue_.pop()
+                task = dataclasses.replace(queue_.pop(), snapshot=self.snapshots.current)
                 self.metrics.partition_started(task.partition.id)
-                future = pool.submit(run_partition, task, on_retry)
-                partition_of[future] = task.partition.id
-                pending.add(future)
+                pending[pool.submit(run_partition, task, on_retry)] = task
             if not pending:
                 break
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
+                task = pending.pop(future)
                 try:
                     result = future.result()
+                except SnapshotLost as exc:
+                    try:  # retake it (once for all the partitions that lost it), then redo this one
+                        self.snapshots.lost(task.snapshot, str(exc), f"reading partition {task.partition.id}")
+                        queue_.append(task)
+                    except BaseException as fatal:
+                        error = error or fatal
+                    continue
                 except BaseException as exc:
                     error = error or explain_task_failure(exc)
-                    self.metrics.partition_failed(partition_of.get(future), redact(str(explain_task_failure(exc))))
+                    self.metrics.partition_failed(task.partition.id, redact(str(explain_task_failure(exc))))
                     continue
                 self._account(result, report, failures, len(tasks))
+                self.snapshots.read(result.partition_id, result.snapshot)
+                try:
+                    with_retries(self._hold_lock, "holding the job's lock", self.on_target, self.heard)
+                except BaseException as exc:
+                    error = error or exc
                 over = budget_error(report.rows_read + self.prior[0], report.rows_quarantined + self.prior[1], budget,
                                     self.config.validate_.max_errors)
                 over = over or rulejob.over_budget(self.config.validate_.rules, self.rule_stats)
@@ -229,49 +261,58 @@ class Run:
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
         report.description = config.job.description
-        retries = config.pipeline.retries
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
         pg.forget_databases()  # this run sees the types created since the last one
-        self.lock_conn = pg.with_retries(lambda: pg.connect(self.target_url, autocommit=True),
-                                         "connecting to the target", retries, self.say)
-        conn = pg.with_retries(lambda: pg.connect(self.target_url), "connecting to the target", retries, self.say)
+        self.lock_conn = with_retries(lambda: pg.connect(self.target_url, autocommit=True),
+                                      "connecting to the target", self.on_target, self.heard)
+        conn = with_retries(lambda: pg.connect(self.target_url), "connecting to the target", self.on_target, self.heard)
         run_id = ""
         metrics = self.metrics
         metrics.start_sampler()
         if self.observer is not None:
             self.observer.start(metrics)
         try:
+            self.step = "creating the engine's tables in the target"
             checkpoint.ensure_schema(conn)
+            self.step = "taking the job's lock"
             checkpoint.try_lock_job(self.lock_conn, config.job.name)
-            with source_snapshot(config.source_url) as snapshot:
+            self.step = "opening the run (planning, or resuming its plan)"
+            table = config.source_table
+            with source_snapshot(config.source_url, table.quoted() if table else None) as snapshot:
                 with metrics.phase("plan"):
                     run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
                 report.partitions_total = len(plan.partitions)
                 metrics.run_id, metrics.partitions_total = run_id, len(plan.partitions)
-                if snapshot:
-                    report.notes.append("the source was read as of one snapshot" + (
-                        " (partitions finished before the resume were read as of an earlier one)" if resumed else ""))
+                self.snapshots = SnapshotKeeper(
+                    snapshot, config.source.snapshot == "strict",
+                    Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.source_url,)),
+                    "the run resumed" if resumed else "the run started", self.heard)
                 staging = Path(config.pipeline.staging_dir)
                 staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
                 report.staging_dir = str(staging)
-                self._run_partitions(conn, plan, run_id, resumed, staging, report, snapshot)
+                self._run_partitions(conn, plan, run_id, resumed, staging, report)
             report.status = "succeeded"
             with metrics.phase("cleanup"):
                 self._cleanup(report)
             self._finish_metrics(report, run_id)
             return report
         except BaseException as exc:
+            advised = with_advice(pg.translate(exc, self.step) if pg.is_driver_error(exc) else exc)
             if run_id:
                 report.status = "failed"
-                report.error = redact(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+                report.error = redact(str(advised) if isinstance(advised, EngineError)
+                                      else f"{type(exc).__name__}: {exc}")
+                self._describe_healing(report)
                 self._rules_report(report)
                 report.wall_seconds = round(time.perf_counter() - started, 3)
                 self._finish_metrics(report, None)
                 if not isinstance(exc, JobLockedError):  # else the run is another process's now: leave it be
                     self._record_failure(run_id, report)
-                setattr(exc, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
-            raise
+                setattr(advised, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
+            if advised is exc:
+                raise
+            raise advised from None
         finally:
             metrics.stop_sampler()
             if run_id:
@@ -286,8 +327,20 @@ class Run:
                 except Exception:
                     pass
 
+    def _describe_healing(self, report: RunReport) -> None:
+        """The report's account of snapshots and recoveries (before it is stored with the run's status)."""
+        report.snapshots = self.snapshots.history
+        report.recoveries = self.recoveries
+        report.notes = [n for n in report.notes if not n.startswith("the source was read as of")]
+        if len(self.snapshots.history) == 1:
+            report.notes.append("the source was read as of one snapshot" + (
+                " (partitions finished before the resume were read as of an earlier one)" if report.resumed else ""))
+        elif self.snapshots.history:
+            report.notes.append(f"the source was read as of {len(self.snapshots.history)} snapshots: the first was "
+                                "lost mid-run and taken again (see snapshots)")
+
     def _run_partitions(self, conn: pg.Connection, plan: Plan, run_id: str, resumed: bool, staging: Path,
-                        report: RunReport, snapshot: str | None) -> None:
+                        report: RunReport) -> None:
         config = self.config
         if config.pipeline.verify == "content" and plan.target_key is None:
             raise ConfigError(str(config.path), [
@@ -295,6 +348,7 @@ class Run:
                 "partition key is not a target column (no integer key, or renamed/dropped by [transform]); "
                 "use verify = \"count\""])
         rulejob.judge_schema(config.validate_.rules, [c.name for c in plan.target_columns], report.notes)
+        self.step = "preparing the target table"
         with self.metrics.phase("prepare"):
             target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                     config.target.create, resumed)
@@ -313,16 +367,17 @@ class Run:
             conn.commit()
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
-        tasks = [self.task(run_id, plan, target, i, staging, snapshot)
-                 for i, p in enumerate(plan.partitions) if p.id not in done]
+        tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
+        self.step = "loading partitions"
         with metrics.phase("partitions"):
             self.execute(tasks, report, failures)
+        self.step = "verifying and finishing the run"
         report.add_failures(failures)
         rulejob.judge_completeness(config.validate_.rules, self.rule_stats, report.notes)
         with metrics.phase("finish"):
-            pg.with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
-                            config.pipeline.retries, self.say)
+            with_retries(lambda: self._finish(plan, run_id, target, report), "verifying and finishing the run",
+                         self.on_target, self.heard)
 
     def _finish(self, plan: Plan, run_id: str, target: LoadTarget, report: RunReport) -> None:
         """Verify, swap (replace mode) and mark the run done: one transaction, safe to retry."""
@@ -338,12 +393,14 @@ class Run:
             self._hold_lock()
             checkpoint.claim_run(conn, run_id, self.owner, "finishing the run")
             failpoints.hit("run.before_verify")
+            self.snapshots.check("verifying the run")
             report.verification = verify_run(self.config, plan, conn, target, finished, report)
             if target.mode == "replace":
                 failpoints.hit("replace.before_swap")
             mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
             self._rules_report(report)
+            self._describe_healing(report)
             report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
 
@@ -392,6 +449,7 @@ class Run:
             pass
         self.lock_conn = pg.connect(self.target_url, autocommit=True)
         checkpoint.try_lock_job(self.lock_conn, self.config.job.name)
+        self.heard("the job's lock was lost with its session (a restart or a terminated backend) and taken again")
 
     def _record_failure(self, run_id: str, report: RunReport) -> None:
         try:

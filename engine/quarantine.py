@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import frames, pg
+from engine.errors import RESUME, StagingError
 
 ROW_INDEX = "__engine_row"  # a failing row's position in its batch
 # A `bad` frame, as validation hands it over: one row per failing row of a batch.
@@ -95,10 +96,22 @@ def write(conn: pg.Connection, rows: pa.Table, staging_dir: Path, partition_id: 
     """Insert the records in the caller's transaction and stage them as Parquet."""
     if rows.num_rows == 0:
         return 0
-    folder = staging_dir / "rejected"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows, folder / f"part-{partition_id:05d}.parquet")
+    stage(rows, staging_dir / "rejected" / f"part-{partition_id:05d}.parquet", f"partition {partition_id}")
     return pg.ingest(conn, "quarantine", "engine", rows.cast(RECORD_SCHEMA), mode="append")
+
+
+def stage(rows: pa.Table, path: Path, what: str) -> None:
+    """Write staged rows as Parquet; a full or unwritable staging disk is a StagingError saying what to do
+    (the partition's transaction then rolls back: nothing of it is committed, and a rerun redoes it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, path)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise StagingError(
+            f"{what}: cannot write {path.name} to the staging directory {path.parent} ({exc.strerror or exc}); "
+            "nothing of this partition was committed; free space there or point pipeline.staging_dir elsewhere; "
+            f"{RESUME}") from None
 
 
 def count(conn: pg.Connection, job: str, run_id: str) -> int:

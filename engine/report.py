@@ -34,6 +34,9 @@ class RunReport:
     quarantine_table: str = "engine.quarantine"
     notes: list[str] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)  # the validation report, one entry per rule
+    # which partitions were read as of which source snapshot, and why each was taken (PostgreSQL sources)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)  # failures healed on the way: retries, waits, re-takes
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # engine.metrics.RunMetrics.to_dict()
 
@@ -72,6 +75,11 @@ class RunReport:
                          f"{self.staging_dir}/rejected/*.parquet")
         lines += render_rules(self.rules)
         lines.append(f"  staging      {self.staging_dir}  (engine inspect <job.toml> to query it with DuckDB)")
+        if len(self.snapshots) > 1:
+            lines.append("  snapshots    " + "; ".join(
+                f"{s['snapshot']} ({s['why']}): partitions {_ids(s['partitions'])}" for s in self.snapshots))
+        if self.recoveries:
+            lines.append(f"  recovered    {len(self.recoveries)} time(s); last: {self.recoveries[-1]}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.error:
             lines.append(f"  error: {self.error}")
@@ -95,3 +103,7 @@ def render_rules(rules: list[dict[str, Any]]) -> list[str]:
             lines.append(f"      all rows: {r['sql']}" if r.get("sql") else
                          "      (rows are loaded, not quarantined: severity warn, or a per-partition/job verdict)")
     return lines
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(str(i) for i in sorted(ids)) or "none"

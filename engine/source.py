@@ -9,22 +9,25 @@ transaction and exports its snapshot; every partition reader imports it (through
 `pre_execution_query`), and planning and verification queries run inside that transaction, so a table written
 during the job is copied as of one instant. The exporting transaction must stay open while readers import it,
 so it lives as long as the run. A resumed run takes a new snapshot: partitions finished before were read as of
-the earlier one.
+the earlier one. If that session ends mid-run (a restart, a failover, a terminated backend, an idle timeout),
+reads fail with `SnapshotLost` and the run may `retake` one (`engine.pipeline` decides, by `source.snapshot`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import connectorx as cx
 import pyarrow as pa
 
 from engine import pg
-from engine.errors import SourceError, TransientError, sounds_transient
+from engine.errors import SnapshotLost, SourceError, TransientError, sounds_transient
 from engine.urls import DatabaseUrl, redact
 
 Reader = Literal["connectorx", "adbc"]
@@ -40,6 +43,8 @@ _PG_TEXT_SETTINGS = [
 def translate(exc: BaseException, what: str) -> SourceError | TransientError:
     """A driver error (ConnectorX raises Rust panics as BaseException) as the engine's, secret-free."""
     message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    if "invalid snapshot identifier" in message:
+        return SnapshotLost(f"{what}: the run's source snapshot is gone ({message})")
     if isinstance(exc, TransientError) or pg.is_transient(exc) or sounds_transient(message):
         return TransientError(f"{what}: {message}")
     return SourceError(f"{what}: {message}")
@@ -93,6 +98,21 @@ def read_batches(url: DatabaseUrl, sql: str, batch_rows: int, snapshot: str | No
         raise translate(exc, what) from None
 
 
+def unreachable(url: DatabaseUrl) -> str | None:
+    """Why the source or target server at `url` does not answer now, or None when it does (a fresh session)."""
+    if url.dialect == "postgresql":
+        return pg.unreachable(url.libpq)
+    if url.dialect != "mysql":
+        return None
+    try:
+        cx.read_sql(url.connectorx, "SELECT 1 AS up", return_type="arrow")
+        return None
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            raise
+        return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
 def result_schema(url: DatabaseUrl, sql: str, what: str) -> pa.Schema:
     """The Arrow schema ConnectorX gives the rows of `sql` (run it with LIMIT 0)."""
     try:
@@ -128,6 +148,65 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
         raise (error if isinstance(error, TransientError) else SourceError(str(error))) from None
 
 
+@dataclass
+class Snapshot:
+    """The run's exported snapshot of a PostgreSQL source and the session that holds it open."""
+
+    url: DatabaseUrl
+    table: str | None = None  # the source table, quoted: its share lock keeps TRUNCATE and DDL off it meanwhile
+    id: str = ""
+    taken_at: float = 0.0
+    conn: pg.Connection | None = field(default=None, repr=False)
+
+    def take(self) -> str:
+        """Export a new snapshot from a new session (the old one, if any, is let go)."""
+        self.release()
+        conn = pg.connect(self.url)
+        try:
+            # The session sits idle in its transaction for the whole run: no idle timeout may end it.
+            pg.execute(conn, "SET application_name = 'engine snapshot'")
+            pg.execute(conn, "SET idle_in_transaction_session_timeout = 0")
+            conn.commit()
+            pg.execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self.id = str(pg.fetch_all(conn, "SELECT pg_export_snapshot()")[0][0])
+            if self.table:
+                pg.execute(conn, f"LOCK TABLE {self.table} IN ACCESS SHARE MODE")
+        except Exception as exc:
+            _close(conn)
+            raise pg.translate(exc, f"exporting a snapshot of {self.url}", SourceError) from None
+        self.conn, self.taken_at = conn, time.time()
+        with _pinned_lock:
+            _pinned[self.url.raw] = conn
+        return self.id
+
+    def lost(self) -> str | None:
+        """Why the session holding the snapshot is gone, or None while it holds it."""
+        if self.conn is None:
+            return "no session holds it"
+        try:
+            pg.fetch_all(self.conn, "SELECT 1")
+            return None
+        except Exception as exc:
+            text = str(exc).strip()
+            return "the session holding it ended: " + redact(text.splitlines()[0] if text else type(exc).__name__)
+
+    def release(self) -> None:
+        with _pinned_lock:
+            if self.conn is not None and _pinned.get(self.url.raw) is self.conn:
+                _pinned.pop(self.url.raw, None)
+        if self.conn is not None:
+            _close(self.conn)
+        self.conn = None
+
+
+def _close(conn: pg.Connection) -> None:
+    try:
+        conn.rollback()
+        conn.close()
+    except Exception:
+        pass
+
+
 _pinned: dict[str, pg.Connection] = {}
 _pinned_lock = threading.Lock()
 _pinned_use = threading.Lock()
@@ -140,26 +219,18 @@ def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
 
 
 @contextmanager
-def source_snapshot(url: DatabaseUrl) -> Iterator[str | None]:
-    """Yield a snapshot id for PostgreSQL sources (None for others); source queries use it meanwhile."""
+def source_snapshot(url: DatabaseUrl, table: str | None = None) -> Iterator[Snapshot | None]:
+    """The run's snapshot for PostgreSQL sources (None for others); source queries use it meanwhile. Its session
+    holds a share lock on `table` (quoted), as any read would, so TRUNCATE or DDL on it wait for the run."""
     if url.dialect != "postgresql":
         yield None
         return
-    conn = pg.connect(url)
+    snapshot = Snapshot(url, table)
+    snapshot.take()
     try:
-        pg.execute(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        snapshot = str(pg.fetch_all(conn, "SELECT pg_export_snapshot()")[0][0])
-        with _pinned_lock:
-            _pinned[url.raw] = conn
         yield snapshot
     finally:
-        with _pinned_lock:
-            _pinned.pop(url.raw, None)
-        try:
-            conn.rollback()
-            conn.close()
-        except Exception:
-            pass
+        snapshot.release()
 
 
 def as_table(batches: list[pa.RecordBatch]) -> pa.Table:

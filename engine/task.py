@@ -22,6 +22,7 @@ import pyarrow as pa
 from engine import checkpoint, failpoints, pg, quarantine, rulerun, uniqueness
 from engine.batches import origin, process
 from engine.extract import read_partition
+from engine.healing import Patience, with_retries
 from engine.load import row_rejection, write_batches
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import RejectedRow
@@ -190,7 +191,8 @@ def _run_partition(task: PartitionTask, on_retry: Callable[[str], None] | None) 
             assert committed is not None
             return committed
 
-    result = pg.with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", task.retries,
-                             on_retry)
+    patience = Patience(task.retries, task.reconnect_for, (parse_url(task.source_url), parse_url(task.target_url)))
+    result = with_retries(attempt, f"partition {task.partition.id} {task.partition.label()}", patience, on_retry)
+    result.snapshot = task.snapshot
     uniqueness.committed(task.run_id, task.partition.id)  # its keys count for the partitions after it
     return result

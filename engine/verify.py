@@ -53,7 +53,10 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
     mode = mode_of(target.mode)
     problems += mode.verify(conn, target, loaded_total)
     if problems:
-        raise VerificationError("verification failed:\n  " + "\n  ".join(problems))
+        changed = any("was the source written to" in p for p in problems)
+        advice = ("\n  The source changed under the run (rows deleted, a table truncated, rows added): committed "
+                  "partitions are kept as read; rerun with --fresh to copy the source as it is now" if changed else "")
+        raise VerificationError("verification failed:\n  " + "\n  ".join(problems) + advice)
     return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + mode.verified() + content
 
 

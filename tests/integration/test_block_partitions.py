@@ -87,7 +87,8 @@ def test_rows_added_after_planning_are_read_once_or_not_at_all(pg_source: str, p
     make_table(pg_source, 5000)
     path = job(tmp_path, pg_source, pg_db, source='partition_by = "blocks"\npartitions = 4')
     config = load_config(path)
-    with source_snapshot(config.source_url) as snapshot:
+    with source_snapshot(config.source_url) as held:
+        snapshot = held.id if held else None
         plan = make_plan(config)
         pg_exec(pg_source, "INSERT INTO public.items SELECT g, md5(g::text) FROM generate_series(5001, 15000) g",
                 "UPDATE public.items SET payload = 'moved' WHERE id <= 100")

@@ -255,8 +255,8 @@ def test_rows_the_target_refuses_are_quarantined_with_the_database_reason(mode: 
     # upsert goes through a temporary table and a cast, where the engine refuses what varchar(5) would truncate
     too_long = "target string_data_right_truncation" if mode == "append" else "target value_does_not_fit"
     assert [(q[0], q[1]) for q in quarantined] == [
-        ("10", "target check_violation"), ("20", too_long),
-        ("30", "target not_null_violation"), ("41", "target unique_violation"), ("50", "target foreign_key_violation")]
+        ("10", "target check_violation"), ("20", too_long), ("30", "target not_null_violation"),
+        ("41", "target unique_violation"), ("50", "target foreign_key_violation")]
     assert "t_qty_check" in quarantined[0][3] and quarantined[1][4] == "toolongcode"
     assert quarantined[1][2] == "code" and "character varying(5)" in quarantined[1][3]
     assert quarantined[2][2] == "note" and "t_email_key" in quarantined[3][3]

@@ -51,7 +51,8 @@ def test_the_adbc_reader_reads_as_of_the_runs_snapshot(pg_source: str, pg_db: st
     _source(pg_source)
     config = load_config(write_job(tmp_path, job_toml("readers_snap", pg_source, "public.t", pg_db, "public.t")))
     plan = make_plan(config)
-    with source_snapshot(config.source_url) as snapshot:
+    with source_snapshot(config.source_url) as held:
+        snapshot = held.id if held else None
         pg_exec(pg_source, "INSERT INTO public.t VALUES (5001, NULL, 1, NULL)", "DELETE FROM public.t WHERE id = 1")
         rows = sum(b.num_rows for p in plan.partitions
                    for b in read_partition(plan, p, config.source_url, 1000, snapshot, "adbc"))

@@ -1,14 +1,21 @@
-"""What every fault test checks at the end, and a TCP proxy that cuts connections mid-stream."""
+"""What every fault test checks at the end, a TCP proxy that cuts connections mid-stream, and an `engine run`
+that pauses at a failpoint while the test breaks something."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from tests.conftest import job_toml, pg_exec, pg_rows, write_job
+from tests.conftest import ROOT, job_toml, pg_exec, pg_rows, write_job
 
 TABLE_DDL = """CREATE TABLE public.items (id bigint PRIMARY KEY, grp integer NOT NULL, label text,
     amount numeric(14,4), at timestamptz, doc jsonb)"""
@@ -132,3 +139,46 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+class Paused:
+    """An `engine run` child process that pauses at failpoints (`name=pause@n`, see engine.failpoints) until the
+    test has done its damage; each process gets its own folder of pause files."""
+
+    def __init__(self, job: Path, points: str, folder: Path, *args: str, wait: bool = True) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.dir, self.json = folder, folder / "report.json"
+        self.first = points.split(",")[0].partition("=")[0]
+        env = {**os.environ, "ENGINE_FAILPOINTS": points, "ENGINE_FAILPOINTS_DIR": str(folder)}
+        self.child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--json", str(self.json),
+                                       *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+        if wait:
+            self.wait(self.first)
+
+    def wait(self, point: str, timeout: float = 120) -> None:
+        """Until the run is paused at `point`."""
+        marker = self.dir / f"{point}.paused"
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if self.child.poll() is not None or time.monotonic() > deadline:
+                self.child.kill()
+                _, err = self.child.communicate(timeout=30)
+                raise AssertionError(f"never paused at {point}: {err[-3000:]}")
+            time.sleep(0.02)
+
+    def release(self, point: str | None = None) -> None:
+        (self.dir / f"{point or self.first}.paused").unlink(missing_ok=True)
+
+    def finish(self) -> tuple[int, str, str, dict[str, Any]]:
+        out, err = self.child.communicate(timeout=300)
+        report = json.loads(self.json.read_text()) if self.json.exists() else {}
+        return self.child.returncode, out, err, report
+
+
+def wait_until(url: str, sql: str, expected: Any, timeout: float = 60) -> None:
+    """Poll `sql` on `url` until its first value equals `expected`."""
+    deadline = time.monotonic() + timeout
+    while (pg_rows(url, sql) or [(None,)])[0][0] != expected:
+        assert time.monotonic() < deadline, f"{sql} never gave {expected!r}"
+        time.sleep(0.05)

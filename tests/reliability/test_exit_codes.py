@@ -45,8 +45,9 @@ def test_a_source_that_stays_unreachable_exits_69_saying_rerun_to_resume(pg_sour
         assert failed.returncode == 69, failed.stderr[-3000:]
         assert "retry 1/1" in failed.stderr  # retried `retries` times…
         error = error_line(failed.stderr)  # …then the partition, the error and what to do
-        assert error.startswith("error: reading partition 0 [1, 5000] from ") and "127.0.0.1" in error, error
-        assert error.endswith("(gave up after 2 attempts); rerun to resume"), error
+        assert error.startswith("error: partition 0 [1, 5000]: reading partition 0 [1, 5000] from ") \
+            and "127.0.0.1" in error, error
+        assert error.endswith("(gave up after 2 attempts); committed partitions are kept: rerun to resume"), error
         assert pg_rows(pg_db, "SELECT status FROM engine.runs") == [("failed",)]
         with proxy.lock:
             proxy.cuts_left = 0  # the source is back
@@ -64,7 +65,7 @@ def test_a_source_refusing_connections_exits_69_saying_rerun_to_resume(pg_db: st
     failed = engine_run(job)
     assert failed.returncode == 69, failed.stderr[-3000:]
     error = error_line(failed.stderr)
-    assert "refused" in error and error.endswith("; rerun to resume"), error
+    assert "refused" in error and error.endswith(": rerun to resume"), error
     assert "Traceback" not in failed.stderr
 
 

@@ -23,7 +23,15 @@ from engine.errors import JobLockedError, SourceError
 from engine.pipeline import run_job
 from engine.urls import parse_url
 from tests.conftest import ROOT, failpoint_reached, pg_exec, pg_rows, release_failpoint, run_cli
-from tests.reliability.harness import TABLE_FILL, CuttingProxy, assert_exact_copy, drop_advisory_locks, items_job, make_items
+from tests.reliability.harness import (
+    TABLE_FILL,
+    CuttingProxy,
+    Paused,
+    assert_exact_copy,
+    drop_advisory_locks,
+    items_job,
+    make_items,
+)
 
 KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_commit=exit@2",
                "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
@@ -142,25 +150,18 @@ def test_a_second_concurrent_run_is_refused_and_data_loads_once(pg_source: str, 
 
 def test_a_run_that_lost_its_lock_stops_once_another_run_took_the_job_over(pg_source: str, pg_db: str,
                                                                           tmp_path: Path) -> None:
-    """The server drops an advisory lock with its session: a second run can then start the job. The first
-    must notice before it commits anything more, whatever the second did to its run."""
+    """The server drops an advisory lock with its session: a second run can then start the job before the first
+    takes the lock again. The first must notice before it commits anything more, whatever the second did."""
     make_items(pg_source, 4000)
     job = items_job(tmp_path, "takeover", pg_source, pg_db, mode="upsert", partitions=4, workers=1)
-    stop = "transform.batch=wait@3"  # partition 3's first batch (1,000 rows a partition, 1,000 a batch)
-    first = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--quiet"], cwd=ROOT,
-                             env={**os.environ, "ENGINE_FAILPOINTS": stop, "ENGINE_FAILPOINTS_DIR": str(tmp_path)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        failpoint_reached(tmp_path, "transform.batch", alive=first)
-        run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
-        assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints") == [(2,)]
-        assert drop_advisory_locks(pg_db) == 1
-        second = run_cli("run", str(job), "--fresh")
-        assert second.returncode == 0, second.stderr[-2000:]
-    finally:
-        release_failpoint(tmp_path, "transform.batch")
-    _, first_err = first.communicate(timeout=120)
-    assert first.returncode == 3, first_err[-2000:]
+    first = Paused(job, "transform.batch=pause@3", tmp_path / "first")  # 2 partitions committed, the 3rd read
+    run_id = pg_rows(pg_db, "SELECT run_id FROM engine.runs")[0][0]
+    assert drop_advisory_locks(pg_db) == 1
+    second = run_cli("run", str(job), "--fresh")
+    assert second.returncode == 0, second.stderr[-2000:]
+    first.release()
+    code, _, first_err, _ = first.finish()
+    assert code == 3, first_err[-2000:]
     assert f"run {run_id} is no longer running (its status is now 'abandoned'" in first_err
     assert pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints WHERE run_id = $1", (run_id,)) == [(2,)]
     assert_exact_copy(pg_source, pg_db)

@@ -20,6 +20,7 @@ import pytest
 
 from engine import pg, source
 from engine.errors import SourceError, TargetError, TransientError
+from engine.healing import Patience, with_retries
 from engine.urls import parse_url
 from tests.conftest import ROOT, pg_exec, pg_rows
 
@@ -182,7 +183,7 @@ def test_a_syntax_error_is_not_transient(pg_db: str, mariadb_db: str) -> None:
 
     retried: list[str] = []
     with pytest.raises(TargetError, match="syntax error") as info:
-        pg.with_retries(bad_sql, "loading", 3, retried.append, base_delay=0.01)
+        with_retries(bad_sql, "loading", Patience(3, base_delay=0.01), retried.append)
     assert not isinstance(info.value, TransientError)
     assert calls == [1] and retried == []  # failed at once, no retry
 
@@ -200,7 +201,7 @@ def test_retries_back_off_exponentially_with_jitter_then_give_up() -> None:
             return pg.connect(url)
 
         with pytest.raises(TransientError) as info:
-            pg.with_retries(connect, "connecting to the target", attempts, retried.append, base_delay=base)
+            with_retries(connect, "connecting to the target", Patience(attempts, base_delay=base), retried.append)
         assert len(calls) == attempts + 1
         assert f"(gave up after {attempts + 1} attempts)" in str(info.value) and "refused" in str(info.value)
         assert [m.split("; ")[1].split(" in ")[0] for m in retried] == [f"retry {k}/{attempts}" for k in
