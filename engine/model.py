@@ -222,3 +222,4 @@ class PartitionResult:
     started: float = 0.0  # epoch seconds, first attempt
     ended: float = 0.0
     worker: str = ""  # process and thread that ran it
+    first_batch_at: float = 0.0  # epoch seconds when its first batch left the source (0: none yet)

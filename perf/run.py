@@ -95,6 +95,13 @@ def _engine_phases(case: Case, result: CaseResult) -> None:
     keys = [k for k in runs[0] if k != "wall"]
     result.extra["phase_seconds"] = {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in keys}
     result.extra["engine_wall_s"] = round(statistics.median(r["wall"] or 0.0 for r in runs), 3)
+    if report.get("startup_seconds") is None:
+        return
+    starts = result.extra.setdefault("startups", [])
+    starts.append({"seconds": report["startup_seconds"], **report.get("startup", {})})
+    result.extra["startup_s"] = round(statistics.median(r["seconds"] for r in starts), 3)
+    result.extra["startup"] = {k: round(statistics.median(r.get(k, 0.0) for r in starts), 3)
+                               for k in starts[0] if k != "seconds"}
 
 
 def run_once(case: Case, result: CaseResult, ctx: Context, label: str, timeout_s: float, quiet_s: float,
