@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from perf import datasets
-from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers
+from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers, variant
 from perf.db import Server, pg_create_database
 from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, markdown, summarize, write_results
@@ -151,14 +151,19 @@ def run_cases(cases: list[Case], ctx_rows: dict[str, Context], runs: int, timeou
 
 
 def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
-    keys = SMOKE_CASES if args.smoke else tuple(args.cases or CASES)
+    wanted = SMOKE_CASES if args.smoke else tuple(args.cases or CASES)
+    keys = [k.split(":")[0] for k in wanted]  # `engine:pipeline.batch_rows=32768`: a case with settings
     unknown = [k for k in keys if k not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)),
                        need_shuffled=any(k.endswith("-shuffled") for k in keys),
                        need_sqlite=bool(SQLITE_CASES & set(keys)))
-    cases = [CASES[k](ctx) for k in keys]
+    try:
+        cases = [variant(CASES[k](ctx), w.split(":")[1:]) if ":" in w else CASES[k](ctx)
+                 for k, w in zip(keys, wanted, strict=True)]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     results = run_cases(cases, {c.key: ctx for c in cases}, args.runs, args.timeout, "cases", args.quiet_wait,
                         args.retries)
     rows = summarize(results)
@@ -230,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=row_count, default=1_000_000, help="source rows (1M, 10M, 500k …; default 1M)")
     p.add_argument("--runs", type=int, default=3, help="runs per case (default 3; the median is reported)")
     p.add_argument("--cases", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-                   help=f"comma-separated subset of: {', '.join(CASES)}")
+                   help=f"comma-separated subset of: {', '.join(CASES)}; an engine case takes settings of its job "
+                        "file after colons, e.g. engine:pipeline.batch_rows=32768:source.reader=adbc, to run an A/B "
+                        "of a setting side by side")
     p.add_argument("--smoke", action="store_true", help="tiny CI run: raw COPY and the engine cases only")
     p.add_argument("--scaling", action="store_true", help="run the scaling table instead of the cases")
     p.add_argument("--scaling-rows", default="1M,10M", help="sizes for --scaling (default 1M,10M)")
