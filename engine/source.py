@@ -48,7 +48,7 @@ def translate(exc: BaseException, what: str) -> SourceError | TransientError:
 
 # Sources whose server answered the run's snapshot session in plain text although it asked for TLS if available
 # (sslmode absent or "prefer", libpq's default). ConnectorX, asked the same, builds a TLS context from the system's
-# certificates for every read (≈5 ms of CPU: a partition's whole per-read overhead, ten times over) only to fall
+# certificates for every read (≈5 ms of CPU here, against under 1 ms for the rest of opening a read) only to fall
 # back to plain text as well; told "disable" for the run, it skips that and ends up on the same plain session.
 _PLAIN: set[str] = set()
 
