@@ -68,6 +68,8 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
     for number, batch in enumerate(batches):
         failpoints.hit("transform.batch")
         start = time.perf_counter()
+        if not result.first_batch_at:
+            result.first_batch_at = time.time()  # the run's start-up ends with its first batch
         result.rows_read += batch.num_rows
         result.bytes += batch.nbytes
         LIVE.add(batch.num_rows, batch.nbytes)

@@ -228,3 +228,4 @@ class PartitionResult:
     worker: str = ""  # process and thread that ran it
     rule_stats: dict[str, RuleStats] = field(default_factory=dict)
     snapshot: str | None = None  # the source snapshot it was read as of
+    first_batch_at: float = 0.0  # epoch seconds when its first batch left the source (0: none yet)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
+from typing import TYPE_CHECKING
 
 from engine.report import RunReport
 from engine.urls import redact
+
+if TYPE_CHECKING:  # imported when metrics are written: a run without --metrics-file or a gateway never pays for it
+    from prometheus_client import CollectorRegistry
 
 LAST_SUCCESS = "engine_last_success_timestamp_seconds"
 
@@ -26,6 +27,8 @@ def _table(report: RunReport) -> str:
 
 
 def registry(report: RunReport, last_success: float | None) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, Gauge
+
     reg = CollectorRegistry()
     job, table = report.job, _table(report)
     ok = report.status == "succeeded"
@@ -53,6 +56,8 @@ def registry(report: RunReport, last_success: float | None) -> CollectorRegistry
 
 
 def _previous_success(path: Path, job: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
@@ -72,12 +77,16 @@ def publish(report: RunReport, metrics_file: str | None) -> list[str]:
         path = Path(metrics_file)
         last = time.time() if ok else _previous_success(path, report.job)
         try:
+            from prometheus_client import write_to_textfile
+
             path.parent.mkdir(parents=True, exist_ok=True)
             write_to_textfile(str(path), registry(report, last))  # written aside, then renamed: atomic
         except OSError as exc:
             notes.append(f"metrics file not written: {exc}")
     gateway = os.environ.get("ENGINE_PUSHGATEWAY_URL")
     if gateway:
+        from prometheus_client import pushadd_to_gateway
+
         try:
             pushadd_to_gateway(gateway, job=report.job, registry=registry(report, time.time() if ok else None),
                                timeout=10)

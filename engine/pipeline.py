@@ -31,7 +31,7 @@ from engine.errors import (
 )
 from engine.healing import Patience, SnapshotKeeper, with_retries
 from engine.load import prepare_target
-from engine.metrics import Observer, PartitionMetrics, RunMetrics
+from engine.metrics import Observer, PartitionMetrics, RunMetrics, process_age
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
 from engine.modes import mode_of
 from engine.partitions import BlockState, block_facts
@@ -128,6 +128,7 @@ class Run:
         self.on_target = Patience(pipeline.retries, pipeline.reconnect_for, (config.target_url,))
         self.snapshots = SnapshotKeeper(None, False, self.on_target, "", None)
         self.recoveries: list[str] = []  # what went wrong and was healed, for the report
+        self.marks: dict[str, float] = {}  # epoch seconds of the start-up's steps (see `_startup`)
         self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
 
     def heard(self, message: str) -> None:
@@ -249,6 +250,8 @@ class Run:
         for phase, seconds in result.phases.items():
             report.phase_seconds[phase] = round(report.phase_seconds.get(phase, 0.0) + seconds, 3)
         failures.update(result.failures)
+        if result.first_batch_at:
+            self.marks["first_row"] = min(self.marks.get("first_row", result.first_batch_at), result.first_batch_at)
         self.metrics.partition_done(PartitionMetrics(
             result.partition_id, result.worker, result.started, result.ended or result.started + result.seconds,
             result.rows_read, result.rows_loaded, result.rows_quarantined, result.bytes, result.attempts - 1,
@@ -258,6 +261,9 @@ class Run:
     def run(self) -> RunReport:
         config = self.config
         started = time.perf_counter()
+        age = process_age()
+        self.marks["run"] = time.time()
+        self.marks["process"] = self.marks["run"] - (age or 0.0)
         report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                            target=f"{config.target_url} {config.target_table}")
         report.description = config.job.description
@@ -279,6 +285,7 @@ class Run:
             self.step = "opening the run (planning, or resuming its plan)"
             table = config.source_table
             with source_snapshot(config.source_url, table.quoted() if table else None) as snapshot:
+                self.marks["plan"] = time.time()
                 with metrics.phase("plan"):
                     run_id, plan, resumed = self.open_run(conn, report)
                 report.run_id, report.resumed = run_id, resumed
@@ -293,6 +300,7 @@ class Run:
                 report.staging_dir = str(staging)
                 self._run_partitions(conn, plan, run_id, resumed, staging, report)
             report.status = "succeeded"
+            self._startup(report)
             with metrics.phase("cleanup"):
                 self._cleanup(report)
             self._finish_metrics(report, run_id)
@@ -349,6 +357,7 @@ class Run:
                 "use verify = \"count\""])
         rulejob.judge_schema(config.validate_.rules, [c.name for c in plan.target_columns], report.notes)
         self.step = "preparing the target table"
+        self.marks["prepare"] = time.time()
         with self.metrics.phase("prepare"):
             target = prepare_target(conn, plan, config.target_table, config.target.mode, tuple(config.target.key),
                                     config.target.create, resumed)
@@ -370,6 +379,7 @@ class Run:
         tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
         self.step = "loading partitions"
+        self.marks["partitions"] = time.time()
         with metrics.phase("partitions"):
             self.execute(tasks, report, failures)
         self.step = "verifying and finishing the run"
@@ -403,6 +413,20 @@ class Run:
             self._describe_healing(report)
             report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+
+    def _startup(self, report: RunReport) -> None:
+        """What happened before the first row moved, step by step: `process` is the process's age when the run
+        began (for `engine run`: the interpreter, the imports and the job file), `connect` the target sessions,
+        the job lock, the engine schema and the source snapshot, `plan` and `prepare` those phases (catalog
+        queries, the plan, the target's DDL and checkpoints), `first_batch` from scheduling the partitions to
+        the first batch read."""
+        m = self.marks
+        if "first_row" not in m or "partitions" not in m:
+            return  # nothing was read (e.g. a resume with every partition done)
+        steps = [("process", "process", "run"), ("connect", "run", "plan"), ("plan", "plan", "prepare"),
+                 ("prepare", "prepare", "partitions"), ("first_batch", "partitions", "first_row")]
+        report.startup = {name: round(max(m[end] - m[begin], 0.0), 3) for name, begin, end in steps}
+        report.startup_seconds = round(m["first_row"] - m["process"], 3)
 
     def _cleanup(self, report: RunReport) -> None:
         """The cleanup phase (engine.gc.after_success); what it could not do is a note, never a failure."""

@@ -28,6 +28,10 @@ class RunReport:
     wall_seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    # Time to the first row: from the process's start (interpreter, imports, job file) through connecting,
+    # planning and preparing the target to the first batch read; `startup` splits it (see engine.pipeline).
+    startup_seconds: float | None = None
+    startup: dict[str, float] = field(default_factory=dict)
     verification: str = "not run"
     top_failures: list[dict[str, Any]] = field(default_factory=list)
     staging_dir: str = ""
@@ -67,6 +71,9 @@ class RunReport:
             + "  (summed over workers)",
             f"  verification {self.verification}",
         ]
+        if self.startup_seconds is not None:
+            lines.insert(-1, f"  start-up     {self.startup_seconds:.2f} s to the first row ("
+                         + ", ".join(f"{k} {v:.2f}" for k, v in self.startup.items()) + ")")
         if self.top_failures:
             lines.append("  top failing checks:")
             lines += [f"    {f['rows']:>8,}  {f['column']}: {f['check']}" for f in self.top_failures]

@@ -14,6 +14,7 @@ import json
 import shlex
 import shutil
 import sys
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,48 @@ def engine_mysql(ctx: Context) -> Case:
 def engine_sqlite(ctx: Context) -> Case:
     return _engine_case(ctx, "engine-sqlite", "engine, SQLite -> PG (validation off)", source="sqlite",
                         validate=False, notes="the reference rules expect time zones, which SQLite has not")
+
+
+def _toml_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
+def setting(text: str) -> tuple[str, str, object]:
+    """`section.key=value` -> (section, key, value); the value is TOML (`32768`, `true`, `"adbc"`), or a bare
+    word taken as a string (`adbc`)."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ValueError(f"a setting is section.key=value, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def variant(case: Case, settings: list[str]) -> Case:
+    """An engine case with settings of its job file changed, e.g. `engine:pipeline.batch_rows=32768`: a job
+    of its own (name, report) on the same target, so an A/B of a setting runs side by side in one run."""
+    if case.report_json is None:
+        raise ValueError(f"{case.key}: only engine cases take settings")
+    job = Path(case.argv[2])
+    data = tomllib.loads(job.read_text(encoding="utf-8"))
+    for text in settings:
+        section, key, value = setting(text)
+        data.setdefault(section, {})[key] = value
+    suffix = "_".join(f"{k}_{v}" for _, k, v in map(setting, settings))
+    suffix = "".join(ch if ch.isalnum() else "_" for ch in suffix)
+    data["job"]["name"] = f"{data['job']['name']}__{suffix}"
+    path = job.with_name(f"{job.stem}__{suffix}.toml")
+    path.write_text("\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+                              for name, values in data.items()), encoding="utf-8")
+    report = path.with_suffix(".json")
+    argv = [case.argv[0], case.argv[1], str(path), *case.argv[3:]]
+    argv[argv.index(str(case.report_json))] = str(report)
+    key = ":".join([case.key, *settings])
+    return Case(key, f"{case.label}, {', '.join(settings)}", argv, case.reset, case.loaded, case.rows, case.env,
+                case.skip, case.notes, report, case.source)
 
 
 _UTC = {"PGOPTIONS": "-c TimeZone=UTC"}  # the limits' text timestamps are UTC

@@ -119,6 +119,14 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
             lines.append(f"- {r['case']}: " + ", ".join(f"{k} {v:.2f}" for k, v in p.items())
                          + (f"; engine-reported wall {inner:.2f} s (the rest is process start-up and exit)"
                             if inner else ""))
+    starts = [r for r in rows if r.get("extra", {}).get("startup_s") is not None]
+    if starts:
+        lines += ["", "Engine start-up: seconds from the process's start to its first batch read (median; "
+                      "`startup` in the engine's JSON report), and its steps:", ""]
+        for r in starts:
+            steps = r["extra"].get("startup", {})
+            lines.append(f"- {r['case']}: start-up {r['extra']['startup_s']:.2f} s ("
+                         + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()) + ")")
     return "\n".join(lines)
 
 

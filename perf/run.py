@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from perf import datasets
-from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers
+from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers, variant
 from perf.db import Server, pg_create_database
 from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, markdown, summarize, write_results
@@ -95,6 +95,13 @@ def _engine_phases(case: Case, result: CaseResult) -> None:
     keys = [k for k in runs[0] if k != "wall"]
     result.extra["phase_seconds"] = {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in keys}
     result.extra["engine_wall_s"] = round(statistics.median(r["wall"] or 0.0 for r in runs), 3)
+    if report.get("startup_seconds") is None:
+        return
+    starts = result.extra.setdefault("startups", [])
+    starts.append({"seconds": report["startup_seconds"], **report.get("startup", {})})
+    result.extra["startup_s"] = round(statistics.median(r["seconds"] for r in starts), 3)
+    result.extra["startup"] = {k: round(statistics.median(r.get(k, 0.0) for r in starts), 3)
+                               for k in starts[0] if k != "seconds"}
 
 
 def run_once(case: Case, result: CaseResult, ctx: Context, label: str, timeout_s: float, quiet_s: float,
@@ -155,14 +162,19 @@ def validation_cost(rows: list[dict[str, Any]]) -> None:
 
 
 def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:
-    keys = SMOKE_CASES if args.smoke else tuple(args.cases or CASES)
+    wanted = SMOKE_CASES if args.smoke else tuple(args.cases or CASES)
+    keys = [k.split(":")[0] for k in wanted]  # `engine:pipeline.batch_rows=32768`: a case with settings
     unknown = [k for k in keys if k not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     ctx = make_context(args, args.rows, need_mysql=bool(MYSQL_CASES & set(keys)),
                        need_shuffled=any(k.endswith("-shuffled") for k in keys),
                        need_sqlite=bool(SQLITE_CASES & set(keys)))
-    cases = [CASES[k](ctx) for k in keys]
+    try:
+        cases = [variant(CASES[k](ctx), w.split(":")[1:]) if ":" in w else CASES[k](ctx)
+                 for k, w in zip(keys, wanted, strict=True)]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     results = run_cases(cases, {c.key: ctx for c in cases}, args.runs, args.timeout, "cases", args.quiet_wait,
                         args.retries)
     rows = summarize(results)
@@ -235,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=row_count, default=1_000_000, help="source rows (1M, 10M, 500k …; default 1M)")
     p.add_argument("--runs", type=int, default=3, help="runs per case (default 3; the median is reported)")
     p.add_argument("--cases", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
-                   help=f"comma-separated subset of: {', '.join(CASES)}")
+                   help=f"comma-separated subset of: {', '.join(CASES)}; an engine case takes settings of its job "
+                        "file after colons, e.g. engine:pipeline.batch_rows=32768:source.reader=adbc, to run an A/B "
+                        "of a setting side by side")
     p.add_argument("--smoke", action="store_true", help="tiny CI run: raw COPY and the engine cases only")
     p.add_argument("--out", help="results file name under perf/results (default latest, or smoke); no dated copy")
     p.add_argument("--scaling", action="store_true", help="run the scaling table instead of the cases")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -16,7 +17,8 @@ from engine.errors import SourceError
 from engine.extract import read_partition
 from engine.pipeline import run_job
 from engine.plan import make_plan
-from engine.source import source_snapshot
+from engine.source import connectorx_url, read_batches, source_snapshot
+from engine.urls import parse_url
 from tests.conftest import job_toml, pg_exec, pg_rows, write_job
 
 
@@ -63,3 +65,27 @@ def test_the_adbc_reader_reads_as_of_the_runs_snapshot(pg_source: str, pg_db: st
     ids = [v for p in plan.partitions for b in read_partition(plan, p, config.source_url, 1000, None, "adbc")
            for v in b.column("id").to_pylist()]
     assert 1 not in ids  # without the snapshot the delete is seen
+
+
+def test_connectorx_skips_tls_only_while_the_run_knows_the_server_refuses_it(pg_source: str) -> None:
+    """With sslmode absent or "prefer", the run's snapshot session learns whether the server speaks TLS; if it
+    does not, ConnectorX is told `sslmode=disable` (the same plain session, without building a TLS context per
+    read); a server with TLS, or any other sslmode, keeps the URL as written."""
+    _source(pg_source)
+    server_tls = pg_rows(pg_source, "SELECT current_setting('ssl')")[0][0] == "on"
+    sep = "&" if "?" in pg_source else "?"
+    for text, skipped in ((pg_source, not server_tls), (f"{pg_source}{sep}sslmode=prefer", not server_tls),
+                          (f"{pg_source}{sep}sslmode=disable", False)):
+        url = parse_url(text)
+        assert connectorx_url(url) == url.connectorx
+        with source_snapshot(url) as snapshot:
+            used = connectorx_url(url)
+            if skipped:
+                assert parse_qs(urlsplit(used).query)["sslmode"] == ["disable"], used  # the one sslmode
+                assert used.split("?")[0] == url.connectorx.split("?")[0], used
+            else:
+                assert used == url.connectorx, text
+            rows = sum(b.num_rows for b in read_batches(url, "SELECT * FROM public.t", 1000,
+                                                        snapshot.id if snapshot else None, "reading"))
+            assert rows == 5000
+        assert connectorx_url(url) == url.connectorx  # only for the run that looked

@@ -81,3 +81,20 @@ def test_partitions_run_elsewhere_count_once_they_finish() -> None:
     m.stop_sampler()
     assert m.rows_and_bytes() == (5000, 123_456)
     assert (m.partitions_done, m.partitions_in_flight) == (1, 0)
+
+
+def test_a_run_reports_its_start_up(pg_source: str, pg_db: str, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up is the time to the run's first row, split into steps that add up to it: one partition's slow
+    first read does not count while the other worker's partition has read already."""
+    make_orders(pg_source, 1000)
+    monkeypatch.setenv("ENGINE_FAILPOINTS", "extract.batch=sleep@1")  # one partition's first batch is 3 s late
+    failpoints.reset()
+    report = run_job(load_config(orders_job(tmp_path, "startup1", pg_source, pg_db)))
+    steps = report.startup
+    assert list(steps) == ["process", "connect", "plan", "prepare", "first_batch"]
+    assert all(v >= 0 for v in steps.values()), steps
+    assert report.startup_seconds is not None
+    assert abs(sum(steps.values()) - report.startup_seconds) < 0.01, (steps, report.startup_seconds)
+    assert report.wall_seconds > 3.0 and steps["first_batch"] < 2.0, (steps, report.wall_seconds)
+    assert "start-up" in report.render() and json.loads(report.to_json())["startup"] == steps

@@ -45,6 +45,11 @@ def _smoke(tag: str, pg_server: PostgresServer) -> None:
         assert r["runs"] == 1 and r["wall_s_median"] > 0 and r["peak_rss_mb"] > 0, r
         if r["case"].startswith("engine"):  # the engine's own JSON report was read: where its time went
             assert set(r["extra"]["phase_seconds"]) >= {"extract", "load", "commit"}, r
+            # and its start-up, process start to first batch, step by step
+            steps = r["extra"]["startup"]
+            assert set(steps) == {"process", "connect", "plan", "prepare", "first_batch"}, r
+            assert 0 < r["extra"]["startup_s"] < r["wall_s_median"], r
+            assert f"- {r['case']}: start-up " in result.stdout
     by_case = {r["case"]: r for r in rows}
     for case, own in (("engine-mysql", "mariadb-limit"), ("engine-sqlite", "sqlite-limit"), ("engine", "copy-limit")):
         if by_case[case]["status"] == by_case[own]["status"] == "ok":  # each against its own source's floor
