@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,18 +63,21 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
     transform = compiled_transform(task.transform, task.rules_dir)
     rules = compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
     untransformed = task.transform == TransformSection()
+    needed: set[str] = set()
     if task.rules:
         rulerun.start_partition(task, result)
+        needed = rulerun.needed_columns(task) | set(rules.columns if rules else ())
     for number, batch in enumerate(batches):
         failpoints.hit("transform.batch")
         start = time.perf_counter()
         if not result.first_batch_at:
             result.first_batch_at = time.time()  # the run's start-up ends with its first batch
         result.rows_read += batch.num_rows
-        result.bytes += batch.nbytes
-        LIVE.add(batch.num_rows, batch.nbytes)
+        nbytes = batch.nbytes  # walks every buffer: once
+        result.bytes += nbytes
+        LIVE.add(batch.num_rows, nbytes)
         if task.rules:
-            out = _ruled(task, batch, None if untransformed else transform, rules, result, rejected)
+            out = _ruled(task, batch, None if untransformed else transform, rules, needed, result, rejected)
         elif untransformed:  # rows stay in Arrow; only checked columns visit Polars
             out = _checked(task, batch, rules, result, rejected)
             result.phases["validate"] += time.perf_counter() - start
@@ -103,62 +106,65 @@ def _transformed_and_checked(task: PartitionTask, batch: pa.RecordBatch, transfo
                              result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
     start = time.perf_counter()
     original = frames.frame(batch)
-    frame = transform(original.lazy()).collect()
-    if frame.height != original.height:
-        raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
-                          "transforms must keep every row: reject rows with validation rules instead")
+    frame = _transformed(original, transform)
     mid = time.perf_counter()
     verdict = split_rows(frame, rules)
     if verdict.bad_rows.height:
         _reject(task, original, verdict, result, rejected)
-    out = _conformed(task, _one_batch(frames.arrow(verdict.good)), result, rejected)
+    out = _conformed(task, frames.one_batch(frames.arrow(verdict.good)), result, rejected)
     result.phases["transform"] += mid - start
     result.phases["validate"] += time.perf_counter() - mid
     return out
 
 
 def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | None, rules: Rules | None,
-           result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
-    """A job with [[validate.rules]]: the schema's verdict and the rules' in one quarantine record per row."""
+           needed: set[str], result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
+    """A job with [[validate.rules]]: the schema's verdict and the rules' in one quarantine record per row.
+    `needed`: the columns the rules and the schema read (only those visit Polars when nothing is transformed)."""
     start = time.perf_counter()
-    if transform is None:  # only the columns the rules read visit Polars (strings are copied on the way)
-        needed = rulerun.needed_columns(task) | set(rules.columns if rules else ())
+    if transform is None:  # strings are copied on the way into Polars: only the columns read
         names = [n for n in batch.schema.names if n in needed]
         original = frames.frame(batch.select(names) if len(names) < batch.num_columns else batch)
     else:
         original = frames.frame(batch)
-    frame = original if transform is None else transform(original.lazy()).collect()
-    if frame.height != original.height:
-        raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
-                          "transforms must keep every row: reject rows with validation rules instead")
+    frame = original if transform is None else _transformed(original, transform)
     mid = time.perf_counter()
     verdict = split_rows(frame, rules)
     bad = rulerun.merge_bad([verdict.bad_rows, rulerun.check_batch(task, frame, result)])
     if bad.height:
         whole = frames.frame(batch) if transform is None else original  # the whole source row, as recorded
-        rejected.append(quarantine.records(origin(task), whole, bad))
-        result.rows_quarantined += bad.height
-        result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
-    keep = pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
-    if transform is None:
-        out = _conformed(task, batch.filter(frames.mask(keep)) if bad.height else batch, result, rejected)
+        _quarantine(task, whole, bad, zip(verdict.failures["check"], verdict.failures["column"], strict=True),
+                    result, rejected)
+        keep = pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
+        out = _conformed(task, batch.filter(frames.mask(keep)) if transform is None
+                         else frames.one_batch(frames.arrow(frame.filter(keep))), result, rejected)
     else:
-        out = _conformed(task, _one_batch(frames.arrow(frame.filter(keep))), result, rejected)
+        out = _conformed(task, batch if transform is None else frames.one_batch(frames.arrow(frame)), result, rejected)
     result.phases["transform"] += mid - start
     result.phases["validate"] += time.perf_counter() - mid
     return out
 
 
+def _transformed(original: pl.DataFrame, transform: Transform) -> pl.DataFrame:
+    frame = transform(original.lazy()).collect()
+    if frame.height != original.height:
+        raise EngineError(f"[transform] changed the row count of a batch ({original.height} -> {frame.height}); "
+                          "transforms must keep every row: reject rows with validation rules instead")
+    return frame
+
+
 def _reject(task: PartitionTask, original: pl.DataFrame, verdict: Verdict, result: PartitionResult,
             rejected: list[pa.Table]) -> None:
-    rejected.append(quarantine.records(origin(task), original, verdict.bad_rows))
-    result.rows_quarantined += verdict.bad_rows.height
-    result.failures.update(zip(verdict.failures["check"], verdict.failures["column"], strict=True))
+    _quarantine(task, original, verdict.bad_rows, zip(verdict.failures["check"], verdict.failures["column"],
+                                                      strict=True), result, rejected)
 
 
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    batches = table.combine_chunks().to_batches()
-    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+def _quarantine(task: PartitionTask, original: pl.DataFrame, bad: pl.DataFrame, failures: Iterable[tuple[str, str]],
+                result: PartitionResult, rejected: list[pa.Table]) -> None:
+    """Rows of `original` named in `bad` leave the stream as quarantine records, counted in the result."""
+    rejected.append(quarantine.records(origin(task), original, bad))
+    result.rows_quarantined += bad.height
+    result.failures.update(failures)
 
 
 def _conformed(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResult,
@@ -172,9 +178,7 @@ def _conformed(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResu
         bad = pl.DataFrame({ROW_INDEX: pl.Series(rows, dtype=pl.UInt32), "checks": [check] * len(rows),
                             "columns": [unfit[i][0] for i in rows],
                             "reason": [f"{unfit[i][0]}: {unfit[i][1]}" for i in rows]})
-        rejected.append(quarantine.records(origin(task), frames.frame_by_storage(batch), bad))
-        result.rows_quarantined += len(rows)
-        result.failures.update((check, unfit[i][0]) for i in rows)
+        _quarantine(task, frames.frame_by_storage(batch), bad, ((check, unfit[i][0]) for i in rows), result, rejected)
         keep = pa.array([i not in unfit for i in range(batch.num_rows)])
         batch = batch.filter(keep)
     return conform(batch, task.target)

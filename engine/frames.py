@@ -17,6 +17,12 @@ def frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
     return result
 
 
+def one_batch(table: pa.Table) -> pa.RecordBatch:
+    """A table as one record batch (its chunks combined; an empty batch of its schema when it has no rows)."""
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
 def frame_by_storage(data: pa.RecordBatch) -> pl.DataFrame:
     """A batch as a Polars frame, extension columns (json, uuid) by their storage."""
     columns = [c.storage if isinstance(c, pa.ExtensionArray) else c for c in data.columns]

@@ -23,6 +23,8 @@ from engine import history, pg
 from engine.config import JobConfig
 from engine.errors import EngineError
 from engine.metrics import thin
+from engine.model import PHASES
+from engine.sql import quote_literal
 from engine.urls import redact
 
 MAX_BARS = 1500
@@ -73,10 +75,6 @@ def gather(conn: pg.Connection, job: str, run_id: str | None = None) -> dict[str
 
 def _esc(value: Any) -> str:
     return html.escape(str(value))
-
-
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _rate(rows: int, seconds: float) -> float:
@@ -178,7 +176,7 @@ def render(data: dict[str, Any]) -> str:
     durations = quantiles([p["seconds"] for p in parts])
     if durations:
         phase_rows = [["duration (s)", *(f"{v:.2f}" for v in durations.values())]]
-        for phase in ("extract", "transform", "validate", "load", "commit"):
+        for phase in PHASES:
             q = quantiles([float(p["phases"].get(phase, 0)) for p in parts if p["phases"]])
             if q:
                 phase_rows.append([phase, *(f"{v:.2f}" for v in q.values())])
@@ -191,8 +189,8 @@ def render(data: dict[str, Any]) -> str:
         top = data["failures"][0]["checks"]
         sections.append("<p>The failing rows (all of them, not a sample):</p><pre>"
                         + _esc(f"SELECT source_key, checks, columns, reason, row FROM engine.quarantine\n"
-                               f"WHERE job = {_sql_literal(job)} AND run_id = {_sql_literal(rid)}\n"
-                               f"  AND checks = {_sql_literal(top)}  -- or leave this line out for every check\n"
+                               f"WHERE job = {quote_literal(job)} AND run_id = {quote_literal(rid)}\n"
+                               f"  AND checks = {quote_literal(top)}  -- or leave this line out for every check\n"
                                "ORDER BY partition_id, id;") + "</pre>")
     else:
         sections.append("<p>No row failed validation.</p>")

@@ -14,22 +14,20 @@ from pathlib import Path
 
 import duckdb
 
-
-def _literal(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+from engine.sql import quote_literal
 
 
 def view_sql(staging: Path) -> dict[str, str]:
     """View name -> the SELECT defining it, for what the run left in `staging`."""
     views = {}
     if any((staging / "rejected").glob("*.parquet")):
-        views["rejected"] = f"SELECT * FROM read_parquet({_literal(staging / 'rejected' / '*.parquet')})"
+        views["rejected"] = f"SELECT * FROM read_parquet({quote_literal(str(staging / 'rejected' / '*.parquet'))})"
     if any((staging / "batches").glob("*.parquet")):
-        views["staged"] = f"SELECT * FROM read_parquet({_literal(staging / 'batches' / '*.parquet')})"
+        views["staged"] = f"SELECT * FROM read_parquet({quote_literal(str(staging / 'batches' / '*.parquet'))})"
         views["batches"] = "SELECT * FROM staged"
     metrics = staging / "metrics.json"
     if metrics.exists():
-        source = f"read_json_auto({_literal(metrics)}, maximum_object_size = 268435456)"
+        source = f"read_json_auto({quote_literal(str(metrics))}, maximum_object_size = 268435456)"
         views["partitions"] = f"SELECT unnest(partitions, recursive := true) FROM {source}"
         views["metrics"] = f"SELECT unnest(samples, recursive := true) FROM {source}"
     return views

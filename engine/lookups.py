@@ -2,13 +2,12 @@
 
 The keys come from the source (in the run's snapshot, through `engine.source`) or from the target (through
 `engine.pg`); one read per (run, rule), held as a Polars series (a struct for composite keys) and checked with
-a vectorised `is_in` semi-join. `LOOKUPS` counts the reads, for tests.
+a vectorised `is_in` semi-join.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
 import polars as pl
 
@@ -17,7 +16,6 @@ from engine.ruleconfig import ReferencesRule
 from engine.sql import Dialect, parse_table_name, quote_ident
 from engine.urls import DatabaseUrl, parse_url
 
-LOOKUPS: Counter[str] = Counter()  # rule name -> reads of its table, in this process
 _cache: dict[tuple[str, str], pl.Series] = {}
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _guard = threading.Lock()
@@ -30,7 +28,6 @@ def key_sql(rule: ReferencesRule, dialect: Dialect) -> str:
 
 
 def _read(rule: ReferencesRule, source_url: str, target_url: str, snapshot: str | None) -> pl.DataFrame:
-    LOOKUPS[rule.name] += 1
     if rule.in_ == "target":
         url = parse_url(target_url)
         with pg.connection(url) as conn:

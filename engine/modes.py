@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import pg
+from engine import failpoints, pg
 from engine.model import LoadMode, LoadTarget
 from engine.sql import TableName, quote_ident
 
@@ -79,6 +79,7 @@ class Replace(Append):
 
     def finish(self, conn: pg.Connection, target: LoadTarget) -> None:
         """The staging table becomes the table in one transaction (readers see old or new)."""
+        failpoints.hit("replace.before_swap")
         pg.execute(conn, f"LOCK TABLE {target.table.quoted()} IN ACCESS EXCLUSIVE MODE")
         old_indexes = _indexes(conn, target.table)
         pg.execute(conn, f"DROP TABLE {target.table.quoted()}")

@@ -72,13 +72,18 @@ def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
-def mysql_row_estimate(url: DatabaseUrl, config: JobConfig) -> int:
-    """InnoDB's estimate of a table's rows (information_schema.TABLES), 0 when it has none."""
+def _mysql_where(url: DatabaseUrl, config: JobConfig) -> str:
+    """information_schema's condition for the job's source table, its names as hex literals."""
     table = config.source_table
     assert table is not None
     schema = table.schema or url.database
-    where = (f"TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
-             f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)")
+    return (f"TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
+            f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)")
+
+
+def mysql_row_estimate(url: DatabaseUrl, config: JobConfig) -> int:
+    """InnoDB's estimate of a table's rows (information_schema.TABLES), 0 when it has none."""
+    where = _mysql_where(url, config)
     return int(query_rows(url, f"SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {where}")[0][0] or 0)
 
 
@@ -253,12 +258,7 @@ def mysql_keyset_partitions(config: JobConfig, shape: SourceShape, key: tuple[st
 
 
 def _mysql_collations(url: DatabaseUrl, config: JobConfig, key: tuple[str, ...]) -> dict[str, tuple[str | None, str | None]]:
-    table = config.source_table
-    assert table is not None
-    schema = table.schema or url.database
-    rows = query_rows(url, (
-        "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
-        f"WHERE TABLE_SCHEMA = CONVERT(X'{schema.encode().hex()}' USING utf8mb4) "
-        f"AND TABLE_NAME = CONVERT(X'{table.name.encode().hex()}' USING utf8mb4)"))
+    rows = query_rows(url, "SELECT COLUMN_NAME, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+                           f"WHERE {_mysql_where(url, config)}")
     found = {str(r[0]): (None if r[1] is None else str(r[1]), None if r[2] is None else str(r[2])) for r in rows}
     return {k: found.get(k, (None, None)) for k in key}

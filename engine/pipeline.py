@@ -131,10 +131,13 @@ class Run:
         self.marks: dict[str, float] = {}  # epoch seconds of the start-up's steps (see `_startup`)
         self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
 
-    def heard(self, message: str) -> None:
-        """A retry or a wait: said as it happens, and kept for the report."""
+    def _keep_recovery(self, message: str) -> None:
         if len(self.recoveries) < 100:
             self.recoveries.append(message)
+
+    def heard(self, message: str) -> None:
+        """A retry or a wait: said as it happens, and kept for the report."""
+        self._keep_recovery(message)
         self.say(message)
 
     def open_run(self, conn: pg.Connection, report: RunReport) -> tuple[str, Plan, bool]:
@@ -168,8 +171,7 @@ class Run:
 
     def retried(self, message: str) -> None:
         """A partition's retry: counted in the live display, and kept for the report."""
-        if len(self.recoveries) < 100:
-            self.recoveries.append(message)
+        self._keep_recovery(message)
         self.metrics.partition_retried(redact(message))
 
     def task(self, run_id: str, plan: Plan, target: LoadTarget, partition_index: int, staging: Path) -> PartitionTask:
@@ -223,8 +225,9 @@ class Run:
                         error = error or fatal
                     continue
                 except BaseException as exc:
-                    error = error or explain_task_failure(exc)
-                    self.metrics.partition_failed(task.partition.id, redact(str(explain_task_failure(exc))))
+                    failure = explain_task_failure(exc)
+                    error = error or failure
+                    self.metrics.partition_failed(task.partition.id, redact(str(failure)))
                     continue
                 self._account(result, report, failures, len(tasks))
                 self.snapshots.read(result.partition_id, result.snapshot)
@@ -405,8 +408,6 @@ class Run:
             failpoints.hit("run.before_verify")
             self.snapshots.check("verifying the run")
             report.verification = verify_run(self.config, plan, conn, target, finished, report)
-            if target.mode == "replace":
-                failpoints.hit("replace.before_swap")
             mode_of(target.mode).finish(conn, target)  # committed together with the run's status below
             report.status = "succeeded"
             self._rules_report(report)

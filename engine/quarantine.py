@@ -80,8 +80,7 @@ def records(origin: Origin, original: pl.DataFrame, bad: pl.DataFrame) -> pa.Tab
 
 def refused_records(origin: Origin, refused: list[RejectedRow]) -> pa.Table:
     """Rows the target refused, as records with the database's condition and message."""
-    rows = pa.Table.from_batches([r.row for r in refused]).combine_chunks()
-    original = frames.frame_by_storage(rows.to_batches()[0])
+    original = frames.frame_by_storage(frames.one_batch(pa.Table.from_batches([r.row for r in refused])))
     bad = pl.DataFrame({ROW_INDEX: pl.Series(range(len(refused)), dtype=pl.UInt32),
                         "checks": [refused_check(r) for r in refused], "columns": [r.column for r in refused],
                         "reason": [f"{r.column}: {r.message}" for r in refused]})
@@ -112,11 +111,6 @@ def stage(rows: pa.Table, path: Path, what: str) -> None:
             f"{what}: cannot write {path.name} to the staging directory {path.parent} ({exc.strerror or exc}); "
             "nothing of this partition was committed; free space there or point pipeline.staging_dir elsewhere; "
             f"{RESUME}") from None
-
-
-def count(conn: pg.Connection, job: str, run_id: str) -> int:
-    return int(pg.fetch_all(conn, "SELECT COUNT(*) FROM engine.quarantine WHERE job = $1 AND run_id = $2",
-                            (job, run_id))[0][0])
 
 
 def top_failures(conn: pg.Connection, job: str, run_id: str, limit: int = 10) -> list[dict[str, Any]]:

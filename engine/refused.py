@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from engine import pg
+from engine import frames, pg
 from engine.errors import TargetError
 from engine.load import DOES_NOT_FIT, row_rejection, write_batches
 from engine.model import LoadTarget
@@ -49,15 +49,10 @@ def _groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending.append(batch)
         rows += batch.num_rows
         if rows >= GROUP_ROWS:
-            yield _one(pending)
+            yield frames.one_batch(pa.Table.from_batches(pending))
             pending, rows = [], 0
     if pending:
-        yield _one(pending)
-
-
-def _one(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    table = pa.Table.from_batches(batches).combine_chunks()
-    return table.to_batches()[0] if table.num_rows else batches[0]
+        yield frames.one_batch(pa.Table.from_batches(pending))
 
 
 class _Group:
@@ -66,7 +61,6 @@ class _Group:
         self.conn, self.target, self.rows, self.rejected = conn, target, rows, rejected
         self.accepted: list[int] = []  # row positions loaded, in order
         self.open = 0  # released probes (committed subtransactions) since the group's savepoint
-        self.most_open = 0
 
     def load(self) -> int:
         pg.execute(self.conn, "SAVEPOINT engine_group")
@@ -107,7 +101,6 @@ class _Group:
             return exc
         pg.execute(self.conn, "RELEASE SAVEPOINT engine_rows")
         self.open += 1
-        self.most_open = max(self.most_open, self.open)
         self.accepted.extend(range(lo, hi))
         return None
 

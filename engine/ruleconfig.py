@@ -12,7 +12,6 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["reject", "warn", "fail"]
-FORMATS = ("email", "uuid", "iso_date", "iso_datetime", "currency", "url", "ipv4", "e164_phone")
 KINDS = ("schema", "dtype", "not_null", "range", "allowed", "length", "references", "expression", "completeness",
          "reconcile", "unique", "format")
 

@@ -9,6 +9,7 @@ from engine import lookups, pg, rulerun, uniqueness
 from engine.errors import RuleFailed
 from engine.ruleconfig import CompletenessRule, Rule, SchemaRule
 from engine.rulestats import RuleStats
+from engine.sql import quote_literal
 
 
 def schema_verdicts(rules: list[Rule], columns: list[str]) -> list[tuple[Rule, str]]:
@@ -60,10 +61,8 @@ def judge_completeness(rules: list[Rule], stats: dict[str, RuleStats], notes: li
 
 
 def quarantine_sql(job: str, run_id: str, rule: str) -> str:
-    def lit(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-    return (f"SELECT * FROM engine.quarantine WHERE job = {lit(job)} AND run_id = {lit(run_id)} "
-            f"AND {lit(rule)} = ANY(string_to_array(checks, ', '))")
+    return (f"SELECT * FROM engine.quarantine WHERE job = {quote_literal(job)} AND run_id = {quote_literal(run_id)} "
+            f"AND {quote_literal(rule)} = ANY(string_to_array(checks, ', '))")
 
 
 def report_rows(rules: list[Rule], stats: dict[str, RuleStats], job: str, run_id: str) -> list[dict[str, Any]]:

@@ -200,7 +200,7 @@ def reconcile_partition(task: PartitionTask, result: PartitionResult) -> None:
         col = quote_ident(rule.column, task.plan.dialect)
         agg = {"sum": f"SUM({col})", "count_distinct": f"COUNT(DISTINCT {col})", "min": f"MIN({col})",
                "max": f"MAX({col})"}[rule.agg]
-        where = task.partition.where(task.plan.key_sql)
+        where = task.plan.where(task.partition)  # key, block or keyset range alike
         expected = source.query_rows(url, f"SELECT {agg} FROM {task.plan.from_sql}{where}")[0][0]
         stats = result.rule_stats[rule.name]
         got = stats.aggregate

@@ -54,10 +54,6 @@ class RowCheck:
     passes: pl.Expr  # true where the row passes
     value: pl.Expr  # the value shown for a failing row
 
-    @property
-    def column_label(self) -> str:
-        return ", ".join(self.rule.columns_used) or "(row)"
-
 
 def polars_type(pg_type: str) -> tuple[pl.DataType, int | None]:
     """A PostgreSQL type as the Polars type its values must convert to, and a maximum text length."""

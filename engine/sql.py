@@ -32,6 +32,12 @@ def quote_ident(name: str, dialect: Dialect = "postgresql") -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """A string literal for SQL shown to people (a query to copy), the embedded quotes doubled. Statements the
+    engine runs take their values as parameters instead."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True)
 class TableName:
     """A possibly schema-qualified table name, each part exact (case-sensitive, never folded)."""

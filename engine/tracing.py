@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from engine.model import PHASES
+
 try:
     from opentelemetry import trace
 except ImportError:  # the extra is not installed
@@ -61,7 +63,7 @@ class RunTrace:
                         "engine.partition": event["partition"], "engine.worker": event["worker"],
                         **{f"engine.{k}": v for k, v in counts.items()}})
         context = trace.set_span_in_context(span)
-        for phase in ("extract", "transform", "validate", "load", "commit"):
+        for phase in PHASES:
             seconds = float(durations.get(phase, 0.0))
             child = self.tracer.start_span(phase, context=context, start_time=_ns(start),
                                            attributes={"engine.phase": phase, "engine.phase.cumulative": True})

@@ -30,6 +30,7 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
         return "skipped (pipeline.verify = none)"
     content = " and every row's content matched before commit" if config.pipeline.verify == "content" else ""
     problems: list[str] = []
+    source_changed = False
     in_source = source_counts(config, plan)
     if finished is None:  # no checkpoints: check this invocation's totals
         source_total = sum(in_source.values())
@@ -46,6 +47,7 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
                 problems.append(f"partition {partition.id}: {done.rows_read:,} read but {done.rows_loaded:,} loaded "
                                 f"+ {done.rows_quarantined:,} quarantined")
             if in_source[partition.id] != done.rows_read:
+                source_changed = True
                 problems.append(f"partition {partition.id} {partition.label()}: the source holds "
                                 f"{in_source[partition.id]:,} rows, "
                                 f"{done.rows_read:,} were read (was the source written to during the run?)")
@@ -53,9 +55,9 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
     mode = mode_of(target.mode)
     problems += mode.verify(conn, target, loaded_total)
     if problems:
-        changed = any("was the source written to" in p for p in problems)
         advice = ("\n  The source changed under the run (rows deleted, a table truncated, rows added): committed "
-                  "partitions are kept as read; rerun with --fresh to copy the source as it is now" if changed else "")
+                  "partitions are kept as read; rerun with --fresh to copy the source as it is now"
+                  if source_changed else "")
         raise VerificationError("verification failed:\n  " + "\n  ".join(problems) + advice)
     return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + mode.verified() + content
 

@@ -41,7 +41,8 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
-def _fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
+def fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
+    """A uniquely named database on `server`, dropped after the test; yields its URL."""
     name = _unique(prefix)
     create_database(server.url, name)
     yield server.database_url(name)
@@ -51,13 +52,13 @@ def _fresh_database(server: PostgresServer, prefix: str) -> Iterator[str]:
 @pytest.fixture
 def pg_db(pg_server: PostgresServer) -> Iterator[str]:
     """A fresh PostgreSQL database (the usual target); yields its URL."""
-    yield from _fresh_database(pg_server, "engine_t")
+    yield from fresh_database(pg_server, "engine_t")
 
 
 @pytest.fixture
 def pg_source(pg_server: PostgresServer) -> Iterator[str]:
     """Another fresh PostgreSQL database (the usual source)."""
-    yield from _fresh_database(pg_server, "engine_src")
+    yield from fresh_database(pg_server, "engine_src")
 
 
 def pg_exec(url: str, *statements: str, params: Any = None) -> None:

@@ -74,7 +74,7 @@ def test_partitions_commit_without_waiting_for_the_flush_and_the_final_commit_wa
 
 
 def test_partitions_run_on_a_remote_dask_scheduler(pg_source: str, pg_db: str, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+    import distributed  # a dev dependency: the test runs wherever the suite does
     make_orders(pg_source, 2000)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         job = write_job(tmp_path, job_toml("remote_dask", pg_source, "public.orders", pg_db, "public.orders",

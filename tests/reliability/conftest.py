@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from engine.localpg import PostgresServer, create_database, drop_database, start_private
+from engine.localpg import PostgresServer, start_private
+from tests.conftest import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -17,20 +17,13 @@ def private_pg() -> Iterator[PostgresServer]:
     server.stop()
 
 
-def _database(server: PostgresServer, prefix: str) -> Iterator[str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    create_database(server.url, name)
-    yield server.database_url(name)
-    drop_database(server.url, name)
-
-
 @pytest.fixture
 def private_source(private_pg: PostgresServer) -> Iterator[str]:
     """A fresh database on the private server (a source)."""
-    yield from _database(private_pg, "heal_src")
+    yield from fresh_database(private_pg, "heal_src")
 
 
 @pytest.fixture
 def private_target(private_pg: PostgresServer) -> Iterator[str]:
     """A fresh database on the private server (a target)."""
-    yield from _database(private_pg, "heal_dst")
+    yield from fresh_database(private_pg, "heal_dst")

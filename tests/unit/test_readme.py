@@ -67,6 +67,16 @@ def test_readme_perf_prose_quotes_the_saved_results() -> None:
     assert (f"validation added {(engine - off['wall_s_median']) / off['wall_s_median']:.0%} to the wall time "
             f"({engine - off['wall_s_median']:.2f} s; {r['engine']['cpu_s_median'] - off['cpu_s_median']:.2f} CPU-s"
             in text)
+    ratio = {k: v["ratio_to_limit"] for k, v in r.items()}
+    for quoted in [f"ran at {ratio['engine-adbc']:.2f}× the COPY limit against {ratio['engine']:.2f}× for ConnectorX, "
+                   f"with {r['engine-adbc']['cpu_s_median']:.2f} against {r['engine']['cpu_s_median']:.2f} CPU-s",
+                   f"({r['engine-blocks']['wall_s_median']:.2f} against {r['engine-key']['wall_s_median']:.2f} s)",
+                   f"({r['engine-blocks-shuffled']['wall_s_median']:.2f} against "
+                   f"{r['engine-key-shuffled']['wall_s_median']:.2f} s)",
+                   f"took {r['engine-rules']['wall_s_median'] / off['wall_s_median']:.2f}× the time without validation",
+                   f"ran at {r['engine-mysql']['ratio_to_source_limit']:.2f}× its own source's limit",
+                   f"SQLite → PG at {r['engine-sqlite']['ratio_to_source_limit']:.2f}× its own"]:
+        assert quoted in text, quoted
     s = _results("scaling-latest.json")
     one, ten = s["engine@1000000"], s["engine@10000000"]
     workers = [s[f"engine-w{n}"] for n in (1, 2, 4)]
