@@ -39,16 +39,16 @@ if TYPE_CHECKING:
     from engine.htmlreport import html_report
     from engine.inspect import query as inspect_staged
     from engine.inspect import shell as inspect_shell
+    from engine.jobs import run_job
     from engine.model import LoadTarget, Partition, PartitionResult, Plan, RunStatus
     from engine.monitoring import publish as publish_metrics
-    from engine.pipeline import run_job
     from engine.plan import make_plan as plan_job
     from engine.progress import progress_observer
     from engine.report import RunReport
     from engine.typemap import type_map_markdown
 
 _EXPORTS: dict[str, tuple[str, str]] = {
-    "run_job": ("engine.pipeline", "run_job"),
+    "run_job": ("engine.jobs", "run_job"),
     "plan_job": ("engine.plan", "make_plan"),
     "check_job": ("engine.explain", "check"),
     "explain_job": ("engine.explain", "explain"),

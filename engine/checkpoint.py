@@ -31,6 +31,12 @@ _SCHEMA_DDL = [
         rows_quarantined bigint NOT NULL, seconds double precision, done_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (run_id, partition_id))""",
     *quarantine.TABLE_DDL,
+    # A whole-database run's steps (schema, a table's data, its indexes, sequences, a foreign key, a view), each
+    # recorded in the transaction that did it: a resume neither replays nor skips one.
+    """CREATE TABLE IF NOT EXISTS engine.steps (
+        run_id text NOT NULL REFERENCES engine.runs ON DELETE CASCADE, step text NOT NULL,
+        outcome text NOT NULL DEFAULT 'done', detail text, seconds double precision,
+        done_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, step))""",
 ]
 
 
@@ -78,7 +84,8 @@ def ensure_schema(conn: pg.Connection) -> None:
 
 def _schema_complete(conn: pg.Connection) -> bool:
     found = pg.fetch_all(conn, """SELECT to_regclass('engine.checkpoints') IS NOT NULL
-                                         AND to_regclass('engine.quarantine_run_idx') IS NOT NULL""")[0][0]
+                                         AND to_regclass('engine.quarantine_run_idx') IS NOT NULL
+                                         AND to_regclass('engine.steps') IS NOT NULL""")[0][0]
     for table, column, _ in _ADDED_COLUMNS:
         found = found and pg.fetch_all(conn, """SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attnum > 0
                                                 AND attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)""",
@@ -166,3 +173,16 @@ def record_partition(conn: pg.Connection, run_id: str, partition_id: int, lo: in
                         VALUES ($1, $2, $3::numeric, $4::numeric, $5, $6, $7, $8, $9::jsonb)""",
                (run_id, partition_id, None if lo is None else str(lo), None if hi is None else str(hi), read, loaded,
                 quarantined, seconds, json.dumps(metrics) if metrics is not None else None))  # keys: numeric, MySQL unsigned
+
+
+def done_steps(conn: pg.Connection, run_id: str) -> dict[str, tuple[str, str | None]]:
+    """A whole-database run's finished steps: step -> (outcome, detail)."""
+    rows = pg.fetch_all(conn, "SELECT step, outcome, detail FROM engine.steps WHERE run_id = $1", (run_id,))
+    return {str(step): (str(outcome), detail) for step, outcome, detail in rows}
+
+
+def record_step(conn: pg.Connection, run_id: str, step: str, outcome: str = "done", detail: str | None = None,
+                seconds: float | None = None) -> None:
+    """Record a step in the caller's transaction (the one that did its work)."""
+    pg.execute(conn, "INSERT INTO engine.steps (run_id, step, outcome, detail, seconds) VALUES ($1, $2, $3, $4, $5)",
+               (run_id, step, outcome, detail, seconds))

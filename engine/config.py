@@ -55,6 +55,10 @@ class SourceSection(_Section):
     url: str = Field(description="postgresql://…, mysql://… (MariaDB too) or sqlite:///abs/path.db")
     table: str | None = Field(None, description="`schema.table` or `table`; parts are exact and quoted")
     query: str | None = Field(None, description="A SELECT to copy instead of a table")
+    tables: list[str] | None = Field(
+        None, description="A whole database: glob patterns over table (and view) names, `schema.table` for "
+        "PostgreSQL; \"!pattern\" excludes. Instead of `table`/`query`")
+    exclude_data: list[str] = Field(default_factory=list, description="Patterns of tables carried without rows")
     partition_on: str | None = Field(None, description="Integer column to split on; default: integer PK")
     partitions: int | None = Field(None, ge=1, le=100_000, description="Partition count (overrides rows_per_partition)")
     rows_per_partition: int = Field(50_000, ge=1, description="Target rows per partition (bounds memory)")
@@ -71,8 +75,12 @@ class SourceSection(_Section):
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SourceSection:
-        if (self.table is None) == (self.query is None):
-            raise ValueError("set exactly one of `source.table` or `source.query`")
+        if sum(x is not None for x in (self.table, self.query, self.tables)) != 1:
+            raise ValueError("set exactly one of `source.table`, `source.query` or `source.tables` (a whole database)")
+        if self.tables is not None and not [p for p in self.tables if not p.startswith("!")]:
+            raise ValueError('`source.tables` needs at least one pattern that includes tables, e.g. ["*"]')
+        if self.exclude_data and self.tables is None:
+            raise ValueError("`source.exclude_data` goes with `source.tables` (a whole database)")
         if self.bounds is not None and self.bounds[0] > self.bounds[1]:
             raise ValueError("`source.bounds` must be [min, max] with min <= max")
         if self.partition_by == "blocks" and _dialect(self.url) not in ("postgresql", None):
@@ -115,15 +123,23 @@ class ValidateSection(_Section):
 
 class TargetSection(_Section):
     url: str
-    table: str
+    table: str | None = Field(None, description="`schema.table`; required unless `source.tables` is set")
     mode: LoadMode = "append"
     key: list[str] = Field(default_factory=list, description="Key columns; required for upsert")
     create: bool = Field(True, description="Create the table when missing")
     types: dict[str, str] = Field(default_factory=dict, description="column -> PostgreSQL type override")
+    schema_: str | None = Field(None, alias="schema", description="A whole database: the schema every table "
+                                "lands in (created when missing)")
+    naming: Literal["keep", "lower", "snake"] = Field(
+        "keep", description="A whole database: keep names, lower-case them, or snake_case (InvoiceLine -> "
+        "invoice_line)")
+    orphans: Literal["fail", "quarantine", "not_valid"] = Field(
+        "fail", description="A whole database, rows whose foreign key has no parent: fail before loading, "
+        "quarantine them, or load them and leave the key NOT VALID")
 
     @model_validator(mode="after")
     def _upsert_needs_key(self) -> TargetSection:
-        if self.mode == "upsert" and not self.key:
+        if self.mode == "upsert" and not self.key and self.schema_ is None:
             raise ValueError('`target.key` is required when mode = "upsert", e.g. key = ["id"]')
         return self
 
@@ -157,6 +173,19 @@ class PipelineSection(_Section):
         return self
 
 
+class TableSection(_Section):
+    """`[tables."Name"]`: one table of a whole-database job, set apart from the defaults."""
+
+    partition_on: str | None = None
+    partitions: int | None = Field(None, ge=1, le=100_000)
+    rows_per_partition: int | None = Field(None, ge=1)
+    types: dict[str, str] = Field(default_factory=dict, description="column -> PostgreSQL type override")
+    key: list[str] = Field(default_factory=list, description="Key columns for upsert (default: the primary key)")
+    mode: LoadMode | None = None
+    transform: TransformSection = TransformSection()
+    validate_: ValidateSection = Field(ValidateSection(), alias="validate")
+
+
 class JobConfig(_Section):
     job: JobSection
     source: SourceSection
@@ -164,7 +193,33 @@ class JobConfig(_Section):
     transform: TransformSection = TransformSection()
     validate_: ValidateSection = Field(ValidateSection(), alias="validate")
     pipeline: PipelineSection = PipelineSection()
+    tables: dict[str, TableSection] = Field(default_factory=dict, description="[tables.Name]: per-table settings")
     path: Path = Field(Path("job.toml"), exclude=True)
+
+    @model_validator(mode="after")
+    def _one_table_or_a_database(self) -> JobConfig:
+        if self.source.tables is None:
+            if self.target.table is None:
+                raise ValueError("`target.table` is required (or copy a whole database with `source.tables`)")
+            if self.tables:
+                raise ValueError("[tables.…] sections go with `source.tables` (a whole database)")
+            if self.target.schema_ is not None:
+                raise ValueError("`target.schema` goes with `source.tables`; a single table names its schema in "
+                                 "`target.table`")
+            return self
+        if self.target.table is not None:
+            raise ValueError("`target.table` does not go with `source.tables`: set `target.schema`, where every "
+                             "table lands")
+        if not self.target.schema_:
+            raise ValueError('`target.schema` is required with `source.tables`, e.g. schema = "app"')
+        if self.transform != TransformSection() or self.validate_.rules or self.validate_.schema_ref:
+            raise ValueError("a whole-database job sets [transform] and [validate] rules per table, in "
+                             "[tables.Name.transform] and [tables.Name.validate]")
+        return self
+
+    @property
+    def is_database(self) -> bool:
+        return self.source.tables is not None
 
     @field_validator("path", mode="before")
     @classmethod
@@ -194,6 +249,8 @@ class JobConfig(_Section):
 
     @property
     def target_table(self) -> TableName:
+        if self.target.table is None:  # a whole database: its tables have sub-jobs of their own
+            return TableName(self.target.schema_, "*")
         table = parse_table_name(self.target.table)
         return table if table.schema else TableName("public", table.name)
 

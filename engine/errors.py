@@ -116,6 +116,10 @@ class RuleFailed(ErrorBudgetExceeded):
     """A validation rule with severity "fail" failed, or a rule's own budget was exceeded (exit 65)."""
 
 
+class OrphanRows(ErrorBudgetExceeded):
+    """A whole-database job's source has rows whose foreign key has no parent, and the policy is `fail`."""
+
+
 class VerificationError(EngineError):
     exit_code = EXIT_VERIFICATION
 

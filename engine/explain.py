@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import pg, rulecheck
+from engine import dbplan, pg, rulecheck
 from engine.config import JobConfig
 from engine.errors import ConfigError, EngineError
 from engine.load import preflight, target_ddl
@@ -44,6 +44,8 @@ def _partitioning(plan: Plan) -> str:
 
 
 def explain(config: JobConfig) -> str:
+    if config.is_database:
+        return _explain_database(config)
     plan = make_plan(config)
     table = config.target_table
     lines = [f"job {config.job.name}: {config.source_url} -> {config.target_url} {table} [{config.target.mode}: "
@@ -74,6 +76,8 @@ def _problems(exc: EngineError) -> list[str]:
 
 def check(config: JobConfig) -> list[str]:
     """Every problem found, without writing anything."""
+    if config.is_database:
+        return _check_database(config)
     problems: list[str] = []
     for step in (lambda: build_transform(config.transform, config.rules_dir),
                  lambda: config.validate_.schema_ref and load_schema(config.rules_dir, config.validate_.schema_ref)):
@@ -101,6 +105,36 @@ def check(config: JobConfig) -> list[str]:
     return problems
 
 
+def _explain_database(config: JobConfig) -> str:
+    db = dbplan.read_database(config)
+    found = dbplan.problems(config, db)
+    orphans = dbplan.find_orphans(config.source_url, db) if not found else []
+    text = dbplan.describe(config, db, orphans)
+    return text + ("\nproblems:\n" + "\n".join(f"  - {p}" for p in found) if found else "")
+
+
+def _check_database(config: JobConfig) -> list[str]:
+    try:
+        db = dbplan.read_database(config)
+    except EngineError as exc:
+        return _problems(exc)
+    found = dbplan.problems(config, db)
+    problem = pg.unreachable(str(config.target_url))
+    if problem:
+        found.append(f"`target.url`: {problem}")
+    if not found:
+        error = dbplan.orphan_check(config, db)[1]
+        found += [error] if error else []
+    return found
+
+
+def _database_status(config: JobConfig, conn: pg.Connection, run_id: str) -> list[str]:
+    steps = pg.fetch_all(conn, "SELECT step, outcome, seconds, COALESCE(detail, '') FROM engine.steps "
+                               "WHERE run_id = $1 ORDER BY done_at", (run_id,))
+    rows = [(s, o, f"{sec:.2f}" if sec is not None else "", d[:70]) for s, o, sec, d in steps]
+    return ["", f"steps of run {run_id}: {len(steps)} done", _table(rows, ("step", "outcome", "seconds", "detail"))]
+
+
 def status(config: JobConfig) -> str:
     with pg.connection(config.target_url) as conn:
         if pg.table_columns(conn, TableName("engine", "runs")) is None:
@@ -113,6 +147,8 @@ def status(config: JobConfig) -> str:
                  _table([(r[0], r[1], str(r[2])[:19], str(r[3] or "")[:19], (r[4] or "")[:60]) for r in runs],
                         ("run", "status", "started", "finished", "error"))]
         latest = runs[0][0]
+        if config.is_database:
+            return "\n".join(lines + _database_status(config, conn, latest))
         plan = Plan.from_json(pg.fetch_all(conn, "SELECT plan::text FROM engine.runs WHERE run_id = $1", (latest,))[0][0])
         done = {r[0]: r for r in pg.fetch_all(conn, """SELECT partition_id, rows_read, rows_loaded, rows_quarantined,
                 seconds FROM engine.checkpoints WHERE run_id = $1""", (latest,))}

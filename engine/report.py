@@ -43,6 +43,8 @@ class RunReport:
     recoveries: list[str] = field(default_factory=list)  # failures healed on the way: retries, waits, re-takes
     error: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # engine.metrics.RunMetrics.to_dict()
+    # a whole-database run: tables (each one's rows and sub-run), steps, orphans, keys left NOT VALID, failures
+    database: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -81,6 +83,7 @@ class RunReport:
             lines.append(f"  bad rows     {self.quarantine_table} (run_id = '{self.run_id}') and "
                          f"{self.staging_dir}/rejected/*.parquet")
         lines += render_rules(self.rules)
+        lines += render_database(self.database)
         lines.append(f"  staging      {self.staging_dir}  (engine inspect <job.toml> to query it with DuckDB)")
         if len(self.snapshots) > 1:
             lines.append("  snapshots    " + "; ".join(
@@ -91,6 +94,27 @@ class RunReport:
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
+
+
+def render_database(database: dict[str, Any]) -> list[str]:
+    """A whole-database run: its tables, steps and what it left for a person to look at."""
+    if not database:
+        return []
+    lines = [f"  tables       {len(database.get('tables', {}))} copied:"]
+    for name, t in sorted(database.get("tables", {}).items()):
+        if "rows_read" in t:
+            lines.append(f"    {name:<28} {t['rows_loaded']:>12,} rows loaded, {t['rows_quarantined']:,} quarantined, "
+                         f"{t['seconds']:.2f} s (run {t['run_id']})")
+        else:
+            lines.append(f"    {name:<28} loaded by an earlier invocation (run {t.get('run_id', '?')})")
+    steps = database.get("steps", {})
+    lines.append(f"  steps        {sum(1 for s in steps.values() if s == 'done')} done"
+                 + (f", {sum(1 for s in steps.values() if s == 'failed')} failed" if "failed" in steps.values() else ""))
+    lines += [f"  orphans      {o}" for o in database.get("orphans", [])]
+    if database.get("not_valid"):
+        lines.append(f"  NOT VALID    foreign keys left unvalidated (orphans): {', '.join(database['not_valid'])}")
+    lines += [f"  not created  {what}: {why}" for what, why in database.get("failed", {}).items()]
+    return lines
 
 
 def render_rules(rules: list[dict[str, Any]]) -> list[str]:

@@ -63,7 +63,7 @@ def test_missing_section_and_values(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, '[job]\nname = "x"\n[source]\nurl = "sqlite:///tmp/x.db"\n')
     joined = "\n".join(problems)
     assert "missing section [target]" in joined and "url, table, mode" in joined
-    assert "set exactly one of `source.table` or `source.query`" in joined
+    assert "set exactly one of `source.table`, `source.query` or `source.tables`" in joined
 
 
 def test_upsert_needs_key_and_target_must_be_postgres(tmp_path: Path) -> None:

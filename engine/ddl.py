@@ -1,0 +1,266 @@
+"""A `DatabaseSchema` as the target's statements, step by step, with the job's naming applied.
+
+Pure: no connection here. Every statement is meant to run with `search_path` set to the schema being built
+(`set_path`), so names are unqualified and the same statements build the final schema or the one beside it
+that a replace swaps in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import sqlglot
+from sqlglot import exp
+
+from engine.dbschema import Column, DatabaseSchema, ForeignKey, Index, Naming, Sequence, Table, View, target_name
+from engine.sql import PG_MAX_IDENT_BYTES, quote_ident, quote_literal
+
+
+def set_path(schema: str) -> str:
+    return f"SET LOCAL search_path TO {quote_ident(schema)}, public"
+
+
+class Names:
+    """Target names for the source's tables, columns, indexes and constraints under the job's naming."""
+
+    def __init__(self, db: DatabaseSchema, naming: Naming) -> None:
+        self.naming = naming
+        self.columns = {t.name: {c.name: target_name(c.name, naming) for c in t.columns} for t in db.tables}
+        self.tables = {t.name: target_name(t.name, naming) for t in db.tables}
+        self.tables.update({v.name: target_name(v.name, naming) for v in db.views})
+        self._indexes = _index_names(db, self.tables, naming)
+        self._any_column = {s: t for table in self.columns.values() for s, t in table.items()}
+
+    def table(self, name: str) -> str:
+        return self.tables.get(name, target_name(name, self.naming))
+
+    def column(self, table: str, name: str) -> str:
+        return self.columns.get(table, {}).get(name, target_name(name, self.naming))
+
+    def q_table(self, name: str) -> str:
+        return quote_ident(self.table(name))
+
+    def q_columns(self, table: str, names: Iterable[str]) -> str:
+        return ", ".join(quote_ident(self.column(table, n)) for n in names)
+
+    def index(self, table: str, index: Index) -> str:
+        return self._indexes[(table, index.name)]
+
+    def constraint(self, name: str) -> str:
+        return _fit(target_name(name, self.naming))
+
+    def expression(self, table: str, sql: str) -> str:
+        """A PostgreSQL expression or query with the source's table and column names replaced by the target's."""
+        if self.naming == "keep":
+            return sql
+        return rename(sql, self.tables, self.columns.get(table) or self._any_column)
+
+
+def _fit(name: str) -> str:
+    return name.encode()[:PG_MAX_IDENT_BYTES].decode(errors="ignore")
+
+
+def _index_names(db: DatabaseSchema, tables: dict[str, str], naming: Naming) -> dict[tuple[str, str], str]:
+    """Index names are per schema in PostgreSQL, per table in MySQL and SQLite (every MySQL primary key is
+    `PRIMARY`): a name used twice, or by a table, gets its table's name in front."""
+    wanted = {(t.name, i.name): target_name(i.name, naming) for t in db.tables for i in _all_indexes(t)}
+    for t in db.tables:
+        if t.primary_key is not None:
+            wanted[(t.name, t.primary_key.name)] = f"{tables[t.name]}_pkey"
+    seen: dict[str, int] = {}
+    for name in wanted.values():
+        seen[name] = seen.get(name, 0) + 1
+    taken = set(tables.values())
+    return {(table, index): _fit(name if seen[name] == 1 and name not in taken else f"{tables[table]}_{name}")
+            for (table, index), name in wanted.items()}
+
+
+def _all_indexes(table: Table) -> list[Index]:
+    return ([table.primary_key] if table.primary_key else []) + list(table.indexes)
+
+
+def rename(sql: str, tables: dict[str, str], columns: dict[str, str]) -> str:
+    """Rename tables and columns in PostgreSQL SQL (identifiers only, never string literals)."""
+    tree = sqlglot.parse_one(sql, read="postgres")
+
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column):
+            if node.name in columns:
+                node.set("this", exp.to_identifier(columns[node.name], quoted=True))
+            if node.table in tables:
+                node.set("table", exp.to_identifier(tables[node.table], quoted=True))
+        elif isinstance(node, exp.Table) and node.name in tables:
+            node.set("this", exp.to_identifier(tables[node.name], quoted=True))
+        return node
+
+    return tree.transform(visit).sql("postgres")
+
+
+# ------------------------------------------------------------------------------------------------ pre-data
+
+def pre_data(db: DatabaseSchema, names: Names, tables: list[Table]) -> list[str]:
+    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land."""
+    statements = [f"CREATE TYPE {quote_ident(e.name)} AS ENUM ({', '.join(map(quote_literal, e.labels))})"
+                  for e in db.enums]
+    statements += [_domain(d.name, d.base_type, d.not_null, d.default, d.checks) for d in db.domains]
+    statements += [_sequence(s) for s in db.sequences]
+    statements += ["SET LOCAL check_function_bodies = off"]  # bodies may read tables made below
+    functions = [r for r in db.routines if r.kind == "function"]
+    statements += [r.ddl for r in functions if not _takes_a_row(r.ddl, db)]
+    for table in _parents_first(tables):
+        statements += create_table(table, names)
+    return statements + [r.ddl for r in functions if _takes_a_row(r.ddl, db)]
+
+
+def _takes_a_row(function_ddl: str, db: DatabaseSchema) -> bool:
+    """Whether a function's signature names a table's row type: it can only be made after the table."""
+    header = function_ddl.split("\nAS ", 1)[0].split("(", 1)[-1]
+    return any(re.search(rf"(?<![\w\"]){re.escape(t.name)}(?![\w\"])|\"{re.escape(t.name)}\"", header)
+               for t in db.tables)
+
+
+def _domain(name: str, base: str, not_null: bool, default: str | None, checks: list[str]) -> str:
+    parts = [f"CREATE DOMAIN {quote_ident(name)} AS {base}"]
+    parts += [f"DEFAULT {default}"] if default else []
+    parts += ["NOT NULL"] if not_null else []
+    return " ".join(parts + checks)
+
+
+def _sequence(s: Sequence) -> str:
+    bounds = (f" MINVALUE {s.min_value}" if s.min_value is not None else "") + (
+        f" MAXVALUE {s.max_value}" if s.max_value is not None else "")
+    return (f"CREATE SEQUENCE {quote_ident(s.name)} AS {s.data_type} INCREMENT BY {s.increment}{bounds} "
+            f"START WITH {s.start}{' CYCLE' if s.cycle else ''}")
+
+
+def _parents_first(tables: list[Table]) -> list[Table]:
+    by_name = {t.name: t for t in tables}
+    done: list[Table] = []
+
+    def visit(table: Table) -> None:
+        if table in done:
+            return
+        for parent in [table.partition_of, *table.inherits]:
+            if parent in by_name:
+                visit(by_name[parent])
+        done.append(table)
+
+    for table in tables:
+        visit(table)
+    return done
+
+
+def create_table(table: Table, names: Names) -> list[str]:
+    name = names.q_table(table.name)
+    if table.partition_of is not None:
+        statements = [f"CREATE TABLE {name} PARTITION OF {names.q_table(table.partition_of)} {table.partition_bound}"]
+    else:
+        body = ",\n  ".join(_column(table.name, c, names) for c in table.columns)
+        tail = f" INHERITS ({', '.join(names.q_table(p) for p in table.inherits)})" if table.inherits else ""
+        tail += f" PARTITION BY {names.expression(table.name, table.partition_key)}" if table.partition_key else ""
+        statements = [f"CREATE TABLE {name} (\n  {body}\n){tail}"]
+    if table.comment:
+        statements.append(f"COMMENT ON TABLE {name} IS {quote_literal(table.comment)}")
+    statements += [f"COMMENT ON COLUMN {name}.{quote_ident(names.column(table.name, c.name))} IS "
+                   f"{quote_literal(c.comment)}" for c in table.columns if c.comment and table.partition_of is None]
+    return statements
+
+
+def _column(table: str, column: Column, names: Names) -> str:
+    parts = [quote_ident(names.column(table, column.name)), column.pg_type]
+    if column.generated is not None:
+        parts.append(f"GENERATED ALWAYS AS ({names.expression(table, column.generated)}) STORED")
+    elif column.identity:
+        parts.append("GENERATED BY DEFAULT AS IDENTITY")  # loaded with the source's values; ALWAYS comes after
+    elif column.default is not None:
+        parts.append(f"DEFAULT {names.expression(table, column.default)}")
+    if column.not_null:
+        parts.append("NOT NULL")
+    return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ post-data
+
+def table_post_data(table: Table, names: Names) -> list[str]:
+    """Keys and indexes of one loaded table, then its checks and ANALYZE. A primary key or unique constraint is
+    built as an index first and attached with `USING INDEX` (partitioned tables cannot: they add it directly)."""
+    name = names.q_table(table.name)
+    statements = []
+    for index in _all_indexes(table):
+        index_name = quote_ident(names.index(table.name, index))
+        columns = names.q_columns(table.name, index.columns)
+        if index.definition is not None:
+            unique = "UNIQUE " if index.unique else ""
+            statements.append(f"CREATE {unique}INDEX {index_name} ON {name} USING "
+                              f"{names.expression(table.name, index.definition)}")
+        elif index.primary or index.unique:
+            kind = "PRIMARY KEY" if index.primary else "UNIQUE"
+            if table.partition_key:
+                statements.append(f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} ({columns})")
+            else:
+                statements.append(f"CREATE UNIQUE INDEX {index_name} ON {name} ({columns})")
+                statements.append(f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} USING INDEX {index_name}")
+        else:
+            statements.append(f"CREATE INDEX {index_name} ON {name} ({columns})")
+    statements += [f"ALTER TABLE {name} ADD CONSTRAINT {quote_ident(names.constraint(c.name))} "
+                   f"CHECK {names.expression(table.name, c.expression)}" for c in table.checks]
+    statements.append(f"ANALYZE {name}")
+    return statements
+
+
+def identity_restarts(tables: list[Table], names: Names) -> list[str]:
+    """Identity columns continue from the source's own next value (gaps and empty tables included)."""
+    statements = []
+    for table in tables:
+        if table.partition_of is not None:
+            continue
+        for column in table.columns:
+            if not column.identity:
+                continue
+            target = f"ALTER TABLE {names.q_table(table.name)} ALTER COLUMN " \
+                     f"{quote_ident(names.column(table.name, column.name))}"
+            statements.append(f"{target} RESTART WITH {table.next_values.get(column.name, 1)}")
+            if column.identity_always:
+                statements.append(f"{target} SET GENERATED ALWAYS")
+    return statements
+
+
+def sequence_restarts(db: DatabaseSchema) -> list[str]:
+    return [f"SELECT setval({quote_literal(quote_ident(s.name))}, {s.next_value}, false)" for s in db.sequences]
+
+
+def foreign_key(fk: ForeignKey, names: Names, validate: bool) -> list[str]:
+    """Added NOT VALID (no scan, a brief lock), then validated (a scan that lets writes go on)."""
+    deferral = (" DEFERRABLE" + (" INITIALLY DEFERRED" if fk.deferred else "")) if fk.deferrable else ""
+    table = names.q_table(fk.table)
+    name = quote_ident(names.constraint(fk.name))
+    add = (f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({names.q_columns(fk.table, fk.columns)}) "
+           f"REFERENCES {names.q_table(fk.ref_table)} ({names.q_columns(fk.ref_table, fk.ref_columns)}) "
+           f"ON DELETE {fk.on_delete} ON UPDATE {fk.on_update}{deferral} NOT VALID")
+    return [add, f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}"] if validate else [add]
+
+
+def views_in_order(views: list[View]) -> list[View]:
+    """Each view after the views it reads (a cycle cannot exist among views)."""
+    by_name = {v.name: v for v in views}
+    done: list[View] = []
+
+    def visit(view: View) -> None:
+        if view in done:
+            return
+        for name in view.depends_on:
+            if name in by_name and name != view.name:
+                visit(by_name[name])
+        done.append(view)
+
+    for view in views:
+        visit(view)
+    return done
+
+
+def create_view(view: View, names: Names) -> str:
+    columns = "" if names.naming == "keep" or not view.columns else \
+        f" ({', '.join(quote_ident(target_name(c, names.naming)) for c in view.columns)})"
+    kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+    return f"CREATE {kind} {names.q_table(view.name)}{columns} AS {names.expression('', view.definition)}"

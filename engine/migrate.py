@@ -1,0 +1,397 @@
+"""A run of a whole-database job: every table with its keys, indexes, sequences, foreign keys and views.
+
+Order, so nothing fails late: orphan rows found in the source first; then the schema and bare tables (NOT NULL
+only); then each table's rows (its own partitioned, checkpointed, verified single-table run, largest tables
+first), and as soon as a table's rows are in, its keys, indexes, checks and ANALYZE (in the background, while
+the next table loads); then identity and sequence restarts, foreign keys (NOT VALID, then VALIDATE), views and
+triggers. Every step commits together with its row in `engine.steps`, so a killed run resumes at the step it
+was on, never repeating one or meeting an "already exists". `mode = "replace"` builds the schema beside the
+old one and swaps it in with one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from engine import checkpoint, ddl, failpoints, pg
+from engine.config import JobConfig, parse_config
+from engine.dbplan import Orphans, orphan_check, problems, read_database
+from engine.dbschema import DatabaseSchema, Table
+from engine.errors import ConfigError, EngineError, OrphanRows, with_advice
+from engine.healing import Patience, with_retries
+from engine.metrics import Observer
+from engine.pipeline import peak_rss_mb, run_job
+from engine.report import RunReport
+from engine.sql import quote_ident
+from engine.urls import redact
+
+Progress = Callable[[str], None]
+NEW_SUFFIX = "__engine_new"
+
+
+def fingerprint(config: JobConfig) -> str:
+    parts = {"source": str(config.source_url), "tables": config.source.tables, "target": str(config.target_url),
+             "schema": config.target.schema_, "mode": config.target.mode, "naming": config.target.naming,
+             "exclude_data": config.source.exclude_data}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class DatabaseRun:
+    def __init__(self, config: JobConfig, fresh: bool, say: Progress) -> None:
+        self.config, self.fresh, self.say = config, fresh, say
+        self.schema = config.target.schema_ or "public"
+        self.build = self.schema + NEW_SUFFIX if config.target.mode == "replace" else self.schema
+        self.owner = uuid.uuid4().hex
+        self.patience = Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.target_url,))
+        self.run_id = ""
+        self.done: dict[str, tuple[str, str | None]] = {}
+        self.report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
+                                target=f"{config.target_url} schema {self.schema}")
+        self.tables: dict[str, dict[str, Any]] = {}
+
+    # -------------------------------------------------------------------------------------------- steps
+
+    def connect(self) -> pg.Connection:
+        return with_retries(lambda: pg.connect(self.config.target_url), "connecting to the target", self.patience,
+                            self.say)
+
+    def step(self, name: str, statements: list[str], kind: str, detail: str | None = None) -> None:
+        """Run a step's statements and record it, in one transaction; a step already recorded is skipped."""
+        if name in self.done:
+            return
+        started = time.perf_counter()
+        with pg.connection(self.config.target_url) as conn:
+            pg.execute(conn, ddl.set_path(self.build))
+            for statement in statements:
+                pg.execute(conn, statement)
+            failpoints.hit(f"db.{kind}")
+            seconds = time.perf_counter() - started
+            checkpoint.record_step(conn, self.run_id, name, detail=detail, seconds=round(seconds, 3))
+            conn.commit()
+        self.done[name] = ("done", detail)
+
+    def try_step(self, name: str, statements: list[str], kind: str) -> str | None:
+        """A step that may fail without failing the run (a view, a trigger): its error is recorded instead."""
+        if name in self.done:
+            return self.done[name][1] if self.done[name][0] == "failed" else None
+        try:
+            self.step(name, statements, kind)
+            return None
+        except EngineError as exc:
+            message = str(exc).splitlines()[0]
+        except Exception as exc:
+            if not pg.is_driver_error(exc):
+                raise
+            message = str(pg.translate(exc, name)).splitlines()[0]
+        with pg.connection(self.config.target_url) as conn:
+            checkpoint.record_step(conn, self.run_id, name, "failed", message)
+            conn.commit()
+        self.done[name] = ("failed", message)
+        return message
+
+    # -------------------------------------------------------------------------------------------- the run
+
+    def open_run(self, conn: pg.Connection) -> tuple[DatabaseSchema, bool]:
+        job = self.config.job.name
+        previous = checkpoint.latest_run(conn, job)
+        unfinished = previous is not None and previous.status in ("running", "failed")
+        if previous is not None and unfinished and not self.fresh:
+            if previous.fingerprint != fingerprint(self.config):
+                raise ConfigError(str(self.config.path), [
+                    f"the job's source, patterns, target, schema, mode or naming changed since its unfinished run "
+                    f"{previous.run_id} started; rerun with --fresh to start over"])
+            checkpoint.take_over(conn, previous.run_id, self.owner)
+            self.run_id = previous.run_id
+            self.done = checkpoint.done_steps(conn, self.run_id)
+            self.say(f"resuming run {self.run_id}: {len(self.done)} step(s) already done")
+            return DatabaseSchema.model_validate(previous.plan["database"]), True
+        if previous is not None and unfinished:
+            checkpoint.set_status(conn, previous.run_id, "abandoned")
+        self.say("reading the source's schema…")
+        db = read_database(self.config)
+        found = problems(self.config, db)
+        if found:
+            raise ConfigError(str(self.config.path), found)
+        self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        plan = json.dumps({"database": json.loads(db.to_json()), "partitions": []})
+        checkpoint.start_run(conn, self.run_id, job, fingerprint(self.config), plan, self.owner)
+        conn.commit()
+        return db, False
+
+    def run(self) -> RunReport:
+        started = time.perf_counter()
+        report = self.report
+        lock = self.connect()
+        try:
+            conn = self.connect()
+            checkpoint.ensure_schema(conn)
+            checkpoint.try_lock_job(lock, self.config.job.name)
+            db, resumed = self.open_run(conn)
+            conn.close()
+            report.run_id, report.resumed = self.run_id, resumed
+            self.migrate(db)
+            report.status = "succeeded"
+            return report
+        except BaseException as exc:
+            advised = with_advice(pg.translate(exc, "the whole-database run") if pg.is_driver_error(exc) else exc)
+            report.status = "failed"
+            report.error = redact(str(advised))
+            if self.run_id:
+                self._record_failure()
+            setattr(advised, "report", report)  # noqa: B010 - the CLI prints the report of a failed run
+            if advised is exc:
+                raise
+            raise advised from None
+        finally:
+            report.wall_seconds = round(time.perf_counter() - started, 3)
+            report.peak_rss_mb = round(peak_rss_mb(), 1)
+            self._summarise()
+            try:
+                lock.close()
+            except Exception:
+                pass
+
+    def migrate(self, db: DatabaseSchema) -> None:
+        names = ddl.Names(db, self.config.target.naming)
+        orphans = self.check_orphans(db)
+        self.pre_data(db, names)
+        with ThreadPoolExecutor(1, thread_name_prefix="post-data") as builder:
+            pending = self.load_tables(db, names, orphans, builder)
+            for future in pending:
+                future.result()
+        self.step("sequences", ddl.identity_restarts(db.tables, names) + ddl.sequence_restarts(db), "sequences")
+        not_valid = {o.key.name for o in orphans} if self.config.target.orphans == "not_valid" else set()
+        for fk in db.foreign_keys:
+            self.step(f"foreign key {fk.table}.{fk.name}", ddl.foreign_key(fk, names, fk.name not in not_valid), "fk")
+        self.report.database["not_valid"] = sorted(not_valid)
+        failed = {}
+        for view in ddl.views_in_order(db.views):
+            error = self.try_step(f"view {view.name}", [ddl.create_view(view, names)], "view")
+            if error:
+                failed[view.name] = error
+        for routine in [r for r in db.routines if r.kind == "trigger"]:
+            error = self.try_step(f"trigger {routine.table}.{routine.name}", [routine.ddl], "trigger")
+            if error:
+                failed[f"trigger {routine.name}"] = error
+        self.report.database["failed"] = failed
+        self.finish()
+
+    def check_orphans(self, db: DatabaseSchema) -> list[Orphans]:
+        """Before any row moves. Recorded, so a resume keeps the verdict the load was made under."""
+        if "orphans" in self.done:
+            return [Orphans(db_fk, int(n)) for db_fk in db.foreign_keys
+                    for name, n in json.loads(self.done["orphans"][1] or "{}").items() if name == db_fk.name]
+        self.say(f"checking {len(db.foreign_keys)} foreign key(s) for orphan rows in the source…")
+        orphans, error = orphan_check(self.config, db)
+        self.report.database["orphans"] = [o.describe() for o in orphans]
+        if error:
+            raise OrphanRows(error)
+        with pg.connection(self.config.target_url) as conn:
+            checkpoint.record_step(conn, self.run_id, "orphans", detail=json.dumps({o.key.name: o.rows
+                                                                                    for o in orphans}))
+            conn.commit()
+        self.done["orphans"] = ("done", json.dumps({o.key.name: o.rows for o in orphans}))
+        return orphans
+
+    def pre_data(self, db: DatabaseSchema, names: ddl.Names) -> None:
+        """The schema (beside the old one under replace), its types and functions, and the bare tables."""
+        if "pre-data" in self.done:
+            return
+        existing = self._existing_tables()
+        tables = [t for t in db.tables if names.table(t.name) not in existing]
+        start = [f"DROP SCHEMA IF EXISTS {quote_ident(self.build)} CASCADE"] if self.build != self.schema else []
+        start += [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.build)}"]
+        start += [r.ddl for r in db.routines if r.kind == "extension" and self._extension_available(r.name)]
+        start += [ddl.set_path(self.build)]
+        self.say(f"creating schema {self.build}: {len(tables)} table(s), {len(db.enums)} enum(s), "
+                 f"{len(db.domains)} domain(s), {len(db.sequences)} sequence(s)")
+        # the tables it made are recorded with it: append leaves the others (and their indexes) as they are
+        self.step("pre-data", start + ddl.pre_data(db, names, tables), "pre-data", json.dumps([t.name for t in tables]))
+
+    def _existing_tables(self) -> set[str]:
+        if self.build != self.schema:
+            return set()
+        with pg.connection(self.config.target_url) as conn:
+            rows = pg.fetch_all(conn, "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1)::oid "
+                                      "AND relkind IN ('r', 'p')", (self.build,))
+        return {str(r[0]) for r in rows}
+
+    def _extension_available(self, name: str) -> bool:
+        with pg.connection(self.config.target_url) as conn:
+            found = pg.fetch_all(conn, "SELECT 1 FROM pg_available_extensions WHERE name = $1", (name,))
+        if not found:
+            self.report.notes.append(f"extension {name} is not available in the target: not created")
+        return bool(found)
+
+    def _created(self) -> set[str]:
+        return set(json.loads(self.done["pre-data"][1] or "[]"))
+
+    # -------------------------------------------------------------------------------------------- data
+
+    def load_tables(self, db: DatabaseSchema, names: ddl.Names, orphans: list[Orphans],
+                    builder: ThreadPoolExecutor) -> list[Future[None]]:
+        """Each table's rows, largest first; its post-data starts in the background as soon as they are in."""
+        created = self._created()
+        pending = []
+        order = sorted(db.tables, key=lambda t: (-t.bytes, -t.rows, t.name))
+        for table in order:
+            if table.copy_data:
+                self.load_table(db, names, table, orphans)
+            if table.name in created and table.partition_key is None:
+                pending.append(builder.submit(self.post_data, table, names))
+        for table in order:  # a partitioned parent's keys and indexes, once every partition is in
+            if table.name in created and table.partition_key is not None:
+                pending.append(builder.submit(self.post_data, table, names))
+        return pending
+
+    def post_data(self, table: Table, names: ddl.Names) -> None:
+        self.step(f"indexes {table.name}", ddl.table_post_data(table, names), "indexes")
+
+    def load_table(self, db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> None:
+        step = f"data {table.name}"
+        if step in self.done:
+            self.tables[table.name] = json.loads(self.done[step][1] or "{}")
+            return
+        config = table_job(self.config, db, names, table, self.build, self.sub_job(db, table), orphans)
+        with pg.connection(self.config.target_url) as conn:
+            previous = checkpoint.latest_run(conn, config.job.name)
+        if previous is not None and previous.status == "succeeded":  # loaded; killed before its step was recorded
+            summary = {"run_id": previous.run_id, "resumed": True}
+        else:
+            self.say(f"{table.name}: copying ~{table.rows:,} rows")
+            sub = run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"))
+            summary = {"run_id": sub.run_id, "rows_read": sub.rows_read, "rows_loaded": sub.rows_loaded,
+                       "rows_quarantined": sub.rows_quarantined, "seconds": sub.wall_seconds,
+                       "partitions": sub.partitions_total, "verification": sub.verification}
+            self._add(sub)
+        with pg.connection(self.config.target_url) as conn:
+            checkpoint.record_step(conn, self.run_id, step, detail=json.dumps(summary))
+            conn.commit()
+        self.done[step] = ("done", json.dumps(summary))
+        self.tables[table.name] = summary
+
+    def sub_job(self, db: DatabaseSchema, table: Table) -> str:
+        """The table's own job name: stable within this run (a resume finds its checkpoints), new for the next."""
+        index = [t.name for t in db.tables].index(table.name)
+        return f"{self.config.job.name[:70]}.{self.run_id[-6:]}.t{index:03d}"
+
+    def _add(self, sub: RunReport) -> None:
+        report = self.report
+        report.rows_read += sub.rows_read
+        report.rows_loaded += sub.rows_loaded
+        report.rows_quarantined += sub.rows_quarantined
+        report.partitions_total += sub.partitions_total
+        report.partitions_run += sub.partitions_run
+        report.partitions_skipped += sub.partitions_skipped
+        report.rules += sub.rules
+
+    # -------------------------------------------------------------------------------------------- the end
+
+    def finish(self) -> None:
+        """Replace: the new schema takes the old one's place in one transaction, with the run's status."""
+        with pg.connection(self.config.target_url) as conn:
+            if self.build != self.schema:
+                pg.execute(conn, f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
+                pg.execute(conn, f"ALTER SCHEMA {quote_ident(self.build)} RENAME TO {quote_ident(self.schema)}")
+                failpoints.hit("db.swap")
+            checkpoint.set_status(conn, self.run_id, "succeeded", self._report_json())
+            conn.commit()
+        self.report.status = "succeeded"
+
+    def _report_json(self) -> dict[str, Any]:
+        self._summarise()
+        return dict(json.loads(self.report.to_json()))
+
+    def _summarise(self) -> None:
+        self.report.database["tables"] = self.tables
+        self.report.database["steps"] = {k: v[0] for k, v in self.done.items()}
+        self.report.verification = "per table: " + ", ".join(
+            f"{n} {s.get('verification', 'done')}" for n, s in sorted(self.tables.items())) if self.tables else \
+            "not run"
+
+    def _record_failure(self) -> None:
+        try:
+            with pg.connection(self.config.target_url) as conn:
+                checkpoint.set_status(conn, self.run_id, "failed", json.loads(self.report.to_json()),
+                                      self.report.error)
+        except EngineError:
+            pass
+
+
+def table_job(config: JobConfig, db: DatabaseSchema, names: ddl.Names, table: Table, schema: str, job: str,
+              orphans: list[Orphans]) -> JobConfig:
+    """One table's single-table job: into the table the pre-data step made, columns renamed by the naming."""
+    extra = config.tables.get(table.name)
+    source: dict[str, Any] = config.source.model_dump(
+        include={"url", "rows_per_partition", "partition_by", "reader", "snapshot"}, by_alias=True)
+    relation = f"{quote_ident(table.schema_)}.{quote_ident(table.name)}" if table.schema_ else quote_ident(table.name)
+    if table.read_only:  # an inheritance parent: its children are tables of their own
+        source["query"] = f"SELECT * FROM ONLY {relation}"
+    else:
+        source["table"] = relation
+    mode = "append" if config.target.mode == "replace" else (extra.mode if extra and extra.mode else
+                                                              config.target.mode)
+    key = list(extra.key) if extra and extra.key else [names.column(table.name, c) for c in
+                                                       (table.primary_key.columns if table.primary_key else [])]
+    rename = {c.name: names.column(table.name, c.name) for c in table.columns
+              if names.column(table.name, c.name) != c.name}
+    transform: dict[str, Any] = {"rename": rename, "drop": [names.column(table.name, c.name) for c in table.columns
+                                                            if c.generated is not None]}
+    validate: dict[str, Any] = {"max_error_rate": config.validate_.max_error_rate,
+                                "max_errors": config.validate_.max_errors, "rules": []}
+    if extra is not None:
+        source.update({k: v for k, v in extra.model_dump(include={"partition_on", "partitions", "rows_per_partition"}
+                                                         ).items() if v is not None})
+        mine = extra.transform.model_dump()
+        transform = {**mine, "rename": {**rename, **mine["rename"]}, "drop": transform["drop"] + mine["drop"]}
+        validate = extra.validate_.model_dump(by_alias=True, exclude_unset=True) | {"rules": [
+            r.model_dump(by_alias=True, exclude_unset=True) for r in extra.validate_.rules]}
+    if config.target.orphans == "quarantine":
+        validate["rules"] = validate.get("rules", []) + _orphan_rules(db, names, table, orphans)
+    data = {"job": {"name": job, "description": f"table {table.name} of {config.job.name}",
+                    **({"rules_dir": config.job.rules_dir} if config.job.rules_dir else {})},
+            "source": source, "transform": transform, "validate": validate,
+            "target": {"url": config.target.url, "table": f"{quote_ident(schema)}.{names.q_table(table.name)}",
+                       "mode": mode, "key": key if mode == "upsert" else [], "create": False},
+            "pipeline": config.pipeline.model_dump()}
+    return parse_config(data, config.path)
+
+
+def _orphan_rules(db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> list[dict[str, Any]]:
+    """`orphans = "quarantine"`: the table's keys that had orphans become reference rules named after them."""
+    rules = []
+    for orphan in orphans:
+        fk = orphan.key
+        if fk.table != table.name:
+            continue
+        parent = db.table(fk.ref_table)
+        relation = f"{quote_ident(parent.schema_)}.{quote_ident(parent.name)}" if parent.schema_ else \
+            quote_ident(parent.name)
+        rules.append({"name": _rule_name(fk.name), "kind": "references", "table": relation, "in": "source",
+                      "columns": [names.column(table.name, c) for c in fk.columns], "keys": list(fk.ref_columns)})
+    return rules
+
+
+def _rule_name(name: str) -> str:
+    clean = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in name)[:100]
+    return clean or "foreign_key"
+
+
+def run_database(config: JobConfig, fresh: bool = False, progress: Progress | None = None,
+                 observer: Observer | None = None) -> RunReport:
+    """Run (or resume) a whole-database job; raises an EngineError subclass on failure."""
+    say = progress or _observer_lines(observer, config.job.name)
+    return DatabaseRun(config, fresh, say).run()
+
+
+def _observer_lines(observer: Observer | None, job: str) -> Progress:
+    if observer is None:
+        return lambda _: None
+    return lambda text: observer.event({"ts": round(time.time(), 3), "run_id": "", "job": job, "table": "",
+                                        "event": "message", "message": redact(text)})
