@@ -287,8 +287,10 @@ def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
     routines = [Routine(name=n, kind="extension", ddl=f"CREATE EXTENSION IF NOT EXISTS {quote_ident(n)}")
                 for (n,) in reader.rows("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' "
                                         "AND $1::text IS NOT NULL ORDER BY extname")]
-    for name, _kind, ddl in reader.rows("""
-            SELECT p.proname, p.prokind::text, CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END
+    for name, ddl, pathless, args in reader.rows("""
+            SELECT p.proname, CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
+                   NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%'),
+                   pg_get_function_identity_arguments(p.oid)
             FROM pg_proc p WHERE p.pronamespace = to_regnamespace($1)::oid
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
             ORDER BY p.proname, p.oid"""):
@@ -296,7 +298,8 @@ def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
             reader.not_carried.append(NotCarried(what=f"aggregate or window function {name}",
                                                  reason="aggregates are not carried yet"))
             continue
-        routines.append(Routine(name=name, kind="function", ddl=_unqualified(ddl, reader.schema)))
+        routines.append(Routine(name=name, kind="function", ddl=_unqualified(ddl, reader.schema),
+                                signature=f"{quote_ident(name)}({_unqualified(args, reader.schema)})" if pathless else ""))
     for name, table, ddl in reader.rows("""
             SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid) FROM pg_trigger t
             JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal AND c.relnamespace = to_regnamespace($1)::oid

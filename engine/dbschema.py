@@ -122,6 +122,7 @@ class Routine(_Part):
     kind: Literal["function", "trigger", "extension"]
     ddl: str
     table: str = ""  # a trigger's table
+    signature: str = ""  # a function's `name(argument types)`, when its body relies on the caller's search_path
 
 
 class NotCarried(_Part):

@@ -17,6 +17,19 @@ from engine.dbschema import Column, DatabaseSchema, ForeignKey, Index, Naming, S
 from engine.sql import PG_MAX_IDENT_BYTES, quote_ident, quote_literal
 
 
+class Optional(str):
+    """A statement whose failure leaves its object out (reported) instead of failing the step: a function whose
+    body or signature needs what the job leaves out."""
+
+    what: str = ""
+
+
+def optional(sql: str, what: str) -> Optional:
+    statement = Optional(sql)
+    statement.what = what
+    return statement
+
+
 def set_path(schema: str) -> str:
     return f"SET LOCAL search_path TO {quote_ident(schema)}, public"
 
@@ -99,18 +112,24 @@ def rename(sql: str, tables: dict[str, str], columns: dict[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ pre-data
 
-def pre_data(db: DatabaseSchema, names: Names, tables: list[Table]) -> list[str]:
-    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land."""
+def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str) -> list[str]:
+    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land.
+    `schema` is the final schema's name: functions whose bodies name tables unqualified read them there."""
     statements = [f"CREATE TYPE {quote_ident(e.name)} AS ENUM ({', '.join(map(quote_literal, e.labels))})"
                   for e in db.enums]
     statements += [_domain(d.name, d.base_type, d.not_null, d.default, d.checks) for d in db.domains]
     statements += [_sequence(s) for s in db.sequences]
     statements += ["SET LOCAL check_function_bodies = off"]  # bodies may read tables made below
     functions = [r for r in db.routines if r.kind == "function"]
-    statements += [r.ddl for r in functions if not _takes_a_row(r.ddl, db)]
+    statements += [optional(r.ddl, f"function {r.name}") for r in functions if not _takes_a_row(r.ddl, db)]
     for table in _parents_first(tables):
         statements += create_table(table, names)
-    return statements + [r.ddl for r in functions if _takes_a_row(r.ddl, db)]
+    statements += [optional(r.ddl, f"function {r.name}") for r in functions if _takes_a_row(r.ddl, db)]
+    # The source's functions found unqualified names through the caller's search_path, where the source schema
+    # was; in the target that schema has another name, so each function carries the path to its own.
+    return statements + [optional(f"ALTER {'PROCEDURE' if ' PROCEDURE ' in r.ddl[:40] else 'FUNCTION'} "
+                                  f"{r.signature} SET search_path TO {quote_ident(schema)}, public",
+                                  f"function {r.name}") for r in functions if r.signature]
 
 
 def _takes_a_row(function_ddl: str, db: DatabaseSchema) -> bool:

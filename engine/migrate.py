@@ -66,15 +66,32 @@ class DatabaseRun:
         if name in self.done:
             return
         started = time.perf_counter()
-        with pg.connection(self.config.target_url) as conn:
+        # A transaction opened by hand on an autocommit session: the driver can roll back to a savepoint only so.
+        with pg.connection(self.config.target_url, autocommit=True) as conn:
+            pg.execute(conn, "BEGIN")
             pg.execute(conn, ddl.set_path(self.build))
             for statement in statements:
-                pg.execute(conn, statement)
+                if isinstance(statement, ddl.Optional):
+                    self._optional(conn, statement)
+                else:
+                    pg.execute(conn, statement)
             failpoints.hit(f"db.{kind}")
             seconds = time.perf_counter() - started
             checkpoint.record_step(conn, self.run_id, name, detail=detail, seconds=round(seconds, 3))
-            conn.commit()
+            pg.execute(conn, "COMMIT")
         self.done[name] = ("done", detail)
+
+    def _optional(self, conn: pg.Connection, statement: ddl.Optional) -> None:
+        pg.execute(conn, "SAVEPOINT engine_optional")
+        try:
+            pg.execute(conn, str(statement))  # the driver takes an exact str
+        except Exception as exc:
+            if not pg.is_driver_error(exc):
+                raise
+            pg.execute(conn, "ROLLBACK TO SAVEPOINT engine_optional")
+            reason = str(pg.translate(exc, statement.what)).split("ERROR:", 1)[-1].strip().splitlines()[0]
+            self.report.database.setdefault("failed", {})[statement.what] = reason
+        pg.execute(conn, "RELEASE SAVEPOINT engine_optional")
 
     def try_step(self, name: str, statements: list[str], kind: str) -> str | None:
         """A step that may fail without failing the run (a view, a trigger): its error is recorded instead."""
@@ -170,7 +187,7 @@ class DatabaseRun:
         for fk in db.foreign_keys:
             self.step(f"foreign key {fk.table}.{fk.name}", ddl.foreign_key(fk, names, fk.name not in not_valid), "fk")
         self.report.database["not_valid"] = sorted(not_valid)
-        failed = {}
+        failed = self.report.database.setdefault("failed", {})
         for view in ddl.views_in_order(db.views):
             error = self.try_step(f"view {view.name}", [ddl.create_view(view, names)], "view")
             if error:
@@ -212,7 +229,8 @@ class DatabaseRun:
         self.say(f"creating schema {self.build}: {len(tables)} table(s), {len(db.enums)} enum(s), "
                  f"{len(db.domains)} domain(s), {len(db.sequences)} sequence(s)")
         # the tables it made are recorded with it: append leaves the others (and their indexes) as they are
-        self.step("pre-data", start + ddl.pre_data(db, names, tables), "pre-data", json.dumps([t.name for t in tables]))
+        statements = start + ddl.pre_data(db, names, tables, self.schema)
+        self.step("pre-data", statements, "pre-data", json.dumps([t.name for t in tables]))
 
     def _existing_tables(self) -> set[str]:
         if self.build != self.schema:
@@ -352,8 +370,11 @@ def table_job(config: JobConfig, db: DatabaseSchema, names: ddl.Names, table: Ta
         transform = {**mine, "rename": {**rename, **mine["rename"]}, "drop": transform["drop"] + mine["drop"]}
         validate = extra.validate_.model_dump(by_alias=True, exclude_unset=True) | {"rules": [
             r.model_dump(by_alias=True, exclude_unset=True) for r in extra.validate_.rules]}
-    if config.target.orphans == "quarantine":
-        validate["rules"] = validate.get("rules", []) + _orphan_rules(db, names, table, orphans)
+    orphan_rules = _orphan_rules(db, names, table, orphans) if config.target.orphans == "quarantine" else []
+    if orphan_rules:
+        validate["rules"] = validate.get("rules", []) + orphan_rules
+        if "max_error_rate" not in (extra.validate_.model_fields_set if extra else set()):
+            validate["max_error_rate"] = 1.0  # the orphans were counted and accepted before the load
     data = {"job": {"name": job, "description": f"table {table.name} of {config.job.name}",
                     **({"rules_dir": config.job.rules_dir} if config.job.rules_dir else {})},
             "source": source, "transform": transform, "validate": validate,

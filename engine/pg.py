@@ -96,12 +96,14 @@ _databases_lock = threading.Lock()
 
 
 def _database(uri: str) -> Any:
+    """The cached database of `uri`, with a reference taken for the caller (who must `close` it): another
+    thread's `forget_databases` must not free it between this and the connection made on it."""
     with _databases_lock:
         shared = _databases.get(uri)
         if shared is None:
             shared = dbapi._SharedDatabase(adbc_driver_postgresql.connect(uri))  # as Connection.adbc_clone shares it
             _databases[uri] = shared
-        return shared
+        return shared.clone()
 
 
 def forget_databases() -> None:
@@ -116,7 +118,10 @@ def forget_databases() -> None:
 def connect(url: DatabaseUrl, autocommit: bool = False) -> Connection:
     try:
         shared = _database(url.libpq)
-        conn = dbapi.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db), autocommit=autocommit)
+        try:
+            conn = dbapi.Connection(shared, adbc_driver_manager.AdbcConnection(shared._db), autocommit=autocommit)
+        finally:
+            shared.close()  # the connection holds its own reference now
         return cast(Connection, conn)
     except adbc_driver_manager.Error as exc:
         raise translate(exc, f"cannot connect to {url}") from None

@@ -1,0 +1,190 @@
+"""PostgreSQL → PostgreSQL, a whole database: everything carried, compared value by value and object by object;
+orphans under each policy; naming; patterns; a kill at each kind of step, then a rerun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.config import load_config
+from engine.errors import OrphanRows
+from tests.conftest import ROOT, pg_exec, pg_rows, run_cli, write_job
+from tests.database.compare import assert_same_catalog, assert_same_rows, next_values
+from tests.database.schemas import PG_SCHEMA
+
+DATA_TABLES = ["Order Lines", "audit_log", "countries", "customers", "employees", "empty_things",
+               "measurements_2025", "measurements_2026", "members", "orders", "teams"]
+
+
+@pytest.fixture
+def source(pg_source: str) -> str:
+    pg_exec(pg_source, *PG_SCHEMA)
+    return pg_source
+
+
+def job(tmp_path: Path, source: str, target: str, name: str = "db", tables: str = '["*", "!scratch"]',
+        extra_target: str = "", extra: str = "") -> Path:
+    return write_job(tmp_path, f"""
+[job]
+name = "{name}"
+
+[source]
+url = "{source}"
+tables = {tables}
+
+[target]
+url = "{target}"
+schema = "app"
+mode = "replace"
+{extra_target}
+
+[pipeline]
+staging_dir = "{ROOT / '.engine' / 'test-staging'}"
+{extra}
+""")
+
+
+def test_a_whole_database_arrives_with_every_object_and_value(tmp_path: Path, source: str, pg_db: str) -> None:
+    report = engine.run_job(load_config(job(tmp_path, source, pg_db)))
+    assert report.status == "succeeded"
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+    assert_same_catalog(source, pg_db, "app", skip_tables={"scratch"})
+    assert pg_rows(pg_db, "SELECT to_regclass('app.scratch')") == [(None,)]  # "!scratch" left it out
+    # identities and sequences continue from the source's own state, gaps and an empty table included
+    src, dst = next_values(source, "public"), next_values(pg_db, "app")
+    assert dst == src and dst["customers_id_seq"] == 351 and dst["empty_things_id_seq"] == 1
+    assert pg_rows(pg_db, "INSERT INTO app.customers (email, name) VALUES ('n@x', 'n') RETURNING id") == [(351,)]
+    # GENERATED ALWAYS stays so; an enum, a domain and a stored generated column work as in the source
+    assert pg_rows(pg_db, "SELECT attidentity FROM pg_attribute WHERE attrelid = 'app.orders'::regclass "
+                          "AND attname = 'id'") == [("a",)]
+    assert pg_rows(pg_db, "SELECT enum_range(NULL::app.mood)::text") == [("{sad,ok,happy}",)]
+    with pytest.raises(Exception, match="posint_check"):
+        pg_exec(pg_db, "INSERT INTO app.orders (customer_id, amount, qty) VALUES (1, 1, 0)")
+    # the trigger was created after the rows: the load did not fire it, a new row does
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.audit_log") == pg_rows(source, "SELECT count(*) FROM audit_log")
+    new_id = pg_rows(pg_db, "INSERT INTO app.orders (customer_id, amount, qty) VALUES (1, 1, 1) RETURNING id")[0][0]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.audit_log WHERE what = $1", (f"order {new_id}",)) == [(1,)]
+    # the materialized view has its rows; the view on a view reads the new tables
+    assert pg_rows(pg_db, "SELECT * FROM app.spend_by_country ORDER BY 1") == \
+        pg_rows(source, "SELECT * FROM spend_by_country ORDER BY 1")
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.big_spenders") == pg_rows(source, "SELECT count(*) FROM big_spenders")
+    steps = dict(pg_rows(pg_db, "SELECT step, outcome FROM engine.steps WHERE run_id = $1", (report.run_id,)))
+    assert set(steps.values()) == {"done"} and "foreign key teams.teams_lead_fk" in steps
+
+
+def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matches_nothing(
+        tmp_path: Path, source: str, pg_db: str) -> None:
+    path = job(tmp_path, source, pg_db, tables='["*", "!scratch", "invoices*"]')
+    result = run_cli("plan", str(path))
+    assert result.returncode == 0, result.stderr
+    for expected in ("customers -> customers", "[id continues at 351]", "views (3): big_spenders, customer_orders",
+                     "ticket_no at", "enum mood", "orphan rows: none", "rows via its partitions"):
+        assert expected in result.stdout
+    assert "scratch" not in result.stdout
+    checked = run_cli("check", str(path))
+    assert checked.returncode == 2
+    assert "pattern 'invoices*' matches no table or view in the source" in checked.stdout
+
+
+def _orphans(source: str) -> None:
+    pg_exec(source, "SET session_replication_role = replica",  # the source's keys are not checked: orphans
+            "INSERT INTO orders (customer_id, amount, qty) VALUES (9001, 5, 1), (9002, 6, 1)",
+            "INSERT INTO employees VALUES (50, 'Ghost', 777)")
+
+
+def test_orphans_fail_before_anything_is_loaded(tmp_path: Path, source: str, pg_db: str) -> None:
+    _orphans(source)
+    with pytest.raises(OrphanRows) as failed:
+        engine.run_job(load_config(job(tmp_path, source, pg_db)))
+    message = str(failed.value)
+    assert "orders_customer_id_fkey: 2 row(s) of orders" in message and "[9001]" in message
+    assert "employees_manager_id_fkey: 1 row(s)" in message and 'orphans = "quarantine"' in message
+    assert pg_rows(pg_db, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'app%'") == []
+
+
+def test_orphans_quarantined_with_the_keys_name(tmp_path: Path, source: str, pg_db: str) -> None:
+    _orphans(source)
+    report = engine.run_job(load_config(job(tmp_path, source, pg_db, extra_target='orphans = "quarantine"')))
+    assert report.status == "succeeded" and report.rows_quarantined == 3
+    checks = pg_rows(pg_db, "SELECT q.checks::text FROM engine.quarantine q ORDER BY 1")
+    assert [c[0] for c in checks] == ["employees_manager_id_fkey", "orders_customer_id_fkey",
+                                      "orders_customer_id_fkey"]
+    assert pg_rows(pg_db, "SELECT bool_and(convalidated) FROM pg_constraint WHERE contype = 'f' "
+                          "AND connamespace = 'app'::regnamespace") == [(True,)]
+
+
+def test_orphans_loaded_and_the_key_left_not_valid(tmp_path: Path, source: str, pg_db: str) -> None:
+    _orphans(source)
+    report = engine.run_job(load_config(job(tmp_path, source, pg_db, extra_target='orphans = "not_valid"')))
+    assert report.database["not_valid"] == ["employees_manager_id_fkey", "orders_customer_id_fkey"]
+    assert "NOT VALID" in report.render()
+    assert pg_rows(pg_db, "SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated "
+                          "AND connamespace = 'app'::regnamespace ORDER BY 1") == \
+        [("employees_manager_id_fkey",), ("orders_customer_id_fkey",)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.orders WHERE customer_id > 9000") == [(2,)]
+
+
+def test_snake_naming_renames_tables_columns_and_what_reads_them(tmp_path: Path, source: str, pg_db: str) -> None:
+    pg_exec(source, 'CREATE TABLE "InvoiceLine" ("InvoiceLineId" int PRIMARY KEY, "UnitPrice" numeric(10,2) '
+            'CHECK ("UnitPrice" >= 0), "CustomerId" int REFERENCES customers (id))',
+            'CREATE INDEX "IFK_InvoiceLineCustomer" ON "InvoiceLine" ("CustomerId")',
+            'CREATE VIEW "PricyLines" AS SELECT "InvoiceLineId", "UnitPrice" FROM "InvoiceLine" WHERE "UnitPrice" > 1',
+            'INSERT INTO "InvoiceLine" VALUES (1, 0.99, 1), (2, 1.99, 2), (3, 5, NULL)')
+    report = engine.run_job(load_config(job(tmp_path, source, pg_db, tables='["InvoiceLine", "PricyLines", '
+                                            '"customers"]', extra_target='naming = "snake"')))
+    assert report.status == "succeeded"
+    assert pg_rows(pg_db, "SELECT invoice_line_id, unit_price, customer_id FROM app.invoice_line ORDER BY 1")[2] == \
+        (3, pg_rows(source, 'SELECT "UnitPrice" FROM "InvoiceLine" WHERE "InvoiceLineId" = 3')[0][0], None)
+    assert pg_rows(pg_db, "SELECT * FROM app.pricy_lines ORDER BY 1") == \
+        pg_rows(source, 'SELECT * FROM "PricyLines" ORDER BY 1')
+    assert pg_rows(pg_db, "SELECT attname FROM pg_attribute WHERE attrelid = 'app.pricy_lines'::regclass "
+                          "AND attnum > 0 ORDER BY attnum") == [("invoice_line_id",), ("unit_price",)]
+    assert pg_rows(pg_db, "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'app.invoice_line'"
+                          "::regclass ORDER BY 1") == [("app.ifk_invoice_line_customer",), ("app.invoice_line_pkey",)]
+    with pytest.raises(Exception, match="check"):
+        pg_exec(pg_db, "INSERT INTO app.invoice_line VALUES (9, -1, NULL)")
+
+
+def test_exclude_data_carries_the_table_without_rows(tmp_path: Path, source: str, pg_db: str) -> None:
+    path = job(tmp_path, source, pg_db, tables='["audit_log", "countries"]')
+    path.write_text(path.read_text().replace('tables = ["audit_log", "countries"]',
+                                             'tables = ["audit_log", "countries"]\nexclude_data = ["audit*"]'))
+    engine.run_job(load_config(path))
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.audit_log") == [(0,)]
+    assert next_values(pg_db, "app")["audit_log_id_seq"] == next_values(source, "public")["audit_log_id_seq"]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.countries") == [(3,)]
+
+
+def test_replace_swaps_the_new_schema_in_and_a_kill_before_the_swap_leaves_the_old(
+        tmp_path: Path, source: str, pg_db: str) -> None:
+    pg_exec(pg_db, "CREATE SCHEMA app", "CREATE TABLE app.old_table (x int)", "INSERT INTO app.old_table VALUES (1)")
+    path = job(tmp_path, source, pg_db)
+    killed = run_cli("run", str(path), env={"ENGINE_FAILPOINTS": "db.swap=exit"})
+    assert killed.returncode == 137, killed.stderr
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.old_table") == [(1,)]  # readers still see the old database
+    assert pg_rows(pg_db, "SELECT to_regclass('app.customers')") == [(None,)]
+    again = run_cli("run", str(path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "resuming run" in again.stderr
+    assert pg_rows(pg_db, "SELECT to_regclass('app.old_table')") == [(None,)]
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+
+
+@pytest.mark.parametrize("point", ["db.pre-data", "load.before_commit@3", "db.indexes@2", "db.sequences", "db.fk@3",
+                                   "db.view@2", "db.trigger"])
+def test_a_kill_at_any_kind_of_step_resumes_without_replaying_or_skipping(
+        tmp_path: Path, source: str, pg_db: str, point: str) -> None:
+    name, _, nth = point.partition("@")
+    path = job(tmp_path, source, pg_db, extra="workers = 1")
+    killed = run_cli("run", str(path), env={"ENGINE_FAILPOINTS": f"{name}=exit@{nth or 1}"})
+    assert killed.returncode == 137, killed.stderr + killed.stdout
+    again = run_cli("run", str(path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "resuming run" in again.stderr and "already exists" not in again.stdout + again.stderr
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+    assert_same_catalog(source, pg_db, "app", skip_tables={"scratch"})
+    assert next_values(pg_db, "app") == next_values(source, "public")
+    assert pg_rows(pg_db, "SELECT count(*) FROM engine.steps s JOIN engine.runs r USING (run_id) WHERE r.job = 'db' "
+                          "AND s.outcome <> 'done'") == [(0,)]
