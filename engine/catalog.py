@@ -66,7 +66,7 @@ def _mysql_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, 
         "SELECT COLUMN_NAME AS name, COLUMN_TYPE AS ctype, COLUMN_KEY AS ckey FROM information_schema.COLUMNS "
         f"WHERE TABLE_SCHEMA = {_mysql_text(schema)} AND TABLE_NAME = {_mysql_text(table.name)} "
         "ORDER BY ORDINAL_POSITION"))
-    json_columns = _mariadb_json_columns(url, schema, table.name)
+    json_columns = mariadb_json_columns(url, schema, table.name)
     cols = [(str(r[0]), "json" if str(r[0]) in json_columns and str(r[1]).lower() == "longtext" else str(r[1]), False)
             for r in rows]
     return cols, tuple(str(r[0]) for r in rows if r[2] == "PRI")
@@ -75,7 +75,7 @@ def _mysql_columns(url: DatabaseUrl, table: TableName) -> tuple[list[tuple[str, 
 _JSON_VALID = re.compile(r"json_valid\(`((?:[^`]|``)+)`\)")
 
 
-def _mariadb_json_columns(url: DatabaseUrl, schema: str, table: str) -> set[str]:
+def mariadb_json_columns(url: DatabaseUrl, schema: str, table: str) -> set[str]:
     """MariaDB's JSON is an alias of LONGTEXT with a `json_valid(col)` check: the columns declared so."""
     try:
         rows = query_rows(url, (

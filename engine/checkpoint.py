@@ -16,6 +16,7 @@ from typing import Any
 from engine import pg, quarantine
 from engine.errors import JobLockedError
 from engine.model import RunStatus
+from engine.urls import DatabaseUrl
 
 _SCHEMA_DDL = [
     "CREATE SCHEMA IF NOT EXISTS engine",
@@ -102,6 +103,27 @@ def try_lock_job(conn: pg.Connection, job: str) -> None:
                              "database); wait for it to finish, or stop it, then rerun to resume")
 
 
+def hold_lock(conn: pg.Connection, url: DatabaseUrl, job: str) -> pg.Connection | None:
+    """Make sure the session `conn` still holds the job's lock: the server drops it with its session (a restart,
+    a terminated backend). Take it again on a new session if it is free (returned: the caller keeps it); if
+    another run holds it now, JobLockedError. None: the lock was never lost."""
+    try:
+        pg.fetch_all(conn, "SELECT 1")
+        return None
+    except Exception:
+        pass
+    try:
+        conn.close()
+    except Exception:
+        pass
+    fresh = pg.connect(url, autocommit=True)
+    try_lock_job(fresh, job)
+    return fresh
+
+
+LOCK_RETAKEN = "the job's lock was lost with its session (a restart or a terminated backend) and taken again"
+
+
 def claim_run(conn: pg.Connection, run_id: str, owner: str, doing: str) -> None:
     """Hold the run's row (FOR SHARE) until this transaction ends, refusing if the run is no longer running.
 
@@ -184,5 +206,10 @@ def done_steps(conn: pg.Connection, run_id: str) -> dict[str, tuple[str, str | N
 def record_step(conn: pg.Connection, run_id: str, step: str, outcome: str = "done", detail: str | None = None,
                 seconds: float | None = None) -> None:
     """Record a step in the caller's transaction (the one that did its work)."""
-    pg.execute(conn, "INSERT INTO engine.steps (run_id, step, outcome, detail, seconds) VALUES ($1, $2, $3, $4, $5)",
-               (run_id, step, outcome, detail, seconds))
+    pg.execute(conn, "INSERT INTO engine.steps (run_id, step, outcome, detail, seconds) VALUES ($1, $2, $3, $4, $5) "
+                     "ON CONFLICT DO NOTHING", (run_id, step, outcome, detail, seconds))
+
+
+def step_done(conn: pg.Connection, run_id: str, step: str) -> bool:
+    """Whether a step committed (asked again after a connection lost around its COMMIT)."""
+    return bool(pg.fetch_all(conn, "SELECT 1 FROM engine.steps WHERE run_id = $1 AND step = $2", (run_id, step)))

@@ -54,21 +54,44 @@ class DatabaseRun:
         self.report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                                 target=f"{config.target_url} schema {self.schema}")
         self.tables: dict[str, dict[str, Any]] = {}
+        self.lock: pg.Connection  # the session holding the job's advisory lock
 
     # -------------------------------------------------------------------------------------------- steps
+
+    def heard(self, message: str) -> None:
+        """A retry or a wait: said as it happens, and kept for the report."""
+        if len(self.report.recoveries) < 100:
+            self.report.recoveries.append(redact(message))
+        self.say(message)
 
     def connect(self) -> pg.Connection:
         return with_retries(lambda: pg.connect(self.config.target_url), "connecting to the target", self.patience,
                             self.say)
 
     def step(self, name: str, statements: list[str], kind: str, detail: str | None = None) -> None:
-        """Run a step's statements and record it, in one transaction; a step already recorded is skipped."""
+        """Run a step's statements and record it, in one transaction; a step already recorded is skipped. A server
+        restart or a lost connection is waited for and the step done again (it either committed or left nothing)."""
         if name in self.done:
             return
+        with_retries(lambda: self._do_step(name, statements, kind, detail), f"step {name!r}", self.patience,
+                     self.heard)
+        self.done[name] = ("done", detail)
+        with_retries(self._hold_lock, "holding the job's lock", self.patience, self.heard)
+
+    def _hold_lock(self) -> None:
+        fresh = checkpoint.hold_lock(self.lock, self.config.target_url, self.config.job.name)
+        if fresh is not None:
+            self.lock = fresh
+            self.heard(checkpoint.LOCK_RETAKEN)
+
+    def _do_step(self, name: str, statements: list[str], kind: str, detail: str | None) -> None:
         started = time.perf_counter()
         # A transaction opened by hand on an autocommit session: the driver can roll back to a savepoint only so.
         with pg.connection(self.config.target_url, autocommit=True) as conn:
             pg.execute(conn, "BEGIN")
+            if checkpoint.step_done(conn, self.run_id, name):  # committed before its connection was lost
+                pg.execute(conn, "ROLLBACK")
+                return
             pg.execute(conn, ddl.set_path(self.build))
             for statement in statements:
                 if isinstance(statement, ddl.Optional):
@@ -79,7 +102,17 @@ class DatabaseRun:
             seconds = time.perf_counter() - started
             checkpoint.record_step(conn, self.run_id, name, detail=detail, seconds=round(seconds, 3))
             pg.execute(conn, "COMMIT")
-        self.done[name] = ("done", detail)
+
+    def record(self, name: str, outcome: str = "done", detail: str | None = None) -> None:
+        """Record a step whose work was done elsewhere (a table's rows, by its own run)."""
+
+        def write() -> None:
+            with pg.connection(self.config.target_url) as conn:
+                checkpoint.record_step(conn, self.run_id, name, outcome, detail)
+                conn.commit()
+
+        with_retries(write, f"recording step {name!r}", self.patience, self.heard)
+        self.done[name] = (outcome, detail)
 
     def _optional(self, conn: pg.Connection, statement: ddl.Optional) -> None:
         pg.execute(conn, "SAVEPOINT engine_optional")
@@ -106,10 +139,7 @@ class DatabaseRun:
             if not pg.is_driver_error(exc):
                 raise
             message = str(pg.translate(exc, name)).splitlines()[0]
-        with pg.connection(self.config.target_url) as conn:
-            checkpoint.record_step(conn, self.run_id, name, "failed", message)
-            conn.commit()
-        self.done[name] = ("failed", message)
+        self.record(name, "failed", message)
         return message
 
     # -------------------------------------------------------------------------------------------- the run
@@ -144,11 +174,12 @@ class DatabaseRun:
     def run(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
-        lock = self.connect()
+        self.lock = with_retries(lambda: pg.connect(self.config.target_url, autocommit=True),
+                                 "connecting to the target", self.patience, self.heard)
         try:
             conn = self.connect()
             checkpoint.ensure_schema(conn)
-            checkpoint.try_lock_job(lock, self.config.job.name)
+            checkpoint.try_lock_job(self.lock, self.config.job.name)
             db, resumed = self.open_run(conn)
             conn.close()
             report.run_id, report.resumed = self.run_id, resumed
@@ -170,7 +201,7 @@ class DatabaseRun:
             report.peak_rss_mb = round(peak_rss_mb(), 1)
             self._summarise()
             try:
-                lock.close()
+                self.lock.close()
             except Exception:
                 pass
 
@@ -209,11 +240,7 @@ class DatabaseRun:
         self.report.database["orphans"] = [o.describe() for o in orphans]
         if error:
             raise OrphanRows(error)
-        with pg.connection(self.config.target_url) as conn:
-            checkpoint.record_step(conn, self.run_id, "orphans", detail=json.dumps({o.key.name: o.rows
-                                                                                    for o in orphans}))
-            conn.commit()
-        self.done["orphans"] = ("done", json.dumps({o.key.name: o.rows for o in orphans}))
+        self.record("orphans", detail=json.dumps({o.key.name: o.rows for o in orphans}))
         return orphans
 
     def pre_data(self, db: DatabaseSchema, names: ddl.Names) -> None:
@@ -277,21 +304,26 @@ class DatabaseRun:
             self.tables[table.name] = json.loads(self.done[step][1] or "{}")
             return
         config = table_job(self.config, db, names, table, self.build, self.sub_job(db, table), orphans)
-        with pg.connection(self.config.target_url) as conn:
-            previous = checkpoint.latest_run(conn, config.job.name)
+        def latest() -> checkpoint.RunRecord | None:
+            with pg.connection(self.config.target_url) as conn:
+                return checkpoint.latest_run(conn, config.job.name)
+
+        previous = with_retries(latest, f"reading the state of table {table.name}", self.patience, self.heard)
         if previous is not None and previous.status == "succeeded":  # loaded; killed before its step was recorded
             summary = {"run_id": previous.run_id, "resumed": True}
         else:
             self.say(f"{table.name}: copying ~{table.rows:,} rows")
-            sub = run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"))
+            # A table's run heals what it meets while it runs; one that ends on an outage (e.g. while it starts)
+            # is waited out here and resumed from its checkpoints.
+            patience = Patience(self.config.pipeline.retries, self.config.pipeline.reconnect_for,
+                                (self.config.source_url, self.config.target_url))
+            sub = with_retries(lambda: run_job(config, fresh=False, progress=lambda line: self.say(
+                f"{table.name}: {line}")), f"copying table {table.name}", patience, self.heard)
             summary = {"run_id": sub.run_id, "rows_read": sub.rows_read, "rows_loaded": sub.rows_loaded,
                        "rows_quarantined": sub.rows_quarantined, "seconds": sub.wall_seconds,
                        "partitions": sub.partitions_total, "verification": sub.verification}
             self._add(sub)
-        with pg.connection(self.config.target_url) as conn:
-            checkpoint.record_step(conn, self.run_id, step, detail=json.dumps(summary))
-            conn.commit()
-        self.done[step] = ("done", json.dumps(summary))
+        self.record(step, detail=json.dumps(summary))
         self.tables[table.name] = summary
 
     def sub_job(self, db: DatabaseSchema, table: Table) -> str:
@@ -313,14 +345,20 @@ class DatabaseRun:
 
     def finish(self) -> None:
         """Replace: the new schema takes the old one's place in one transaction, with the run's status."""
+        with_retries(self._finish, "swapping the new schema in", self.patience, self.heard)
+        self.report.status = "succeeded"
+
+    def _finish(self) -> None:
         with pg.connection(self.config.target_url) as conn:
+            status = pg.fetch_all(conn, "SELECT status FROM engine.runs WHERE run_id = $1", (self.run_id,))
+            if status and status[0][0] == "succeeded":  # committed before its connection was lost
+                return
             if self.build != self.schema:
                 pg.execute(conn, f"DROP SCHEMA IF EXISTS {quote_ident(self.schema)} CASCADE")
                 pg.execute(conn, f"ALTER SCHEMA {quote_ident(self.build)} RENAME TO {quote_ident(self.schema)}")
                 failpoints.hit("db.swap")
             checkpoint.set_status(conn, self.run_id, "succeeded", self._report_json())
             conn.commit()
-        self.report.status = "succeeded"
 
     def _report_json(self) -> dict[str, Any]:
         self._summarise()

@@ -461,20 +461,12 @@ class Run:
             report.rules = rulejob.report_rows(self.config.validate_.rules, self.rule_stats, report.job, report.run_id)
 
     def _hold_lock(self) -> None:
-        """Make sure this process still holds the job's lock: the server drops it with its session (a restart,
-        a terminated backend). Take it again if it is free; if another run holds it now, stop."""
-        try:
-            pg.fetch_all(self.lock_conn, "SELECT 1")
-            return
-        except Exception:
-            pass
-        try:
-            self.lock_conn.close()
-        except Exception:
-            pass
-        self.lock_conn = pg.connect(self.target_url, autocommit=True)
-        checkpoint.try_lock_job(self.lock_conn, self.config.job.name)
-        self.heard("the job's lock was lost with its session (a restart or a terminated backend) and taken again")
+        """Make sure this process still holds the job's lock (taken again after a restart; another run that holds
+        it now stops this one)."""
+        fresh = checkpoint.hold_lock(self.lock_conn, self.target_url, self.config.job.name)
+        if fresh is not None:
+            self.lock_conn = fresh
+            self.heard(checkpoint.LOCK_RETAKEN)
 
     def _record_failure(self, run_id: str, report: RunReport) -> None:
         try:
