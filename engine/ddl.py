@@ -43,7 +43,9 @@ class Names:
         self.tables = {t.name: target_name(t.name, naming) for t in db.tables}
         self.tables.update({v.name: target_name(v.name, naming) for v in db.views})
         self._indexes = _index_names(db, self.tables, naming)
-        self._any_column = {s: t for table in self.columns.values() for s, t in table.items()}
+        # a view reads tables' and other views' columns (whose names the view's column list renames)
+        self._any_column = {c: target_name(c, naming) for v in db.views for c in v.columns}
+        self._any_column.update({s: t for table in self.columns.values() for s, t in table.items()})
 
     def table(self, name: str) -> str:
         return self.tables.get(name, target_name(name, self.naming))
