@@ -114,9 +114,11 @@ def rename(sql: str, tables: dict[str, str], columns: dict[str, str]) -> str:
 
 # ------------------------------------------------------------------------------------------------ pre-data
 
-def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str) -> list[str]:
-    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land.
-    `schema` is the final schema's name: functions whose bodies name tables unqualified read them there."""
+def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str,
+             keys_first: frozenset[str] = frozenset()) -> list[str]:
+    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land
+    (the tables in `keys_first` with their primary keys too, which an upsert needs). `schema` is the final schema's name:
+    functions whose bodies name tables unqualified read them there."""
     statements = [f"CREATE TYPE {quote_ident(e.name)} AS ENUM ({', '.join(map(quote_literal, e.labels))})"
                   for e in db.enums]
     statements += [_domain(d.name, d.base_type, d.not_null, d.default, d.checks) for d in db.domains]
@@ -126,6 +128,8 @@ def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str)
     statements += [optional(r.ddl, f"function {r.name}") for r in functions if not _takes_a_row(r.ddl, db)]
     for table in _parents_first(tables):
         statements += create_table(table, names)
+        if table.name in keys_first and table.primary_key is not None and table.partition_of is None:
+            statements += build_index(table, table.primary_key, names)
     statements += [optional(r.ddl, f"function {r.name}") for r in functions if _takes_a_row(r.ddl, db)]
     # The source's functions found unqualified names through the caller's search_path, where the source schema
     # was; in the target that schema has another name, so each function carries the path to its own.
@@ -203,31 +207,34 @@ def _column(table: str, column: Column, names: Names) -> str:
 
 # ------------------------------------------------------------------------------------------------ post-data
 
-def table_post_data(table: Table, names: Names) -> list[str]:
-    """Keys and indexes of one loaded table, then its checks and ANALYZE. A primary key or unique constraint is
-    built as an index first and attached with `USING INDEX` (partitioned tables cannot: they add it directly)."""
+def table_post_data(table: Table, names: Names, key_made: bool = False) -> list[str]:
+    """Keys and indexes of one loaded table, then its checks and ANALYZE (`key_made`: its primary key was made
+    with the table, as an upsert needs it to load)."""
+    indexes = [i for i in _all_indexes(table) if not (key_made and i.primary)]
     name = names.q_table(table.name)
-    statements = []
-    for index in _all_indexes(table):
-        index_name = quote_ident(names.index(table.name, index))
-        columns = names.q_columns(table.name, index.columns)
-        if index.definition is not None:
-            unique = "UNIQUE " if index.unique else ""
-            statements.append(f"CREATE {unique}INDEX {index_name} ON {name} USING "
-                              f"{names.expression(table.name, index.definition)}")
-        elif index.primary or index.unique:
-            kind = "PRIMARY KEY" if index.primary else "UNIQUE"
-            if table.partition_key:
-                statements.append(f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} ({columns})")
-            else:
-                statements.append(f"CREATE UNIQUE INDEX {index_name} ON {name} ({columns})")
-                statements.append(f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} USING INDEX {index_name}")
-        else:
-            statements.append(f"CREATE INDEX {index_name} ON {name} ({columns})")
+    statements = [s for index in indexes for s in build_index(table, index, names)]
     statements += [f"ALTER TABLE {name} ADD CONSTRAINT {quote_ident(names.constraint(c.name))} "
                    f"CHECK {names.expression(table.name, c.expression)}" for c in table.checks]
     statements.append(f"ANALYZE {name}")
     return statements
+
+
+def build_index(table: Table, index: Index, names: Names) -> list[str]:
+    """An index; a primary key or unique constraint is built as an index first and attached with `USING INDEX`
+    (partitioned tables cannot: they add the constraint directly)."""
+    name = names.q_table(table.name)
+    index_name = quote_ident(names.index(table.name, index))
+    columns = names.q_columns(table.name, index.columns)
+    if index.definition is not None:
+        unique = "UNIQUE " if index.unique else ""
+        return [f"CREATE {unique}INDEX {index_name} ON {name} USING {names.expression(table.name, index.definition)}"]
+    if not (index.primary or index.unique):
+        return [f"CREATE INDEX {index_name} ON {name} ({columns})"]
+    kind = "PRIMARY KEY" if index.primary else "UNIQUE"
+    if table.partition_key:
+        return [f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} ({columns})"]
+    return [f"CREATE UNIQUE INDEX {index_name} ON {name} ({columns})",
+            f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} USING INDEX {index_name}"]
 
 
 def identity_restarts(tables: list[Table], names: Names) -> list[str]:

@@ -55,6 +55,7 @@ class DatabaseRun:
                                 target=f"{config.target_url} schema {self.schema}")
         self.tables: dict[str, dict[str, Any]] = {}
         self.lock: pg.Connection  # the session holding the job's advisory lock
+        self.upserted_names: frozenset[str] = frozenset()
 
     # -------------------------------------------------------------------------------------------- steps
 
@@ -207,13 +208,17 @@ class DatabaseRun:
 
     def migrate(self, db: DatabaseSchema) -> None:
         names = ddl.Names(db, self.config.target.naming)
+        self.upserted(db)
         orphans = self.check_orphans(db)
         self.pre_data(db, names)
         with ThreadPoolExecutor(1, thread_name_prefix="post-data") as builder:
             pending = self.load_tables(db, names, orphans, builder)
             for future in pending:
                 future.result()
-        self.step("sequences", ddl.identity_restarts(db.tables, names) + ddl.sequence_restarts(db), "sequences")
+        made, sequences = self._created(), self._created("sequences")
+        restarts = ddl.identity_restarts([t for t in db.tables if t.name in made], names) + ddl.sequence_restarts(
+            db.model_copy(update={"sequences": [q for q in db.sequences if q.name in sequences]}))
+        self.step("sequences", restarts, "sequences")
         not_valid = {o.key.name for o in orphans} if self.config.target.orphans == "not_valid" else set()
         for fk in db.foreign_keys:
             self.step(f"foreign key {fk.table}.{fk.name}", ddl.foreign_key(fk, names, fk.name not in not_valid), "fk")
@@ -247,8 +252,12 @@ class DatabaseRun:
         """The schema (beside the old one under replace), its types and functions, and the bare tables."""
         if "pre-data" in self.done:
             return
-        existing = self._existing_tables()
+        existing = self._existing()
         tables = [t for t in db.tables if names.table(t.name) not in existing]
+        db = db.model_copy(update={  # append and upsert: what a run before made stays as it is
+            "enums": [e for e in db.enums if e.name not in existing],
+            "domains": [d for d in db.domains if d.name not in existing],
+            "sequences": [q for q in db.sequences if q.name not in existing]})
         start = [f"DROP SCHEMA IF EXISTS {quote_ident(self.build)} CASCADE"] if self.build != self.schema else []
         start += [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.build)}"]
         start += [r.ddl for r in db.routines if r.kind == "extension" and self._extension_available(r.name)]
@@ -256,15 +265,29 @@ class DatabaseRun:
         self.say(f"creating schema {self.build}: {len(tables)} table(s), {len(db.enums)} enum(s), "
                  f"{len(db.domains)} domain(s), {len(db.sequences)} sequence(s)")
         # the tables it made are recorded with it: append leaves the others (and their indexes) as they are
-        statements = start + ddl.pre_data(db, names, tables, self.schema)
-        self.step("pre-data", statements, "pre-data", json.dumps([t.name for t in tables]))
+        statements = start + ddl.pre_data(db, names, tables, self.schema, self.upserted(db))
+        made = {"tables": [t.name for t in tables], "sequences": [q.name for q in db.sequences]}
+        self.step("pre-data", statements, "pre-data", json.dumps(made))
 
-    def _existing_tables(self) -> set[str]:
+    def upserted(self, db: DatabaseSchema) -> frozenset[str]:
+        """Tables loaded by upsert: their keys are made with them (the upsert needs them to load)."""
+        def mode(table: Table) -> str:
+            extra = self.config.tables.get(table.name)
+            return extra.mode if extra is not None and extra.mode else self.config.target.mode
+
+        self.upserted_names = frozenset(t.name for t in db.tables if mode(t) == "upsert"
+                                        and self.config.target.mode != "replace")
+        return self.upserted_names
+
+    def _existing(self) -> set[str]:
+        """Names of the tables, sequences and types already in the schema (none, when it is built beside)."""
         if self.build != self.schema:
             return set()
         with pg.connection(self.config.target_url) as conn:
-            rows = pg.fetch_all(conn, "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1)::oid "
-                                      "AND relkind IN ('r', 'p')", (self.build,))
+            rows = pg.fetch_all(conn, """
+                SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1)::oid AND relkind IN ('r', 'p', 'S')
+                UNION SELECT typname FROM pg_type WHERE typnamespace = to_regnamespace($1)::oid
+                  AND typtype IN ('e', 'd')""", (self.build,))
         return {str(r[0]) for r in rows}
 
     def _extension_available(self, name: str) -> bool:
@@ -274,8 +297,9 @@ class DatabaseRun:
             self.report.notes.append(f"extension {name} is not available in the target: not created")
         return bool(found)
 
-    def _created(self) -> set[str]:
-        return set(json.loads(self.done["pre-data"][1] or "[]"))
+    def _created(self, kind: str = "tables") -> set[str]:
+        """What the pre-data step made (append and upsert leave what was there before as it is)."""
+        return set(json.loads(self.done["pre-data"][1] or "{}").get(kind, []))
 
     # -------------------------------------------------------------------------------------------- data
 
@@ -296,7 +320,7 @@ class DatabaseRun:
         return pending
 
     def post_data(self, table: Table, names: ddl.Names) -> None:
-        self.step(f"indexes {table.name}", ddl.table_post_data(table, names), "indexes")
+        self.step(f"indexes {table.name}", ddl.table_post_data(table, names, table.name in self.upserted_names), "indexes")
 
     def load_table(self, db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> None:
         step = f"data {table.name}"

@@ -188,3 +188,22 @@ def test_a_kill_at_any_kind_of_step_resumes_without_replaying_or_skipping(
     assert next_values(pg_db, "app") == next_values(source, "public")
     assert pg_rows(pg_db, "SELECT count(*) FROM engine.steps s JOIN engine.runs r USING (run_id) WHERE r.job = 'db' "
                           "AND s.outcome <> 'done'") == [(0,)]
+
+
+def test_upsert_creates_what_is_missing_then_updates_rows_in_place(tmp_path: Path, source: str, pg_db: str) -> None:
+    path = job(tmp_path, source, pg_db, tables='["customers", "countries"]')
+    path.write_text(path.read_text().replace('mode = "replace"', 'mode = "upsert"'))
+    first = engine.run_job(load_config(path))
+    assert first.status == "succeeded"
+    pg_exec(source, "UPDATE customers SET name = 'Renamed' WHERE id = 1",
+            "INSERT INTO countries VALUES ('DE', 'Germany')")
+    pg_exec(pg_db, "INSERT INTO app.countries VALUES ('JP', 'Japan')")  # a row only the target has stays
+    second = engine.run_job(load_config(path))
+    assert second.status == "succeeded"
+    assert pg_rows(pg_db, "SELECT name FROM app.customers WHERE id = 1") == [("Renamed",)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.customers") == pg_rows(source, "SELECT count(*) FROM customers")
+    assert pg_rows(pg_db, "SELECT code FROM app.countries ORDER BY 1") == [("AU",), ("DE",), ("FR",), ("JP",), ("NZ",)]
+    # the second run found the tables there and left their keys and indexes as they were
+    assert pg_rows(pg_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'app'") == [(4,)]
+    steps = [s for (s,) in pg_rows(pg_db, "SELECT step FROM engine.steps WHERE run_id = $1", (second.run_id,))]
+    assert not [s for s in steps if s.startswith("indexes")]
