@@ -36,7 +36,8 @@ lint: setup
 
 # The peers are optional: the perf group brings the Python ones into their own environment (.venv-perf,
 # bytecode compiled, as after a normal install), so the engine keeps running from .venv with only its own
-# locked dependencies; pgloader comes from apt when it can, else its cases are reported as skipped.
+# locked dependencies; pgloader (and pgcopydb, for WHOLEDB=1) come from apt when they can, else their cases are
+# reported as skipped. `make perf WHOLEDB=1 [WHOLEDB_ROWS=2M]` runs the whole-database cases (perf/wholedb.py).
 PERF_VENV := .venv-perf
 
 perf: setup
@@ -44,12 +45,15 @@ perf: setup
 	UV_PROJECT_ENVIRONMENT=$(PERF_VENV) $(UV) sync --frozen --all-groups --compile-bytecode --quiet
 	@command -v pgloader >/dev/null 2>&1 || (apt-get install -y -qq pgloader || (apt-get update -qq && \
 		apt-get install -y -qq pgloader)) >/dev/null 2>&1 || echo "pgloader not installable here: reported as skipped"
+	@command -v pgcopydb >/dev/null 2>&1 || (apt-get install -y -qq pgcopydb || (apt-get update -qq && \
+		apt-get install -y -qq pgcopydb)) >/dev/null 2>&1 || echo "pgcopydb not installable here: reported as skipped"
 	@command -v sqlite3 >/dev/null 2>&1 || (apt-get install -y -qq sqlite3 || (apt-get update -qq && \
 		apt-get install -y -qq sqlite3)) >/dev/null 2>&1 || echo "sqlite3 not installable here: sqlite-limit is reported as skipped"
 	@command -v mariadb >/dev/null 2>&1 || (apt-get install -y -qq mariadb-client || (apt-get update -qq && \
 		apt-get install -y -qq mariadb-client)) >/dev/null 2>&1 || echo "mariadb client not installable here: mariadb-limit is reported as skipped"
 	$(PERF_VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
-		$(if $(SCALING),--scaling,) $(PERF_ARGS)
+		$(if $(SCALING),--scaling,) $(if $(WHOLEDB),--wholedb,) $(if $(WHOLEDB_ROWS),--wholedb-rows $(WHOLEDB_ROWS),) \
+		$(PERF_ARGS)
 
 perf-refused: setup
 	$(VENV)/bin/python -m perf.refused

@@ -208,6 +208,8 @@ class DatabaseRun:
 
     def migrate(self, db: DatabaseSchema) -> None:
         names = ddl.Names(db, self.config.target.naming)
+        self.report.database["not_carried"] = [{"what": n.what, "reason": n.reason, "suggestion": n.suggestion}
+                                               for n in db.not_carried]
         self.upserted(db)
         orphans = self.check_orphans(db)
         self.pre_data(db, names)

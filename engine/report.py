@@ -114,6 +114,9 @@ def render_database(database: dict[str, Any]) -> list[str]:
     if database.get("not_valid"):
         lines.append(f"  NOT VALID    foreign keys left unvalidated (orphans): {', '.join(database['not_valid'])}")
     lines += [f"  not created  {what}: {why}" for what, why in database.get("failed", {}).items()]
+    for item in database.get("not_carried", []):
+        lines.append(f"  not carried  {item['what']}: {item['reason']}"
+                     + (f"; instead: {item['suggestion']}" if item.get("suggestion") else ""))
     return lines
 
 

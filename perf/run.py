@@ -1,10 +1,12 @@
 """`make perf`: copy the reference table with the engine, the raw COPY limit and peer tools; report medians.
 
     python -m perf.run [--rows 1M] [--runs 3] [--cases engine,copy-limit,...] [--smoke] [--scaling]
+    python -m perf.run --wholedb [--wholedb-rows 2M] [--runs 3]
 
 Cases run alternately (A B C A B C …), so drift on the machine (caches, autovacuum, thermal) spreads over all
 cases instead of favouring whichever ran first. Results go to perf/results/latest.json (+ a dated copy);
-`--smoke` (a tiny CI run) writes smoke.json, `--scaling` (1M vs 10M rows, workers 1/2/4) scaling-latest.json.
+`--smoke` (a tiny CI run) writes smoke.json, `--scaling` (1M vs 10M rows, workers 1/2/4) scaling-latest.json,
+`--wholedb` (whole-database copies of a star schema, perf/wholedb.py) wholedb-latest.json.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from perf import datasets
+from perf import datasets, wholedb
 from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers, variant
 from perf.db import Server, pg_create_database
 from perf.measure import run_measured, wait_for_quiet
@@ -254,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results file name under perf/results (default latest, or smoke); no dated copy")
     p.add_argument("--scaling", action="store_true", help="run the scaling table instead of the cases")
     p.add_argument("--scaling-rows", default="1M,10M", help="sizes for --scaling (default 1M,10M)")
+    p.add_argument("--wholedb", action="store_true",
+                   help="run the whole-database cases instead (engine, pgloader, pgcopydb, pg_dump/pg_restore); "
+                        "--cases then picks among engine-db-mysql, engine-db-pg, pgloader-db-mysql, pgloader-db-pg, "
+                        "pgcopydb-db-pg, pgdump-db-pg")
+    p.add_argument("--wholedb-rows", type=row_count, default=2_000_000,
+                   help="rows in all over the star schema's tables for --wholedb (default 2M)")
     p.add_argument("--sample-rows", type=row_count, default=100_000, help="rows for extrapolated peers (pandas)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before one run is killed")
     p.add_argument("--retries", type=int, default=2,
@@ -273,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--runs must be at least 1")
     if args.smoke:
         args.quiet_wait = 0.0  # the smoke run checks that the suite works, not how fast
+    if args.wholedb:  # a copy that differs or a peer that fails is reported in the table, never fatal
+        wholedb.suite(args, say, warm_up)
+        return 0
     rows = scaling_suite(args) if args.scaling else main_suite(args)
     failed = [str(r["case"]) for r in rows if r["status"] == "failed" and str(r["case"]).split("@")[0] in GATING]
     if failed:

@@ -43,6 +43,9 @@ PG_SCHEMA = [
     "CREATE VIEW big_spenders AS SELECT id, email FROM customer_orders WHERE spent > 100",
     "CREATE MATERIALIZED VIEW spend_by_country AS SELECT country, count(*) AS n FROM customers GROUP BY country",
     "CREATE TABLE scratch (id int PRIMARY KEY, junk text)",
+    "CREATE TABLE vehicles (id int PRIMARY KEY, name text NOT NULL)",  # inheritance: read with ONLY
+    "CREATE TABLE cars (doors int NOT NULL DEFAULT 4) INHERITS (vehicles)",
+    """CREATE TABLE "we""ird" (id int PRIMARY KEY, "it's" text, "Mixed Case" int)""",
     # rows: keys with gaps, a sequence advanced past its rows, an empty table, NULL foreign keys
     """INSERT INTO customers (email, name, feeling, country) SELECT 'c' || g || '@x.org', 'Name ' || g,
         (ARRAY['sad','ok','happy'])[1 + g % 3]::mood, (ARRAY['NZ','AU','FR'])[1 + g % 3] FROM generate_series(1, 300) g""",
@@ -58,6 +61,9 @@ PG_SCHEMA = [
     "INSERT INTO countries VALUES ('NZ', 'New Zealand'), ('AU', 'Australia'), ('FR', 'France')",
     "INSERT INTO measurements SELECT g, DATE '2025-06-01' + g, g * 0.5 FROM generate_series(1, 400) g",
     "INSERT INTO scratch VALUES (1, 'x')",
+    "INSERT INTO vehicles VALUES (1, 'bike'), (2, 'boat')",
+    "INSERT INTO cars VALUES (3, 'mini', 2), (4, 'van', 5)",
+    """INSERT INTO "we""ird" VALUES (1, 'a"b', 7), (2, NULL, NULL)""",
     "SELECT nextval('ticket_no')",
     "REFRESH MATERIALIZED VIEW spend_by_country",
     "ANALYZE",

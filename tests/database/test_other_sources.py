@@ -14,7 +14,7 @@ import pytest
 import engine
 from engine.config import load_config
 from engine.errors import OrphanRows
-from tests.conftest import ROOT, mariadb_connect, mariadb_exec, pg_rows, sqlite_exec, write_job
+from tests.conftest import ROOT, mariadb_connect, mariadb_exec, pg_rows, run_cli, sqlite_exec, write_job
 
 CHINOOK = [  # a small Chinook-like schema in MySQL's style: CamelCase names, auto-increments, a self-reference
     """CREATE TABLE Artist (ArtistId int AUTO_INCREMENT PRIMARY KEY, Name varchar(120))""",
@@ -133,6 +133,20 @@ def test_mariadb_database_arrives_with_keys_sequences_and_views(tmp_path: Path, 
             pg_rows(pg_db, bad)
     assert pg_rows(pg_db, "SELECT artist_id, name FROM chinook.busy_artists ORDER BY 1") == \
         [(1, "AC/DC"), (2, "Accept"), (3, "Aerosmith")]
+
+
+@pytest.mark.mariadb
+def test_mariadb_what_postgresql_cannot_express_is_reported_with_a_suggestion(tmp_path: Path, mariadb_db: str,
+                                                                            pg_db: str) -> None:
+    mariadb_exec(mariadb_db, *CHINOOK, "CREATE FULLTEXT INDEX FT_Title ON Album (Title)",
+                 "CREATE TRIGGER LowerEmail BEFORE INSERT ON Employee FOR EACH ROW SET NEW.Email = lower(NEW.Email)")
+    plan = run_cli("plan", str(_job(tmp_path, mariadb_db, pg_db, "keep")))
+    assert "index Album.FT_Title" in plan.stdout and "to_tsvector" in plan.stdout, plan.stdout
+    report = engine.run_job(load_config(_job(tmp_path, mariadb_db, pg_db, "keep")))
+    text = report.render()
+    assert "not carried  index Album.FT_Title" in text and "trigger" in text.lower()
+    assert pg_rows(pg_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'chinook' AND indexname ILIKE "
+                          "'%ft_title%'") == [(0,)]
 
 
 @pytest.mark.mariadb

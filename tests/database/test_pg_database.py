@@ -15,7 +15,7 @@ from tests.database.compare import assert_same_catalog, assert_same_rows, next_v
 from tests.database.schemas import PG_SCHEMA
 
 DATA_TABLES = ["Order Lines", "audit_log", "countries", "customers", "employees", "empty_things",
-               "measurements_2025", "measurements_2026", "members", "orders", "teams"]
+               "measurements_2025", "measurements_2026", "members", "orders", "teams", "vehicles", "cars", 'we"ird']
 
 
 @pytest.fixture
@@ -72,6 +72,9 @@ def test_a_whole_database_arrives_with_every_object_and_value(tmp_path: Path, so
     assert pg_rows(pg_db, "SELECT count(*) FROM app.big_spenders") == pg_rows(source, "SELECT count(*) FROM big_spenders")
     steps = dict(pg_rows(pg_db, "SELECT step, outcome FROM engine.steps WHERE run_id = $1", (report.run_id,)))
     assert set(steps.values()) == {"done"} and "foreign key teams.teams_lead_fk" in steps
+    # an inheritance parent was read with ONLY: its children's rows are not copied twice
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.vehicles") == [(4,)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM ONLY app.vehicles") == [(2,)]
 
 
 def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matches_nothing(

@@ -23,6 +23,7 @@ ADAPTERS = {
     "plotly": {"htmlreport"},
     "prometheus_client": {"monitoring"},
     "opentelemetry": {"tracing"},
+    "sqlglot": {"ddl", "dbcatalog_common", "dbcatalog_mysql"},
 }
 
 PUBLIC_API = [
