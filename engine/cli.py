@@ -33,6 +33,18 @@ example job file (configs/orders.toml):
   table = "public.orders"
   mode = "append"          # append | replace | upsert
   key = ["id"]             # required for upsert
+
+a whole database instead (every table with its keys, indexes, sequences, foreign keys and views):
+
+  [source]
+  url = "mysql://root@127.0.0.1:3306/chinook"
+  tables = ["*", "!tmp_*"] # glob patterns; "!" excludes
+  [target]
+  url = "postgresql://user@127.0.0.1:5432/dst"
+  schema = "chinook"
+  mode = "replace"         # built beside the old schema, swapped in at the end
+  naming = "snake"         # keep | lower | snake
+  orphans = "fail"         # fail | quarantine | not_valid
 """
 
 
@@ -175,10 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "few seconds) or json (one object per line: run_id, job, table, partition, event, counts, "
                           "durations)")
     run.set_defaults(func=cmd_run)
-    add("plan", "Dry run: partitions, column type mapping and target DDL. Writes nothing.").set_defaults(func=cmd_plan)
-    add("check", "Validate the job: config, connections, rules, target columns; lists every problem."
-        ).set_defaults(func=cmd_check)
-    add("status", "Show the job's runs and, for the latest, which partitions are done.").set_defaults(func=cmd_status)
+    add("plan", "Dry run: partitions, column type mapping and target DDL (a whole database: its tables, keys, "
+        "views, sequences, orphan rows and what is not carried). Writes nothing.").set_defaults(func=cmd_plan)
+    add("check", "Validate the job: config, connections, rules, target columns (a whole database: patterns that "
+        "match nothing, names the naming would merge, orphans); lists every problem.").set_defaults(func=cmd_check)
+    add("status", "Show the job's runs and, for the latest, which partitions (or whole-database steps) are done."
+        ).set_defaults(func=cmd_status)
     runs = add("runs", "The job's run history, newest first: run, status, started, duration, rows, rejected, mode.")
     runs.add_argument("--json", action="store_true", help="print the history as JSON, for scripts")
     runs.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")

@@ -176,14 +176,15 @@ class PipelineSection(_Section):
 class TableSection(_Section):
     """`[tables."Name"]`: one table of a whole-database job, set apart from the defaults."""
 
-    partition_on: str | None = None
-    partitions: int | None = Field(None, ge=1, le=100_000)
-    rows_per_partition: int | None = Field(None, ge=1)
+    partition_on: str | None = Field(None, description="Integer column to split on (source name)")
+    partitions: int | None = Field(None, ge=1, le=100_000, description="Partition count")
+    rows_per_partition: int | None = Field(None, ge=1, description="Target rows per partition")
     types: dict[str, str] = Field(default_factory=dict, description="column -> PostgreSQL type override")
     key: list[str] = Field(default_factory=list, description="Key columns for upsert (default: the primary key)")
-    mode: LoadMode | None = None
-    transform: TransformSection = TransformSection()
-    validate_: ValidateSection = Field(ValidateSection(), alias="validate")
+    mode: LoadMode | None = Field(None, description="append | upsert for this table (target.mode otherwise)")
+    transform: TransformSection = Field(TransformSection(), description="[tables.Name.transform], as [transform]")
+    validate_: ValidateSection = Field(ValidateSection(), alias="validate",
+                                       description="[tables.Name.validate], as [validate] (rules use target names)")
 
 
 class JobConfig(_Section):
@@ -409,4 +410,6 @@ def describe_keys() -> str:
             default = "required" if sub.is_required() else f"default {sub.get_default(call_default_factory=True)!r}"
             desc = sub.description or kind
             lines.append(f"  {sub.alias or key:<20} {default:<28} {desc}")
+    lines.append("[tables.Name]  (a whole database: one table's settings)")
+    lines += [f"  {f.alias or k:<20} {'':<28} {f.description or ''}" for k, f in TableSection.model_fields.items()]
     return "\n".join(lines)

@@ -23,11 +23,12 @@ from engine import checkpoint, ddl, failpoints, pg
 from engine.config import JobConfig, parse_config
 from engine.dbplan import Orphans, orphan_check, problems, read_database
 from engine.dbschema import DatabaseSchema, Table
-from engine.errors import ConfigError, EngineError, OrphanRows, with_advice
+from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, with_advice
 from engine.healing import Patience, with_retries
 from engine.metrics import Observer
 from engine.pipeline import peak_rss_mb, run_job
 from engine.report import RunReport
+from engine.source import Snapshot, shared_snapshot
 from engine.sql import quote_ident
 from engine.urls import redact
 
@@ -56,6 +57,7 @@ class DatabaseRun:
         self.tables: dict[str, dict[str, Any]] = {}
         self.lock: pg.Connection  # the session holding the job's advisory lock
         self.upserted_names: frozenset[str] = frozenset()
+        self.snapshot: Snapshot | None = None  # a PostgreSQL source's, shared by every table
 
     # -------------------------------------------------------------------------------------------- steps
 
@@ -211,12 +213,16 @@ class DatabaseRun:
         self.report.database["not_carried"] = [{"what": n.what, "reason": n.reason, "suggestion": n.suggestion}
                                                for n in db.not_carried]
         self.upserted(db)
-        orphans = self.check_orphans(db)
-        self.pre_data(db, names)
-        with ThreadPoolExecutor(1, thread_name_prefix="post-data") as builder:
-            pending = self.load_tables(db, names, orphans, builder)
-            for future in pending:
-                future.result()
+        # one snapshot of a PostgreSQL source for the orphan check and every table (each table's share lock keeps
+        # TRUNCATE and DDL off it meanwhile); retaken if lost, as a table's run does (source.snapshot)
+        locked = ", ".join(_relation(t) for t in db.tables if t.copy_data)
+        with shared_snapshot(self.config.source_url, locked or None) as self.snapshot:
+            orphans = self.check_orphans(db)
+            self.pre_data(db, names)
+            with ThreadPoolExecutor(1, thread_name_prefix="post-data") as builder:
+                pending = self.load_tables(db, names, orphans, builder)
+                for future in pending:
+                    future.result()
         made, sequences = self._created(), self._created("sequences")
         restarts = ddl.identity_restarts([t for t in db.tables if t.name in made], names) + ddl.sequence_restarts(
             db.model_copy(update={"sequences": [q for q in db.sequences if q.name in sequences]}))
@@ -343,14 +349,32 @@ class DatabaseRun:
             # is waited out here and resumed from its checkpoints.
             patience = Patience(self.config.pipeline.retries, self.config.pipeline.reconnect_for,
                                 (self.config.source_url, self.config.target_url))
-            sub = with_retries(lambda: run_job(config, fresh=False, progress=lambda line: self.say(
-                f"{table.name}: {line}")), f"copying table {table.name}", patience, self.heard)
+            sub = with_retries(lambda: self._run_table(config, table), f"copying table {table.name}", patience,
+                               self.heard)
             summary = {"run_id": sub.run_id, "rows_read": sub.rows_read, "rows_loaded": sub.rows_loaded,
                        "rows_quarantined": sub.rows_quarantined, "seconds": sub.wall_seconds,
                        "partitions": sub.partitions_total, "verification": sub.verification}
             self._add(sub)
         self.record(step, detail=json.dumps(summary))
         self.tables[table.name] = summary
+
+    def _run_table(self, config: JobConfig, table: Table) -> RunReport:
+        self._snapshot_alive()
+        return run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"))
+
+    def _snapshot_alive(self) -> None:
+        """The shared snapshot dies with its session (a restart): the next table reads as of a new one, or,
+        under `source.snapshot = "strict"`, the run stops."""
+        why = self.snapshot.lost() if self.snapshot is not None else None
+        if why is None or self.snapshot is None:
+            return
+        if self.config.source.snapshot == "strict":
+            raise SnapshotLost(f"the source snapshot {self.snapshot.id} was lost ({why}) and source.snapshot = "
+                               '"strict": rerun to resume (tables already copied stay as they are)')
+        old = self.snapshot.id
+        self.snapshot.take()
+        self.heard(f"the source snapshot {old} was lost ({why}); the tables not yet copied are read as of a new one, "
+                   f"{self.snapshot.id}")
 
     def sub_job(self, db: DatabaseSchema, table: Table) -> str:
         """The table's own job name: stable within this run (a resume finds its checkpoints), new for the next."""
@@ -412,7 +436,7 @@ def table_job(config: JobConfig, db: DatabaseSchema, names: ddl.Names, table: Ta
     extra = config.tables.get(table.name)
     source: dict[str, Any] = config.source.model_dump(
         include={"url", "rows_per_partition", "partition_by", "reader", "snapshot"}, by_alias=True)
-    relation = f"{quote_ident(table.schema_)}.{quote_ident(table.name)}" if table.schema_ else quote_ident(table.name)
+    relation = _relation(table)
     if table.read_only:  # an inheritance parent: its children are tables of their own
         source["query"] = f"SELECT * FROM ONLY {relation}"
     else:
@@ -455,12 +479,15 @@ def _orphan_rules(db: DatabaseSchema, names: ddl.Names, table: Table, orphans: l
         fk = orphan.key
         if fk.table != table.name:
             continue
-        parent = db.table(fk.ref_table)
-        relation = f"{quote_ident(parent.schema_)}.{quote_ident(parent.name)}" if parent.schema_ else \
-            quote_ident(parent.name)
-        rules.append({"name": _rule_name(fk.name), "kind": "references", "table": relation, "in": "source",
+        rules.append({"name": _rule_name(fk.name), "kind": "references", "table": _relation(db.table(fk.ref_table)),
+                      "in": "source",
                       "columns": [names.column(table.name, c) for c in fk.columns], "keys": list(fk.ref_columns)})
     return rules
+
+
+def _relation(table: Table) -> str:
+    """The table as the source names it, quoted PostgreSQL-style (the single-table job's `source.table`)."""
+    return f"{quote_ident(table.schema_)}.{quote_ident(table.name)}" if table.schema_ else quote_ident(table.name)
 
 
 def _rule_name(name: str) -> str:

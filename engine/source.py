@@ -247,12 +247,19 @@ def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
         return _pinned.get(url.raw)
 
 
+_shared: dict[str, Snapshot] = {}
+
+
 @contextmanager
 def source_snapshot(url: DatabaseUrl, table: str | None = None) -> Iterator[Snapshot | None]:
     """The run's snapshot for PostgreSQL sources (None for others); source queries use it meanwhile. Its session
-    holds a share lock on `table` (quoted), as any read would, so TRUNCATE or DDL on it wait for the run."""
+    holds a share lock on `table` (quoted; several, comma-separated), as any read would, so TRUNCATE or DDL on it
+    wait for the run. Inside `shared_snapshot` of the same source, the shared one is used (and kept)."""
     if url.dialect != "postgresql":
         yield None
+        return
+    if url.raw in _shared:
+        yield _shared[url.raw]
         return
     snapshot = Snapshot(url, table)
     snapshot.take()
@@ -260,6 +267,21 @@ def source_snapshot(url: DatabaseUrl, table: str | None = None) -> Iterator[Snap
         yield snapshot
     finally:
         snapshot.release()
+
+
+@contextmanager
+def shared_snapshot(url: DatabaseUrl, tables: str | None = None) -> Iterator[Snapshot | None]:
+    """One snapshot for every run started meanwhile against this source: a whole database read as of one
+    instant, so a child row never arrives without the parent row it had in the source."""
+    with source_snapshot(url, tables) as snapshot:
+        if snapshot is None:
+            yield None
+            return
+        _shared[url.raw] = snapshot
+        try:
+            yield snapshot
+        finally:
+            _shared.pop(url.raw, None)
 
 
 def as_table(batches: list[pa.RecordBatch]) -> pa.Table:

@@ -210,3 +210,18 @@ def test_upsert_creates_what_is_missing_then_updates_rows_in_place(tmp_path: Pat
     assert pg_rows(pg_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'app'") == [(4,)]
     steps = [s for (s,) in pg_rows(pg_db, "SELECT step FROM engine.steps WHERE run_id = $1", (second.run_id,))]
     assert not [s for s in steps if s.startswith("indexes")]
+
+
+def test_every_table_is_read_as_of_one_snapshot(tmp_path: Path, source: str, pg_db: str) -> None:
+    from tests.reliability.harness import Paused
+
+    before = pg_rows(source, "SELECT count(*) FROM customers")[0][0]
+    run = Paused(job(tmp_path, source, pg_db, extra="workers = 1"), "load.after_commit=pause@1", tmp_path / "points")
+    # the largest table is in; a new customer and an order of theirs arrive in the source meanwhile
+    pg_exec(source, "INSERT INTO customers (id, email, name) VALUES (5000, 'late@x', 'Late')",
+            "INSERT INTO orders (customer_id, amount, qty) VALUES (5000, 1, 1)")
+    run.release()
+    code, _, err, _ = run.finish()
+    assert code == 0, err[-3000:]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.customers") == [(before,)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.orders WHERE customer_id = 5000") == [(0,)]
