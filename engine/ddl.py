@@ -258,15 +258,18 @@ def sequence_restarts(db: DatabaseSchema) -> list[str]:
     return [f"SELECT setval({quote_literal(quote_ident(s.name))}, {s.next_value}, false)" for s in db.sequences]
 
 
-def foreign_key(fk: ForeignKey, names: Names, validate: bool) -> list[str]:
-    """Added NOT VALID (no scan, a brief lock), then validated (a scan that lets writes go on)."""
+def add_foreign_key(fk: ForeignKey, names: Names) -> str:
+    """Added NOT VALID: no scan, a brief lock (validated on its own, see `validate_foreign_key`)."""
     deferral = (" DEFERRABLE" + (" INITIALLY DEFERRED" if fk.deferred else "")) if fk.deferrable else ""
-    table = names.q_table(fk.table)
-    name = quote_ident(names.constraint(fk.name))
-    add = (f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({names.q_columns(fk.table, fk.columns)}) "
-           f"REFERENCES {names.q_table(fk.ref_table)} ({names.q_columns(fk.ref_table, fk.ref_columns)}) "
-           f"ON DELETE {fk.on_delete} ON UPDATE {fk.on_update}{deferral} NOT VALID")
-    return [add, f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}"] if validate else [add]
+    return (f"ALTER TABLE {names.q_table(fk.table)} ADD CONSTRAINT {quote_ident(names.constraint(fk.name))} "
+            f"FOREIGN KEY ({names.q_columns(fk.table, fk.columns)}) "
+            f"REFERENCES {names.q_table(fk.ref_table)} ({names.q_columns(fk.ref_table, fk.ref_columns)}) "
+            f"ON DELETE {fk.on_delete} ON UPDATE {fk.on_update}{deferral} NOT VALID")
+
+
+def validate_foreign_key(fk: ForeignKey, names: Names) -> str:
+    """A scan of the referencing table under a lock that lets writes, and other tables' validations, go on."""
+    return f"ALTER TABLE {names.q_table(fk.table)} VALIDATE CONSTRAINT {quote_ident(names.constraint(fk.name))}"
 
 
 def views_in_order(views: list[View]) -> list[View]:

@@ -228,8 +228,7 @@ class DatabaseRun:
             db.model_copy(update={"sequences": [q for q in db.sequences if q.name in sequences]}))
         self.step("sequences", restarts, "sequences")
         not_valid = {o.key.name for o in orphans} if self.config.target.orphans == "not_valid" else set()
-        for fk in db.foreign_keys:
-            self.step(f"foreign key {fk.table}.{fk.name}", ddl.foreign_key(fk, names, fk.name not in not_valid), "fk")
+        self.foreign_keys(db, names, not_valid)
         self.report.database["not_valid"] = sorted(not_valid)
         failed = self.report.database.setdefault("failed", {})
         for view in ddl.views_in_order(db.views):
@@ -242,6 +241,16 @@ class DatabaseRun:
                 failed[f"trigger {routine.name}"] = error
         self.report.database["failed"] = failed
         self.finish()
+
+    def foreign_keys(self, db: DatabaseSchema, names: ddl.Names, not_valid: set[str]) -> None:
+        """Every key added NOT VALID in one step (quick), then each validated in a step of its own, `workers` at a
+        time: validations of different tables run side by side (their locks do not conflict)."""
+        self.step("foreign keys", [ddl.add_foreign_key(fk, names) for fk in db.foreign_keys], "fk")
+        checked = [fk for fk in db.foreign_keys if fk.name not in not_valid]
+        with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="validate") as pool:
+            for future in [pool.submit(self.step, f"validate {fk.table}.{fk.name}",
+                                       [ddl.validate_foreign_key(fk, names)], "validate") for fk in checked]:
+                future.result()
 
     def check_orphans(self, db: DatabaseSchema) -> list[Orphans]:
         """Before any row moves. Recorded, so a resume keeps the verdict the load was made under."""

@@ -71,7 +71,7 @@ def test_a_whole_database_arrives_with_every_object_and_value(tmp_path: Path, so
         pg_rows(source, "SELECT * FROM spend_by_country ORDER BY 1")
     assert pg_rows(pg_db, "SELECT count(*) FROM app.big_spenders") == pg_rows(source, "SELECT count(*) FROM big_spenders")
     steps = dict(pg_rows(pg_db, "SELECT step, outcome FROM engine.steps WHERE run_id = $1", (report.run_id,)))
-    assert set(steps.values()) == {"done"} and "foreign key teams.teams_lead_fk" in steps
+    assert set(steps.values()) == {"done"} and "validate teams.teams_lead_fk" in steps
     # an inheritance parent was read with ONLY: its children's rows are not copied twice
     assert pg_rows(pg_db, "SELECT count(*) FROM app.vehicles") == [(4,)]
     assert pg_rows(pg_db, "SELECT count(*) FROM ONLY app.vehicles") == [(2,)]
@@ -175,8 +175,8 @@ def test_replace_swaps_the_new_schema_in_and_a_kill_before_the_swap_leaves_the_o
     assert_same_rows(source, pg_db, "app", DATA_TABLES)
 
 
-@pytest.mark.parametrize("point", ["db.pre-data", "load.before_commit@3", "db.indexes@2", "db.sequences", "db.fk@3",
-                                   "db.view@2", "db.trigger"])
+@pytest.mark.parametrize("point", ["db.pre-data", "load.before_commit@3", "db.indexes@2", "db.sequences", "db.fk",
+                                   "db.validate@3", "db.view@2", "db.trigger"])
 def test_a_kill_at_any_kind_of_step_resumes_without_replaying_or_skipping(
         tmp_path: Path, source: str, pg_db: str, point: str) -> None:
     name, _, nth = point.partition("@")

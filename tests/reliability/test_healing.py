@@ -181,3 +181,19 @@ def test_a_restart_while_the_run_verifies_and_finishes_heals(private_pg: Postgre
     assert "verifying and finishing the run" in " ".join(report["recoveries"]), report["recoveries"]
     assert pg_rows(private_target, "SELECT status FROM engine.runs") == [("succeeded",)]
     assert_exact_copy(private_source, private_target)
+
+
+def test_a_terminated_snapshot_session_is_retaken_with_partitions_on_dask(pg_source: str, pg_db: str,
+                                                                         tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    make_items(pg_source, ROWS)
+    job = _job(tmp_path, "snapshot_killed_dask", pg_source, pg_db, extra='executor = "dask"')
+    run = Paused(job, "load.after_commit=pause@2", tmp_path)  # in a Dask worker process
+    ended = pg_rows(pg_source, """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                                  WHERE datname = current_database() AND application_name = 'engine snapshot'""")
+    assert ended == [(True,)]
+    run.release()
+    code, out, err, report = run.finish()
+    assert code == 0, err[-3000:]
+    _assert_retaken(report, "the session holding it ended")
+    assert_exact_copy(pg_source, pg_db)
