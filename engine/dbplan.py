@@ -4,6 +4,7 @@ source's orphan rows, all known before a row moves (`engine plan`, `engine check
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from engine.config import JobConfig
@@ -137,20 +138,23 @@ def _relation(table: Table, dialect: Dialect) -> str:
     return f"{quote_ident(table.schema_)}.{name}" if table.schema_ and dialect == "postgresql" else name
 
 
-def find_orphans(url: DatabaseUrl, db: DatabaseSchema) -> list[Orphans]:
-    """One anti-join per foreign key in the source: rows whose key (all parts non-NULL) has no parent."""
-    found = []
-    for fk in db.foreign_keys:
-        child, parent = db.table(fk.table), db.table(fk.ref_table)
-        if not child.copy_data:
-            continue
-        sql = _orphans_sql(fk, child, parent, url.dialect)
-        count = int(query_rows(url, f"SELECT count(*) FROM {sql}")[0][0])
-        if count:
-            cols = ", ".join(f"c.{quote_ident(c, url.dialect)}" for c in fk.columns)
-            samples = query_rows(url, f"SELECT {cols} FROM {sql} LIMIT 5")
-            found.append(Orphans(fk, count, [json.dumps(list(r), default=str) for r in samples]))
-    return found
+def find_orphans(url: DatabaseUrl, db: DatabaseSchema, workers: int = 2) -> list[Orphans]:
+    """One anti-join per foreign key in the source: rows whose key (all parts non-NULL) has no parent. `workers`
+    at a time (a PostgreSQL source's run with a snapshot takes them in turn on the snapshot's session)."""
+    keys = [fk for fk in db.foreign_keys if db.table(fk.table).copy_data]
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="orphans") as pool:
+        found = list(pool.map(lambda fk: _orphans_of(url, db, fk), keys))
+    return [o for o in found if o is not None]
+
+
+def _orphans_of(url: DatabaseUrl, db: DatabaseSchema, fk: ForeignKey) -> Orphans | None:
+    sql = _orphans_sql(fk, db.table(fk.table), db.table(fk.ref_table), url.dialect)
+    count = int(query_rows(url, f"SELECT count(*) FROM {sql}")[0][0])
+    if not count:
+        return None
+    cols = ", ".join(f"c.{quote_ident(c, url.dialect)}" for c in fk.columns)
+    samples = query_rows(url, f"SELECT {cols} FROM {sql} LIMIT 5")
+    return Orphans(fk, count, [json.dumps(list(r), default=str) for r in samples])
 
 
 def _orphans_sql(fk: ForeignKey, child: Table, parent: Table, dialect: Dialect) -> str:
@@ -164,7 +168,7 @@ def _orphans_sql(fk: ForeignKey, child: Table, parent: Table, dialect: Dialect) 
 def orphan_check(config: JobConfig, db: DatabaseSchema) -> tuple[list[Orphans], str | None]:
     """The orphans, and the error that stops the run when the policy is `fail`."""
     try:
-        orphans = find_orphans(config.source_url, db)
+        orphans = find_orphans(config.source_url, db, config.pipeline.workers)
     except SourceError as exc:
         return [], f"the orphan check failed: {exc}"
     if orphans and config.target.orphans == "fail":

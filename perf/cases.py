@@ -9,6 +9,7 @@ A case that cannot run here carries `skip` (the reason) and is reported, never d
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shlex
@@ -402,3 +403,11 @@ CASES: dict[str, Callable[[Context], Case]] = {
 }
 SMOKE_CASES = ("copy-limit", "engine", "engine-adbc", "engine-novalidate", "engine-nocheckpoints", "engine-mysql",
                "engine-rules", "mariadb-limit", "engine-sqlite", "sqlite-limit")
+
+
+def engine_source() -> str:
+    """A short hash of engine/*.py: which engine code a run measured (the work tree may change between runs)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "engine").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -1,4 +1,4 @@
-"""Rewrite the README's perf table from perf/results/latest.json (`python -m perf.readme`).
+"""Rewrite the README's perf tables from perf/results/latest.json and wholedb-latest.json (`python -m perf.readme`).
 
 The prose around the table quotes ratios from the same file; tests/unit/test_readme.py checks both, so after
 `make perf` run this, then update the quoted figures the test names.
@@ -26,14 +26,28 @@ def table_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def wholedb_block(results: list[dict[str, Any]]) -> str:
+    """The README's whole-database table: `make perf WHOLEDB=1`'s, as it prints it."""
+    from perf.wholedb import table_db
+
+    return table_db(results)
+
+
+def _replace(text: str, name: str, block: str) -> str:
+    start, end = text.index(f"<!-- {name}:start -->"), text.index(f"<!-- {name}:end -->")
+    return text[:start] + f"<!-- {name}:start -->\n" + block + "\n" + text[end:]
+
+
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
-    start, end = text.index("<!-- perf:start -->"), text.index("<!-- perf:end -->")
     results = json.loads((ROOT / "perf" / "results" / "latest.json").read_text(encoding="utf-8"))
-    block = "\n".join(["<!-- perf:start -->", *HEADER, *table_rows(results)]) + "\n"
-    readme.write_text(text[:start] + block + text[end:], encoding="utf-8")
-    print(f"README perf table: {len(table_rows(results))} cases from perf/results/latest.json")
+    text = _replace(text, "perf", "\n".join([*HEADER, *table_rows(results)]))
+    wholedb = json.loads((ROOT / "perf" / "results" / "wholedb-latest.json").read_text(encoding="utf-8"))
+    text = _replace(text, "wholedb", wholedb_block(wholedb))
+    readme.write_text(text, encoding="utf-8")
+    print(f"README perf tables: {len(table_rows(results))} cases from perf/results/latest.json, "
+          f"{len(wholedb)} from wholedb-latest.json")
 
 
 if __name__ == "__main__":

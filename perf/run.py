@@ -12,7 +12,6 @@ cases instead of favouring whichever ran first. Results go to perf/results/lates
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -21,7 +20,18 @@ import time
 from typing import Any
 
 from perf import datasets, wholedb
-from perf.cases import CASES, ROOT, SMOKE_CASES, Case, Context, copy_limit, engine_defaults, engine_workers, variant
+from perf.cases import (
+    CASES,
+    ROOT,
+    SMOKE_CASES,
+    Case,
+    Context,
+    copy_limit,
+    engine_defaults,
+    engine_source,
+    engine_workers,
+    variant,
+)
 from perf.db import Server, pg_create_database
 from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, markdown, summarize, write_results
@@ -64,14 +74,6 @@ def make_context(args: argparse.Namespace, rows: int, need_mysql: bool, need_shu
     sqlite_path = datasets.ensure_sqlite(pg, args.src_db, rows, workdir, say) if need_sqlite else None
     return Context(pg, mysql, args.src_db, args.dst_db, rows, table, data_bytes, workdir, mysql_error,
                    args.sample_rows, shuffled_table=shuffled, sqlite_path=sqlite_path)
-
-
-def engine_source() -> str:
-    """A short hash of engine/*.py: which engine code a run measured (the work tree may change between runs)."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "engine").glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def warm_up() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perf.cases import ENGINE, ROOT
+from perf.cases import ENGINE, ROOT, engine_source
 from perf.db import Server, mysql_exec, pg_exec, pg_rows, pg_scalar
 from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, write_results
@@ -565,6 +565,8 @@ def run_once(case: DbCase, result: CaseResult, ctx: StarContext, label: str, tim
             case.reset(ctx)  # drop the copy now: its autovacuum would otherwise land in the next case's run
             result.extra.setdefault("cpu_busy_before_run_pct", []).append(busy)
             result.extra.setdefault("outputs", []).append(output)
+            if case.key.startswith("engine"):  # which engine code this run measured
+                result.extra.setdefault("engine_source", []).append(engine_source())
             result.add_run(measured.wall_s, measured.peak_rss_mb, measured.cpu_s)
             say(f"{label} {case.key}: {measured.wall_s:.2f} s, {measured.peak_rss_mb:,.0f} MB, output {output[:300]}")
             return
@@ -623,8 +625,12 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown_db(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [f"### {title}", "",
-             "| case | runs | median wall s | peak RSS MB | median CPU s | × baseline | output | status |",
+    return "\n".join([f"### {title}", "", table_db(rows)])
+
+
+def table_db(rows: list[dict[str, Any]]) -> str:
+    """The table and the targets (the README's block, rewritten by `python -m perf.readme`)."""
+    lines = ["| case | runs | median wall s | peak RSS MB | median CPU s | × baseline | output | status |",
              "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         status = "ok" if r["status"] == "ok" else f"**{r['status']}**: {r['reason']}"
