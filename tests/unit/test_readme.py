@@ -130,3 +130,17 @@ def test_readme_lists_every_exit_code_the_engine_uses() -> None:
     listed = {int(line.split("|")[1]) for line in section.splitlines() if line.startswith("| ") and
               line.split("|")[1].strip().isdigit()}
     assert listed == set(EXIT_CODES)
+
+
+def test_readme_wholedb_table_is_wholedb_latest_json() -> None:
+    """The README's whole-database table is `perf/results/wholedb-latest.json`'s, and names the engine source
+    its engine cases measured."""
+    from perf.readme import wholedb_block
+
+    text = (ROOT / "README.md").read_text()
+    start, end = text.index("<!-- wholedb:start -->"), text.index("<!-- wholedb:end -->")
+    results = json.loads((ROOT / "perf" / "results" / "wholedb-latest.json").read_text())
+    assert text[start:end].removeprefix("<!-- wholedb:start -->").strip() == wholedb_block(results).strip()
+    hashes = {h for r in results for h in r.get("extra", {}).get("engine_source", [])}
+    assert len(hashes) == 1, hashes
+    assert f"engine source hash `{hashes.pop()}`" in text
