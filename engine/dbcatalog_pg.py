@@ -35,7 +35,7 @@ from engine.urls import DatabaseUrl
 
 ACTIONS: dict[str, Action] = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
-_IN_SCHEMA = "c.relnamespace = to_regnamespace($1)::oid"
+_IN_SCHEMA = "c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)"
 
 
 class _Reader:
@@ -54,7 +54,8 @@ class _Reader:
     def user_types(self) -> dict[int, tuple[str, str]]:
         """oid -> (name, 'e' | 'd') of the enums and domains of the schema: columns keep them by name."""
         found = self.rows("SELECT t.oid::bigint, t.typname, t.typtype FROM pg_type t "
-                          "WHERE t.typnamespace = to_regnamespace($1)::oid AND t.typtype IN ('e', 'd')")
+                          "WHERE t.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) "
+                          "AND t.typtype IN ('e', 'd')")
         return {int(oid): (str(name), str(kind)) for oid, name, kind in found}
 
 
@@ -74,7 +75,7 @@ def table_patterns(patterns: list[str]) -> list[str]:
 def read_pg(url: DatabaseUrl, patterns: list[str], include: Callable[[str], bool],
             exclude_data: Callable[[str], bool]) -> DatabaseSchema:
     reader = _Reader(url, _schema_of(patterns))
-    if not reader.rows("SELECT to_regnamespace($1) IS NOT NULL")[0][0]:
+    if not reader.rows("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")[0][0]:
         raise SourceError(f"schema {reader.schema!r} does not exist in the source {url}")
     types = reader.user_types()
     tables = [t for t in _tables(reader, types, exclude_data) if include(t.name)]
@@ -256,7 +257,7 @@ def _sequences(reader: _Reader) -> list[Sequence]:
         SELECT s.sequencename, format_type(c.seqtypid, NULL), s.increment_by, s.min_value, s.max_value,
                s.start_value, COALESCE(s.last_value, s.start_value), s.last_value IS NOT NULL, s.cycle
         FROM pg_sequences s JOIN pg_class k ON k.relname = s.sequencename
-             AND k.relnamespace = to_regnamespace($1)::oid JOIN pg_sequence c ON c.seqrelid = k.oid
+             AND k.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) JOIN pg_sequence c ON c.seqrelid = k.oid
         WHERE s.schemaname = $1 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = k.oid
               AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
         ORDER BY s.sequencename""")
@@ -269,7 +270,7 @@ def _enums(reader: _Reader) -> list[EnumType]:
     found = reader.rows("""
         SELECT t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
         FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
-        WHERE t.typnamespace = to_regnamespace($1)::oid GROUP BY t.typname ORDER BY t.typname""")
+        WHERE t.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) GROUP BY t.typname ORDER BY t.typname""")
     return [EnumType(name=n, labels=list(labels)) for n, labels in found]
 
 
@@ -278,20 +279,21 @@ def _domains(reader: _Reader) -> list[Domain]:
         SELECT t.typname, format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault,
                ARRAY(SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contypid = t.oid
                      ORDER BY c.conname)
-        FROM pg_type t WHERE t.typnamespace = to_regnamespace($1)::oid AND t.typtype = 'd' ORDER BY t.typname""")
+        FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+          AND t.typtype = 'd' ORDER BY t.typname""")
     return [Domain(name=n, base_type=b, not_null=bool(nn), default=d, checks=list(c)) for n, b, nn, d, c in found]
 
 
 def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
     """Extensions, then the schema's functions and procedures (not an extension's), then triggers on its tables."""
-    routines = [Routine(name=n, kind="extension", ddl=f"CREATE EXTENSION IF NOT EXISTS {quote_ident(n)}")
+    routines = [Routine(name=n, kind="extension", ddl=f"CREATE EXTENSION IF NOT EXISTS {quote_ident(n)} SCHEMA public")
                 for (n,) in reader.rows("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' "
                                         "AND $1::text IS NOT NULL ORDER BY extname")]
     for name, ddl, pathless, args in reader.rows("""
             SELECT p.proname, CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
                    NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%'),
                    pg_get_function_identity_arguments(p.oid)
-            FROM pg_proc p WHERE p.pronamespace = to_regnamespace($1)::oid
+            FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
             ORDER BY p.proname, p.oid"""):
         if ddl is None:
@@ -302,7 +304,8 @@ def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
                                 signature=f"{quote_ident(name)}({_unqualified(args, reader.schema)})" if pathless else ""))
     for name, table, ddl in reader.rows("""
             SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid) FROM pg_trigger t
-            JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal AND c.relnamespace = to_regnamespace($1)::oid
+            JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal
+              AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
               AND t.tgparentid = 0 ORDER BY c.relname, t.tgname"""):
         if table in tables:
             routines.append(Routine(name=name, kind="trigger", table=table, ddl=_unqualified(ddl, reader.schema)))

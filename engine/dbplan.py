@@ -64,7 +64,8 @@ def source_names(config: JobConfig) -> list[str]:
     url = config.source_url
     if url.dialect == "postgresql":
         schema = next((p.removeprefix("!").split(".", 1)[0] for p in config.source.tables or [] if "." in p), "public")
-        rows = query_rows(url, "SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1)::oid "
+        rows = query_rows(url, "SELECT relname FROM pg_class "
+                               "WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) "
                                "AND relkind IN ('r', 'p', 'v', 'm')", (schema,))
     elif url.dialect == "mysql":
         rows = query_rows(url, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
@@ -90,12 +91,23 @@ def problems(config: JobConfig, db: DatabaseSchema) -> list[str]:
     found += [f"`tables.{n}`: no such table among those the job copies ({', '.join(sorted(carried)) or 'none'})"
               for n in config.tables if n not in carried]
     found += _name_clashes(config, db)
-    if config.target.mode == "upsert":
-        found += [f"table {t.name}: mode = \"upsert\" needs a key, and it has no primary key; set "
-                  f"[tables.{t.name}] key = [...]" for t in db.tables
-                  if t.copy_data and t.primary_key is None and not (t.name in config.tables and
-                                                                    config.tables[t.name].key)]
+    found += [f"table {t.name}: mode = \"upsert\" needs a key, and it has no primary key; set [tables.{t.name}] "
+              "key = [...]" for t in db.tables if t.copy_data and upsert_key(config, t) == []]
+    if config.target.mode == "replace":
+        found += [f"`tables.{n}.mode`: a table's mode goes with target.mode append or upsert; replace builds the "
+                  "whole schema anew" for n, t in config.tables.items() if t.mode is not None]
     return found
+
+
+def upsert_key(config: JobConfig, table: Table) -> list[str] | None:
+    """The source columns a table loaded by upsert is keyed on ([] when it has none); None: not an upsert."""
+    extra = config.tables.get(table.name)
+    mode = extra.mode if extra is not None and extra.mode else config.target.mode
+    if mode != "upsert":
+        return None
+    if extra is not None and extra.key:
+        return list(extra.key)
+    return list(table.primary_key.columns) if table.primary_key else []
 
 
 def _name_clashes(config: JobConfig, db: DatabaseSchema) -> list[str]:
@@ -160,7 +172,10 @@ def _orphans_of(url: DatabaseUrl, db: DatabaseSchema, fk: ForeignKey) -> Orphans
 def _orphans_sql(fk: ForeignKey, child: Table, parent: Table, dialect: Dialect) -> str:
     q = lambda name: quote_ident(name, dialect)  # noqa: E731 - a short alias keeps the SQL readable
     present = " AND ".join(f"c.{q(c)} IS NOT NULL" for c in fk.columns)
-    joined = " AND ".join(f"p.{q(r)} = c.{q(c)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
+    # MySQL compares by the column's collation ('abc' = 'ABC ', as PostgreSQL would not): byte for byte too,
+    # after the comparison that can use the parent's index
+    exact = (lambda c, r: f" AND BINARY p.{q(r)} = BINARY c.{q(c)}") if dialect == "mysql" else (lambda c, r: "")
+    joined = " AND ".join(f"p.{q(r)} = c.{q(c)}{exact(c, r)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
     return (f"{_relation(child, dialect)} c WHERE {present} AND NOT EXISTS "
             f"(SELECT 1 FROM {_relation(parent, dialect)} p WHERE {joined})")
 

@@ -11,7 +11,8 @@ import re
 from collections.abc import Iterable
 
 import sqlglot
-from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
 
 from engine.dbschema import Column, DatabaseSchema, ForeignKey, Index, Naming, Sequence, Table, View, target_name
 from engine.sql import PG_MAX_IDENT_BYTES, quote_ident, quote_literal
@@ -95,30 +96,37 @@ def _all_indexes(table: Table) -> list[Index]:
     return ([table.primary_key] if table.primary_key else []) + list(table.indexes)
 
 
+class SqlError(ValueError):
+    """An expression, index or view the naming could not rewrite."""
+
+
+_NAMES = (TokenType.VAR, TokenType.IDENTIFIER)
+
+
 def rename(sql: str, tables: dict[str, str], columns: dict[str, str]) -> str:
-    """Rename tables and columns in PostgreSQL SQL (identifiers only, never string literals)."""
-    tree = sqlglot.parse_one(sql, read="postgres")
-
-    def visit(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Column):
-            if node.name in columns:
-                node.set("this", exp.to_identifier(columns[node.name], quoted=True))
-            if node.table in tables:
-                node.set("table", exp.to_identifier(tables[node.table], quoted=True))
-        elif isinstance(node, exp.Table) and node.name in tables:
-            node.set("this", exp.to_identifier(tables[node.name], quoted=True))
-        return node
-
-    return tree.transform(visit).sql("postgres")
+    """Rename tables and columns in PostgreSQL SQL: identifier tokens only (never string literals), the rest of
+    the text as it was, so any statement the server printed (index options, operator classes) survives."""
+    try:
+        tokens = sqlglot.tokenize(sql, read="postgres")
+    except SqlglotError as exc:
+        raise SqlError(f"cannot rename the names in {sql[:200]!r}: {exc}") from None
+    parts, at = [], 0
+    for token in tokens:
+        new = tables.get(token.text, columns.get(token.text)) if token.token_type in _NAMES else None
+        if new is None or new == token.text:
+            continue
+        parts += [sql[at:token.start], quote_ident(new)]
+        at = token.end + 1
+    return "".join(parts) + sql[at:]
 
 
 # ------------------------------------------------------------------------------------------------ pre-data
 
 def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str,
-             keys_first: frozenset[str] = frozenset()) -> list[str]:
-    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land
-    (the tables in `keys_first` with their primary keys too, which an upsert needs). `schema` is the final schema's name:
-    functions whose bodies name tables unqualified read them there."""
+             keys_first: dict[str, list[str]] | None = None) -> list[str]:
+    """Types, standalone sequences, functions and the tables with NOT NULL only: what the rows need to land (the
+    tables in `keys_first` with a unique index on those columns too, which an upsert needs). `schema` is the final
+    schema's name: functions whose bodies name tables unqualified read them there."""
     statements = [f"CREATE TYPE {quote_ident(e.name)} AS ENUM ({', '.join(map(quote_literal, e.labels))})"
                   for e in db.enums]
     statements += [_domain(d.name, d.base_type, d.not_null, d.default, d.checks) for d in db.domains]
@@ -128,8 +136,12 @@ def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str,
     statements += [optional(r.ddl, f"function {r.name}") for r in functions if not _takes_a_row(r.ddl, db)]
     for table in _parents_first(tables):
         statements += create_table(table, names)
-        if table.name in keys_first and table.primary_key is not None and table.partition_of is None:
-            statements += build_index(table, table.primary_key, names)
+        key = (keys_first or {}).get(table.name)
+        if key and table.partition_of is None:
+            primary = table.primary_key is not None and table.primary_key.columns == key
+            index = table.primary_key if primary and table.primary_key else Index(
+                name=f"{table.name}_upsert_key", columns=key, unique=True)
+            statements += build_index(table, index, names)
     statements += [optional(r.ddl, f"function {r.name}") for r in functions if _takes_a_row(r.ddl, db)]
     # The source's functions found unqualified names through the caller's search_path, where the source schema
     # was; in the target that schema has another name, so each function carries the path to its own.
@@ -179,7 +191,9 @@ def _parents_first(tables: list[Table]) -> list[Table]:
 def create_table(table: Table, names: Names) -> list[str]:
     name = names.q_table(table.name)
     if table.partition_of is not None:
-        statements = [f"CREATE TABLE {name} PARTITION OF {names.q_table(table.partition_of)} {table.partition_bound}"]
+        statements = [f"CREATE TABLE {name} PARTITION OF {names.q_table(table.partition_of)} {table.partition_bound}"
+                      + (f" PARTITION BY {names.expression(table.name, table.partition_key)}"
+                         if table.partition_key else "")]
     else:
         body = ",\n  ".join(_column(table.name, c, names) for c in table.columns)
         tail = f" INHERITS ({', '.join(names.q_table(p) for p in table.inherits)})" if table.inherits else ""
@@ -237,25 +251,29 @@ def build_index(table: Table, index: Index, names: Names) -> list[str]:
             f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {kind} USING INDEX {index_name}"]
 
 
-def identity_restarts(tables: list[Table], names: Names) -> list[str]:
-    """Identity columns continue from the source's own next value (gaps and empty tables included)."""
+def identity_restarts(tables: list[Table], names: Names, past_rows: bool = False) -> list[str]:
+    """Identity columns continue from the source's own next value (gaps and empty tables included); `past_rows`
+    (a table that was there before): and past the rows it holds."""
     statements = []
     for table in tables:
         if table.partition_of is not None:
             continue
-        for column in table.columns:
-            if not column.identity:
+        for column in [c for c in table.columns if c.identity]:
+            value = table.next_values.get(column.name, 1)
+            name, col = names.q_table(table.name), quote_ident(names.column(table.name, column.name))
+            if past_rows:  # setval on its sequence, whichever the column has (none: the statement does nothing)
+                statements.append(f"SELECT setval(s, GREATEST({value}, (SELECT COALESCE(max({col}), 0) + 1 FROM {name})"
+                                  f"), false) FROM pg_get_serial_sequence({quote_literal(name)}, "
+                                  f"{quote_literal(names.column(table.name, column.name))}) s WHERE s IS NOT NULL")
                 continue
-            target = f"ALTER TABLE {names.q_table(table.name)} ALTER COLUMN " \
-                     f"{quote_ident(names.column(table.name, column.name))}"
-            statements.append(f"{target} RESTART WITH {table.next_values.get(column.name, 1)}")
+            statements.append(f"ALTER TABLE {name} ALTER COLUMN {col} RESTART WITH {value}")
             if column.identity_always:
-                statements.append(f"{target} SET GENERATED ALWAYS")
+                statements.append(f"ALTER TABLE {name} ALTER COLUMN {col} SET GENERATED ALWAYS")
     return statements
 
 
-def sequence_restarts(db: DatabaseSchema) -> list[str]:
-    return [f"SELECT setval({quote_literal(quote_ident(s.name))}, {s.next_value}, false)" for s in db.sequences]
+def sequence_restarts(sequences: list[Sequence]) -> list[str]:
+    return [f"SELECT setval({quote_literal(quote_ident(s.name))}, {s.next_value}, false)" for s in sequences]
 
 
 def add_foreign_key(fk: ForeignKey, names: Names) -> str:
@@ -270,6 +288,27 @@ def add_foreign_key(fk: ForeignKey, names: Names) -> str:
 def validate_foreign_key(fk: ForeignKey, names: Names) -> str:
     """A scan of the referencing table under a lock that lets writes, and other tables' validations, go on."""
     return f"ALTER TABLE {names.q_table(fk.table)} VALIDATE CONSTRAINT {quote_ident(names.constraint(fk.name))}"
+
+
+def parents_first(tables: list[Table], keys: list[ForeignKey]) -> list[Table]:
+    """Tables ordered so a referenced table comes before those referencing it (a cycle: in the given order)."""
+    by_name = {t.name: t for t in tables}
+    parents = {t.name: [k.ref_table for k in keys if k.table == t.name and k.ref_table != t.name] for t in tables}
+    done: list[Table] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in visiting or by_name[name] in done:
+            return
+        visiting.add(name)
+        for parent in parents[name]:
+            if parent in by_name:
+                visit(parent)
+        done.append(by_name[name])
+
+    for table in tables:
+        visit(table.name)
+    return done
 
 
 def views_in_order(views: list[View]) -> list[View]:

@@ -211,7 +211,8 @@ def write_batches(conn: pg.Connection, target: LoadTarget, reader: pa.RecordBatc
     rows = pg.ingest(conn, BATCH_TABLE, None, reader, mode="create", temporary=True)
     names = ", ".join(quote_ident(n) for n, _ in target.columns)
     casts = ", ".join(exact_cast(n, t) for n, t in target.columns)
-    pg.execute(conn, f"INSERT INTO {target.write_table.quoted()} ({names}) SELECT {casts} "
+    # the source's values go in as they are, as COPY puts them, into a GENERATED ALWAYS identity too
+    pg.execute(conn, f"INSERT INTO {target.write_table.quoted()} ({names}) OVERRIDING SYSTEM VALUE SELECT {casts} "
                      f"FROM pg_temp.{quote_ident(BATCH_TABLE)}{mode.insert_clause(target)}")
     pg.execute(conn, f"DROP TABLE pg_temp.{quote_ident(BATCH_TABLE)}")
     return rows

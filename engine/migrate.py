@@ -13,23 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from engine import checkpoint, ddl, failpoints, pg
 from engine.config import JobConfig, parse_config
-from engine.dbplan import Orphans, orphan_check, problems, read_database
-from engine.dbschema import DatabaseSchema, Table
+from engine.dbplan import Orphans, orphan_check, problems, read_database, upsert_key
+from engine.dbschema import DatabaseSchema, ForeignKey, Table
 from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, with_advice
 from engine.healing import Patience, with_retries
 from engine.metrics import Observer
 from engine.pipeline import peak_rss_mb, run_job
 from engine.report import RunReport
 from engine.source import Snapshot, shared_snapshot
-from engine.sql import quote_ident
+from engine.sql import PG_MAX_IDENT_BYTES, quote_ident
 from engine.urls import redact
 
 Progress = Callable[[str], None]
@@ -39,7 +41,8 @@ NEW_SUFFIX = "__engine_new"
 def fingerprint(config: JobConfig) -> str:
     parts = {"source": str(config.source_url), "tables": config.source.tables, "target": str(config.target_url),
              "schema": config.target.schema_, "mode": config.target.mode, "naming": config.target.naming,
-             "exclude_data": config.source.exclude_data}
+             "exclude_data": config.source.exclude_data, "orphans": config.target.orphans,
+             "tables_settings": {n: t.model_dump(mode="json") for n, t in sorted(config.tables.items())}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -47,7 +50,10 @@ class DatabaseRun:
     def __init__(self, config: JobConfig, fresh: bool, say: Progress) -> None:
         self.config, self.fresh, self.say = config, fresh, say
         self.schema = config.target.schema_ or "public"
-        self.build = self.schema + NEW_SUFFIX if config.target.mode == "replace" else self.schema
+        # beside the old schema, under a name PostgreSQL does not truncate back into the old one's
+        room = PG_MAX_IDENT_BYTES - len(NEW_SUFFIX)
+        beside = self.schema.encode()[:room].decode(errors="ignore") + NEW_SUFFIX
+        self.build = beside if config.target.mode == "replace" else self.schema
         self.owner = uuid.uuid4().hex
         self.patience = Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.target_url,))
         self.run_id = ""
@@ -56,6 +62,7 @@ class DatabaseRun:
                                 target=f"{config.target_url} schema {self.schema}")
         self.tables: dict[str, dict[str, Any]] = {}
         self.lock: pg.Connection  # the session holding the job's advisory lock
+        self.lock_use = threading.Lock()
         self.upserted_names: frozenset[str] = frozenset()
         self.snapshot: Snapshot | None = None  # a PostgreSQL source's, shared by every table
 
@@ -82,10 +89,11 @@ class DatabaseRun:
         with_retries(self._hold_lock, "holding the job's lock", self.patience, self.heard)
 
     def _hold_lock(self) -> None:
-        fresh = checkpoint.hold_lock(self.lock, self.config.target_url, self.config.job.name)
-        if fresh is not None:
-            self.lock = fresh
-            self.heard(checkpoint.LOCK_RETAKEN)
+        with self.lock_use:  # steps finish on several threads; the driver's sessions are not for two at once
+            fresh = checkpoint.hold_lock(self.lock, self.config.target_url, self.config.job.name)
+            if fresh is not None:
+                self.lock = fresh
+                self.heard(checkpoint.LOCK_RETAKEN)
 
     def _do_step(self, name: str, statements: list[str], kind: str, detail: str | None) -> None:
         started = time.perf_counter()
@@ -129,19 +137,19 @@ class DatabaseRun:
             self.report.database.setdefault("failed", {})[statement.what] = reason
         pg.execute(conn, "RELEASE SAVEPOINT engine_optional")
 
-    def try_step(self, name: str, statements: list[str], kind: str) -> str | None:
+    def try_step(self, name: str, statements: Callable[[], list[str]], kind: str) -> str | None:
         """A step that may fail without failing the run (a view, a trigger): its error is recorded instead."""
         if name in self.done:
             return self.done[name][1] if self.done[name][0] == "failed" else None
         try:
-            self.step(name, statements, kind)
+            self.step(name, statements(), kind)
             return None
         except EngineError as exc:
             message = str(exc).splitlines()[0]
         except Exception as exc:
-            if not pg.is_driver_error(exc):
+            if not pg.is_driver_error(exc) and not isinstance(exc, ddl.SqlError):
                 raise
-            message = str(pg.translate(exc, name)).splitlines()[0]
+            message = str(pg.translate(exc, name) if pg.is_driver_error(exc) else exc).splitlines()[0]
         self.record(name, "failed", message)
         return message
 
@@ -162,6 +170,7 @@ class DatabaseRun:
             self.say(f"resuming run {self.run_id}: {len(self.done)} step(s) already done")
             return DatabaseSchema.model_validate(previous.plan["database"]), True
         if previous is not None and unfinished:
+            self._refuse_leftovers(conn, previous.run_id)
             checkpoint.set_status(conn, previous.run_id, "abandoned")
         self.say("reading the source's schema…")
         db = read_database(self.config)
@@ -173,6 +182,18 @@ class DatabaseRun:
         checkpoint.start_run(conn, self.run_id, job, fingerprint(self.config), plan, self.owner)
         conn.commit()
         return db, False
+
+    def _refuse_leftovers(self, conn: pg.Connection, run_id: str) -> None:
+        """Append and upsert build in the schema itself: tables an unfinished run made would be taken for the
+        user's (their keys never built, their rows loaded twice). Refuse instead of guessing."""
+        if self.build != self.schema:
+            return  # replace: the schema beside is dropped and built again
+        made = json.loads(checkpoint.done_steps(conn, run_id).get("pre-data", ("", None))[1] or "{}").get("tables", [])
+        if made:
+            raise ConfigError(str(self.config.path), [
+                f"the unfinished run {run_id} made table(s) {', '.join(made)} in schema {self.schema} and did not "
+                "finish: rerun without --fresh to resume it, or drop them first (mode append/upsert keeps what it "
+                "finds)"])
 
     def run(self) -> RunReport:
         started = time.perf_counter()
@@ -223,30 +244,53 @@ class DatabaseRun:
                 pending = self.load_tables(db, names, orphans, builder)
                 for future in pending:
                     future.result()
-        made, sequences = self._created(), self._created("sequences")
-        restarts = ddl.identity_restarts([t for t in db.tables if t.name in made], names) + ddl.sequence_restarts(
-            db.model_copy(update={"sequences": [q for q in db.sequences if q.name in sequences]}))
-        self.step("sequences", restarts, "sequences")
-        not_valid = {o.key.name for o in orphans} if self.config.target.orphans == "not_valid" else set()
-        self.foreign_keys(db, names, not_valid)
+        self.restart_sequences(db, names)
+        made = self._created()
+        keys = [fk for fk in db.foreign_keys if fk.table in made]  # append, upsert: what was there stays as it is
+        not_valid = {_key(o.key) for o in orphans} if self.config.target.orphans == "not_valid" else set()
+        self.foreign_keys(keys, names, not_valid)
         self.report.database["not_valid"] = sorted(not_valid)
         failed = self.report.database.setdefault("failed", {})
         for view in ddl.views_in_order(db.views):
-            error = self.try_step(f"view {view.name}", [ddl.create_view(view, names)], "view")
+            error = self.try_step(f"view {view.name}", partial(_statement, ddl.create_view, view, names), "view")
             if error:
                 failed[view.name] = error
-        for routine in [r for r in db.routines if r.kind == "trigger"]:
-            error = self.try_step(f"trigger {routine.table}.{routine.name}", [routine.ddl], "trigger")
+        for routine in [r for r in db.routines if r.kind == "trigger" and r.table in made]:
+            error = self.try_step(f"trigger {routine.table}.{routine.name}", partial(_statement, str, routine.ddl),
+                                  "trigger")
             if error:
                 failed[f"trigger {routine.name}"] = error
         self.report.database["failed"] = failed
         self.finish()
 
-    def foreign_keys(self, db: DatabaseSchema, names: ddl.Names, not_valid: set[str]) -> None:
+    def restart_sequences(self, db: DatabaseSchema, names: ddl.Names) -> None:
+        """Identities and sequences continue from the source's state as it is now, after the copy (sequences are
+        not transactional: a value read now is past every row copied, even from a live source). Tables that were
+        there before (append, upsert) continue past their own rows too."""
+        if "sequences" in self.done:
+            return
+        now = self._read_again(db)
+        made, sequences = self._created(), self._created("sequences")
+        tables = [_ahead(t, now) for t in db.tables]
+        restarts = ddl.identity_restarts([t for t in tables if t.name in made], names)
+        restarts += ddl.identity_restarts([t for t in tables if t.name not in made], names, past_rows=True)
+        later = {q.name: q.next_value for q in now.sequences}
+        restarts += ddl.sequence_restarts([q.model_copy(update={"next_value": max(q.next_value, later.get(q.name, 0))})
+                                           for q in db.sequences if q.name in sequences])
+        self.step("sequences", restarts, "sequences")
+
+    def _read_again(self, db: DatabaseSchema) -> DatabaseSchema:
+        try:
+            return read_database(self.config)
+        except EngineError as exc:  # the values read when planning (before the copy) are the fallback
+            self.heard(f"reading the source's sequences again failed ({exc}); using those read when planning")
+            return db
+
+    def foreign_keys(self, keys: list[ForeignKey], names: ddl.Names, not_valid: set[str]) -> None:
         """Every key added NOT VALID in one step (quick), then each validated in a step of its own, `workers` at a
         time: validations of different tables run side by side (their locks do not conflict)."""
-        self.step("foreign keys", [ddl.add_foreign_key(fk, names) for fk in db.foreign_keys], "fk")
-        checked = [fk for fk in db.foreign_keys if fk.name not in not_valid]
+        self.step("foreign keys", [ddl.add_foreign_key(fk, names) for fk in keys], "fk")
+        checked = [fk for fk in keys if _key(fk) not in not_valid]
         with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="validate") as pool:
             for future in [pool.submit(self.step, f"validate {fk.table}.{fk.name}",
                                        [ddl.validate_foreign_key(fk, names)], "validate") for fk in checked]:
@@ -255,14 +299,14 @@ class DatabaseRun:
     def check_orphans(self, db: DatabaseSchema) -> list[Orphans]:
         """Before any row moves. Recorded, so a resume keeps the verdict the load was made under."""
         if "orphans" in self.done:
-            return [Orphans(db_fk, int(n)) for db_fk in db.foreign_keys
-                    for name, n in json.loads(self.done["orphans"][1] or "{}").items() if name == db_fk.name]
+            counts = json.loads(self.done["orphans"][1] or "{}")
+            return [Orphans(fk, int(counts[_key(fk)])) for fk in db.foreign_keys if _key(fk) in counts]
         self.say(f"checking {len(db.foreign_keys)} foreign key(s) for orphan rows in the source…")
         orphans, error = orphan_check(self.config, db)
         self.report.database["orphans"] = [o.describe() for o in orphans]
         if error:
             raise OrphanRows(error)
-        self.record("orphans", detail=json.dumps({o.key.name: o.rows for o in orphans}))
+        self.record("orphans", detail=json.dumps({_key(o.key): o.rows for o in orphans}))
         return orphans
 
     def pre_data(self, db: DatabaseSchema, names: ddl.Names) -> None:
@@ -286,15 +330,14 @@ class DatabaseRun:
         made = {"tables": [t.name for t in tables], "sequences": [q.name for q in db.sequences]}
         self.step("pre-data", statements, "pre-data", json.dumps(made))
 
-    def upserted(self, db: DatabaseSchema) -> frozenset[str]:
-        """Tables loaded by upsert: their keys are made with them (the upsert needs them to load)."""
-        def mode(table: Table) -> str:
-            extra = self.config.tables.get(table.name)
-            return extra.mode if extra is not None and extra.mode else self.config.target.mode
-
-        self.upserted_names = frozenset(t.name for t in db.tables if mode(t) == "upsert"
-                                        and self.config.target.mode != "replace")
-        return self.upserted_names
+    def upserted(self, db: DatabaseSchema) -> dict[str, list[str]]:
+        """Tables loaded by upsert, and their keys: made with the tables (the upsert needs them to load)."""
+        if self.build != self.schema:
+            return {}
+        keys = {t.name: upsert_key(self.config, t) for t in db.tables}
+        primary = {t.name: t.primary_key.columns for t in db.tables if t.primary_key}
+        self.upserted_names = frozenset(n for n, k in keys.items() if k and k == primary.get(n))  # its PK made
+        return {n: k for n, k in keys.items() if k}
 
     def _existing(self) -> set[str]:
         """Names of the tables, sequences and types already in the schema (none, when it is built beside)."""
@@ -302,8 +345,9 @@ class DatabaseRun:
             return set()
         with pg.connection(self.config.target_url) as conn:
             rows = pg.fetch_all(conn, """
-                SELECT relname FROM pg_class WHERE relnamespace = to_regnamespace($1)::oid AND relkind IN ('r', 'p', 'S')
-                UNION SELECT typname FROM pg_type WHERE typnamespace = to_regnamespace($1)::oid
+                SELECT relname FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+                  AND relkind IN ('r', 'p', 'S')
+                UNION SELECT typname FROM pg_type WHERE typnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
                   AND typtype IN ('e', 'd')""", (self.build,))
         return {str(r[0]) for r in rows}
 
@@ -326,6 +370,8 @@ class DatabaseRun:
         created = self._created()
         pending = []
         order = sorted(db.tables, key=lambda t: (-t.bytes, -t.rows, t.name))
+        if self.build == self.schema:  # append, upsert: keys already in the schema check rows as they arrive
+            order = ddl.parents_first(order, db.foreign_keys)
         for table in order:
             if table.copy_data:
                 self.load_table(db, names, table, orphans)
@@ -337,7 +383,8 @@ class DatabaseRun:
         return pending
 
     def post_data(self, table: Table, names: ddl.Names) -> None:
-        self.step(f"indexes {table.name}", ddl.table_post_data(table, names, table.name in self.upserted_names), "indexes")
+        key_made = table.name in self.upserted_names
+        self.step(f"indexes {table.name}", ddl.table_post_data(table, names, key_made), "indexes")
 
     def load_table(self, db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> None:
         step = f"data {table.name}"
@@ -471,7 +518,9 @@ def table_job(config: JobConfig, db: DatabaseSchema, names: ddl.Names, table: Ta
     if orphan_rules:
         validate["rules"] = validate.get("rules", []) + orphan_rules
         if "max_error_rate" not in (extra.validate_.model_fields_set if extra else set()):
-            validate["max_error_rate"] = 1.0  # the orphans were counted and accepted before the load
+            # the orphans were counted and accepted before the load: the budget is for everything else
+            known = sum(o.rows for o in orphans if o.key.table == table.name)
+            validate["max_error_rate"] = min(1.0, config.validate_.max_error_rate + known / max(table.rows, known, 1))
     data = {"job": {"name": job, "description": f"table {table.name} of {config.job.name}",
                     **({"rules_dir": config.job.rules_dir} if config.job.rules_dir else {})},
             "source": source, "transform": transform, "validate": validate,
@@ -492,6 +541,23 @@ def _orphan_rules(db: DatabaseSchema, names: ddl.Names, table: Table, orphans: l
                       "in": "source",
                       "columns": [names.column(table.name, c) for c in fk.columns], "keys": list(fk.ref_columns)})
     return rules
+
+
+def _statement(render: Callable[..., str], *args: Any) -> list[str]:
+    """A step's one statement, made when the step runs (a view the naming cannot rewrite fails only itself)."""
+    return [render(*args)]
+
+
+def _ahead(table: Table, now: DatabaseSchema) -> Table:
+    """The table with each identity's next value as the source has it now, never less than when planned."""
+    later = next((t.next_values for t in now.tables if t.name == table.name), {})
+    values = {c: max(v, later.get(c, v)) for c, v in table.next_values.items()}
+    return table.model_copy(update={"next_values": values})
+
+
+def _key(fk: ForeignKey) -> str:
+    """A foreign key's name is unique per table only."""
+    return f"{fk.table}.{fk.name}"
 
 
 def _relation(table: Table) -> str:

@@ -3,6 +3,7 @@ orphans under each policy; naming; patterns; a kill at each kind of step, then a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_orphans_quarantined_with_the_keys_name(tmp_path: Path, source: str, pg_
 def test_orphans_loaded_and_the_key_left_not_valid(tmp_path: Path, source: str, pg_db: str) -> None:
     _orphans(source)
     report = engine.run_job(load_config(job(tmp_path, source, pg_db, extra_target='orphans = "not_valid"')))
-    assert report.database["not_valid"] == ["employees_manager_id_fkey", "orders_customer_id_fkey"]
+    assert report.database["not_valid"] == ["employees.employees_manager_id_fkey", "orders.orders_customer_id_fkey"]
     assert "NOT VALID" in report.render()
     assert pg_rows(pg_db, "SELECT conname FROM pg_constraint WHERE contype = 'f' AND NOT convalidated "
                           "AND connamespace = 'app'::regnamespace ORDER BY 1") == \
@@ -133,6 +134,8 @@ def test_snake_naming_renames_tables_columns_and_what_reads_them(tmp_path: Path,
     pg_exec(source, 'CREATE TABLE "InvoiceLine" ("InvoiceLineId" int PRIMARY KEY, "UnitPrice" numeric(10,2) '
             'CHECK ("UnitPrice" >= 0), "CustomerId" int REFERENCES customers (id))',
             'CREATE INDEX "IFK_InvoiceLineCustomer" ON "InvoiceLine" ("CustomerId")',
+            'CREATE INDEX "IX_PricyFirst" ON "InvoiceLine" ("UnitPrice" DESC NULLS LAST) INCLUDE ("CustomerId") '
+            'WHERE "UnitPrice" > 1',
             'CREATE VIEW "PricyLines" AS SELECT "InvoiceLineId", "UnitPrice" FROM "InvoiceLine" WHERE "UnitPrice" > 1',
             'INSERT INTO "InvoiceLine" VALUES (1, 0.99, 1), (2, 1.99, 2), (3, 5, NULL)')
     report = engine.run_job(load_config(job(tmp_path, source, pg_db, tables='["InvoiceLine", "PricyLines", '
@@ -145,7 +148,10 @@ def test_snake_naming_renames_tables_columns_and_what_reads_them(tmp_path: Path,
     assert pg_rows(pg_db, "SELECT attname FROM pg_attribute WHERE attrelid = 'app.pricy_lines'::regclass "
                           "AND attnum > 0 ORDER BY attnum") == [("invoice_line_id",), ("unit_price",)]
     assert pg_rows(pg_db, "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'app.invoice_line'"
-                          "::regclass ORDER BY 1") == [("app.ifk_invoice_line_customer",), ("app.invoice_line_pkey",)]
+                          "::regclass ORDER BY 1") == [("app.ifk_invoice_line_customer",), ("app.invoice_line_pkey",),
+                                                       ("app.ix_pricy_first",)]
+    assert pg_rows(pg_db, "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_pricy_first'")[0][0].endswith(
+        "(unit_price DESC NULLS LAST) INCLUDE (customer_id) WHERE (unit_price > (1)::numeric)")
     with pytest.raises(Exception, match="check"):
         pg_exec(pg_db, "INSERT INTO app.invoice_line VALUES (9, -1, NULL)")
 
@@ -225,3 +231,47 @@ def test_every_table_is_read_as_of_one_snapshot(tmp_path: Path, source: str, pg_
     assert code == 0, err[-3000:]
     assert pg_rows(pg_db, "SELECT count(*) FROM app.customers") == [(before,)]
     assert pg_rows(pg_db, "SELECT count(*) FROM app.orders WHERE customer_id = 5000") == [(0,)]
+
+
+def test_a_second_upsert_run_keeps_keys_and_identities_ahead_of_the_rows(tmp_path: Path, source: str,
+                                                                          pg_db: str) -> None:
+    path = job(tmp_path, source, pg_db, tables='["customers", "orders", "audit_log"]')
+    path.write_text(path.read_text().replace('mode = "replace"', 'mode = "upsert"'))
+    assert engine.run_job(load_config(path)).status == "succeeded"
+    pg_exec(source, "INSERT INTO customers (email, name) VALUES ('c2@y', 'C2')",
+            "UPDATE orders SET note = 'changed' WHERE id = 5")
+    pg_exec(pg_db, "INSERT INTO app.customers (email, name) VALUES ('target-only@y', 'T')")  # takes id 351 there
+    second = engine.run_job(load_config(path))  # keys there already: kept, not added again
+    assert second.status == "succeeded" and second.rows_quarantined == 0
+    assert pg_rows(pg_db, "SELECT note FROM app.orders WHERE id = 5") == [("changed",)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = "
+                          "'app'::regnamespace") == [(1,)]
+    made = pg_rows(pg_db, "INSERT INTO app.customers (email, name) VALUES ('n@y', 'N') RETURNING id")[0][0]
+    assert made > pg_rows(pg_db, "SELECT max(id) FROM app.customers WHERE email <> 'n@y'")[0][0]
+
+
+def test_fresh_after_an_unfinished_append_run_is_refused_while_its_tables_stand(tmp_path: Path, source: str,
+                                                                                pg_db: str) -> None:
+    path = job(tmp_path, source, pg_db, tables='["countries", "customers"]')
+    path.write_text(path.read_text().replace('mode = "replace"', 'mode = "append"'))
+    killed = run_cli("run", str(path), env={"ENGINE_FAILPOINTS": "db.indexes=exit"})
+    assert killed.returncode == 137, killed.stderr
+    refused = run_cli("run", str(path), "--fresh")
+    assert refused.returncode == 2, refused.stderr
+    assert "made table(s) customers, countries" in refused.stderr or "made table(s) countries, customers" in \
+        refused.stderr, refused.stderr
+    resumed = run_cli("run", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert pg_rows(pg_db, "SELECT count(*) FROM app.customers") == pg_rows(source, "SELECT count(*) FROM customers")
+
+
+def test_schemas_named_with_capitals_and_spaces(tmp_path: Path, pg_source: str, pg_db: str) -> None:
+    pg_exec(pg_source, 'CREATE SCHEMA "Sales"', 'CREATE TABLE "Sales"."Deal" (id int PRIMARY KEY, "Amount" int)',
+            'INSERT INTO "Sales"."Deal" VALUES (1, 10), (2, 20)', "CREATE TABLE public.other (id int)")
+    path = job(tmp_path, pg_source, pg_db, tables='["Sales.*"]')
+    path.write_text(path.read_text().replace('schema = "app"', 'schema = "Sales Copy"'))
+    for mode in ("replace", "upsert"):
+        path.write_text(re.sub(r'mode = "\w+"', f'mode = "{mode}"', path.read_text()))
+        assert engine.run_job(load_config(path)).status == "succeeded"
+    assert pg_rows(pg_db, 'SELECT count(*), sum("Amount") FROM "Sales Copy"."Deal"') == [(2, 30)]
+    assert pg_rows(pg_db, "SELECT count(*) FROM pg_class WHERE relname = 'other'") == [(0,)]
