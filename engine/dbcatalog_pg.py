@@ -136,22 +136,25 @@ def _columns(reader: _Reader, oid: int, types: dict[int, tuple[str, str]]) -> tu
         if user is not None:  # the schema's own enum or domain, created in the target schema too
             pg_type = quote_ident(user[0]) + ("[]" if is_array else "")
         serial = seq is not None and default is not None and str(default).startswith("nextval(")
+        options = None
         if seq is not None:
-            next_values[name] = _next_value(reader, seq)
+            next_values[name], options = _next_value(reader, seq)
         columns.append(Column(
             name=name, source_type=declared, pg_type=pg_type, not_null=bool(not_null),
             default=None if serial or generated == "s" else reader.plain(default), identity=bool(identity) or serial,
-            identity_always=identity == "a", generated=reader.plain(default) if generated == "s" else None,
-            comment=comment))
+            identity_always=identity == "a", identity_options=options,
+            generated=reader.plain(default) if generated == "s" else None, comment=comment))
     return columns, next_values
 
 
-def _next_value(reader: _Reader, sequence: str) -> int:
-    """What nextval() returns next: the sequence's own state, never MAX(column)."""
+def _next_value(reader: _Reader, sequence: str) -> tuple[int, str | None]:
+    """What nextval() returns next (the sequence's own state, never MAX(column)), and its options when they are
+    not an identity's defaults (a step other than 1, a lowest value other than 1: a descending one, say)."""
     last, called = reader.rows(f"SELECT last_value, is_called FROM {sequence} WHERE $1::text IS NOT NULL")[0]
-    step = reader.rows("SELECT seqincrement FROM pg_sequence WHERE seqrelid = $2::regclass AND $1::text IS NOT NULL",
-                       sequence)[0][0]
-    return int(last) + int(step) if called else int(last)
+    step, low, high = reader.rows("SELECT seqincrement, seqmin, seqmax FROM pg_sequence WHERE seqrelid = $2::regclass "
+                                  "AND $1::text IS NOT NULL", sequence)[0]
+    options = None if (int(step), int(low)) == (1, 1) else f"INCREMENT BY {step} MINVALUE {low} MAXVALUE {high}"
+    return (int(last) + int(step) if called else int(last)), options
 
 
 _INDEXES = """

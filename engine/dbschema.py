@@ -29,6 +29,7 @@ class Column(_Part):
     default: str | None = None  # a PostgreSQL literal default, when the source's is one
     identity: bool = False  # auto-increment, serial or identity: an identity column in the target
     identity_always: bool = False  # PostgreSQL GENERATED ALWAYS (loaded as BY DEFAULT, made ALWAYS after)
+    identity_options: str | None = None  # `INCREMENT BY … MINVALUE … MAXVALUE …` when not the defaults
     generated: str | None = None  # PostgreSQL expression of a stored generated column (PG sources)
     comment: str | None = None
 

@@ -16,7 +16,8 @@ from tests.database.compare import assert_same_catalog, assert_same_rows, next_v
 from tests.database.schemas import PG_SCHEMA
 
 DATA_TABLES = ["Order Lines", "audit_log", "countries", "customers", "employees", "empty_things",
-               "measurements_2025", "measurements_2026", "members", "orders", "teams", "vehicles", "cars", 'we"ird']
+               "measurements_2025", "measurements_2026", "members", "orders", "teams", "vehicles", "cars", 'we"ird',
+               "countdown"]
 
 
 @pytest.fixture
@@ -57,6 +58,7 @@ def test_a_whole_database_arrives_with_every_object_and_value(tmp_path: Path, so
     src, dst = next_values(source, "public"), next_values(pg_db, "app")
     assert dst == src and dst["customers_id_seq"] == 351 and dst["empty_things_id_seq"] == 1
     assert pg_rows(pg_db, "INSERT INTO app.customers (email, name) VALUES ('n@x', 'n') RETURNING id") == [(351,)]
+    assert pg_rows(pg_db, "INSERT INTO app.countdown (label) VALUES ('d') RETURNING id") == [(-7,)]  # descending
     # GENERATED ALWAYS stays so; an enum, a domain and a stored generated column work as in the source
     assert pg_rows(pg_db, "SELECT attidentity FROM pg_attribute WHERE attrelid = 'app.orders'::regclass "
                           "AND attname = 'id'") == [("a",)]
