@@ -65,6 +65,8 @@ class DatabaseRun:
         self.lock_use = threading.Lock()
         self.upserted_names: frozenset[str] = frozenset()
         self.snapshot: Snapshot | None = None  # a PostgreSQL source's, shared by every table
+        self.snapshot_use = threading.Lock()  # the snapshot and the report's totals, for tables side by side
+        self.slots: threading.Semaphore | None = None  # partitions in flight over every table (side by side)
 
     # -------------------------------------------------------------------------------------------- steps
 
@@ -366,19 +368,31 @@ class DatabaseRun:
 
     def load_tables(self, db: DatabaseSchema, names: ddl.Names, orphans: list[Orphans],
                     builder: ThreadPoolExecutor) -> list[Future[None]]:
-        """Each table's rows, largest first; its post-data starts in the background as soon as they are in."""
+        """Each table's rows, largest first, its post-data started in the background as soon as they are in.
+        Under replace (no key checks rows until the end) tables run side by side, their partitions sharing one
+        budget of `pipeline.workers`: one table's planning and verifying overlap another's reading and loading."""
         created = self._created()
-        pending = []
+        pending: list[Future[None]] = []
         order = sorted(db.tables, key=lambda t: (-t.bytes, -t.rows, t.name))
         if self.build == self.schema:  # append, upsert: keys already in the schema check rows as they arrive
             order = ddl.parents_first(order, db.foreign_keys)
-        for table in order:
-            if table.copy_data:
-                self.load_table(db, names, table, orphans)
+
+        def load(table: Table) -> None:
+            self.load_table(db, names, table, orphans)
             if table.name in created and table.partition_key is None:
                 pending.append(builder.submit(self.post_data, table, names))
-        for table in order:  # a partitioned parent's keys and indexes, once every partition is in
-            if table.name in created and table.partition_key is not None:
+
+        pipeline = self.config.pipeline
+        side_by_side = self.build != self.schema and pipeline.executor == "threads" and pipeline.workers > 1
+        with_rows = [t for t in order if t.copy_data]
+        if side_by_side:
+            self.slots = threading.Semaphore(pipeline.workers)
+            _all_of(with_rows, load, pipeline.workers)
+        else:
+            for table in with_rows:
+                load(table)
+        for table in order:  # tables without rows; a partitioned parent once every partition is in
+            if table.name in created and (table.partition_key is not None or not table.copy_data):
                 pending.append(builder.submit(self.post_data, table, names))
         return pending
 
@@ -416,11 +430,15 @@ class DatabaseRun:
 
     def _run_table(self, config: JobConfig, table: Table) -> RunReport:
         self._snapshot_alive()
-        return run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"))
+        return run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"), slots=self.slots)
 
     def _snapshot_alive(self) -> None:
         """The shared snapshot dies with its session (a restart): the next table reads as of a new one, or,
         under `source.snapshot = "strict"`, the run stops."""
+        with self.snapshot_use:  # tables starting side by side retake it once
+            self._retake_if_lost()
+
+    def _retake_if_lost(self) -> None:
         why = self.snapshot.lost() if self.snapshot is not None else None
         if why is None or self.snapshot is None:
             return
@@ -438,6 +456,10 @@ class DatabaseRun:
         return f"{self.config.job.name[:70]}.{self.run_id[-6:]}.t{index:03d}"
 
     def _add(self, sub: RunReport) -> None:
+        with self.snapshot_use:  # tables finish side by side
+            self._add_up(sub)
+
+    def _add_up(self, sub: RunReport) -> None:
         report = self.report
         report.rows_read += sub.rows_read
         report.rows_loaded += sub.rows_loaded
@@ -541,6 +563,18 @@ def _orphan_rules(db: DatabaseSchema, names: ddl.Names, table: Table, orphans: l
                       "in": "source",
                       "columns": [names.column(table.name, c) for c in fk.columns], "keys": list(fk.ref_columns)})
     return rules
+
+
+def _all_of(tables: list[Table], load: Callable[[Table], None], workers: int) -> None:
+    """`load` every table, `workers` at a time, in order; the first failure stops those not started yet."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="table") as pool:
+        futures = [pool.submit(load, t) for t in tables]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _statement(render: Callable[..., str], *args: Any) -> list[str]:

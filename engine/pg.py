@@ -244,7 +244,7 @@ def is_type(conn: Connection, pg_type: str) -> bool:
 # The pool: one session per worker thread, reused across its partitions (saves a connect each).
 
 _local = threading.local()
-_opened: set[Connection] = set()
+_opened: dict[Connection, threading.Thread] = {}  # each pooled session and the worker thread it belongs to
 _opened_lock = threading.Lock()
 
 
@@ -264,7 +264,7 @@ def worker_connection(url: DatabaseUrl) -> Connection:
     conn.commit()
     _local.conn, _local.url = conn, url.raw
     with _opened_lock:
-        _opened.add(conn)
+        _opened[conn] = threading.current_thread()
     return conn
 
 
@@ -282,7 +282,7 @@ def drop_connection(conn: Connection) -> None:
     if getattr(_local, "conn", None) is conn:
         _local.conn = None
     with _opened_lock:
-        _opened.discard(conn)
+        _opened.pop(conn, None)
     try:
         conn.rollback()
         conn.close()
@@ -291,10 +291,12 @@ def drop_connection(conn: Connection) -> None:
 
 
 def close_worker_connections() -> None:
-    """Close every pooled session (a run calls this once its partitions are done)."""
+    """Close the pooled sessions whose worker threads have ended (a run calls this once its pool has shut down;
+    the sessions of another run's live workers in this process stay theirs)."""
     with _opened_lock:
-        conns = list(_opened)
-        _opened.clear()
+        conns = [c for c, thread in _opened.items() if not thread.is_alive()]
+        for conn in conns:
+            del _opened[conn]
     for conn in conns:
         try:
             conn.close()

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import resource
+import threading
 import time
 import uuid
 from collections import Counter
@@ -108,8 +109,10 @@ def _new_run_id() -> str:
 
 
 class Run:
-    def __init__(self, config: JobConfig, fresh: bool, progress: Progress, observer: Observer | None = None) -> None:
+    def __init__(self, config: JobConfig, fresh: bool, progress: Progress, observer: Observer | None = None,
+                 slots: threading.Semaphore | None = None) -> None:
         self.config, self.fresh = config, fresh
+        self.slots = slots  # partitions in flight, shared with the other tables' runs of a whole database
         self.metrics = RunMetrics(config.job.name, str(config.target_table))
         self.observer = observer
         if observer is None:
@@ -207,6 +210,8 @@ class Run:
         error: BaseException | None = None
         while queue_ or pending:
             while queue_ and len(pending) < self.config.pipeline.workers and error is None:
+                if self.slots is not None and not self.slots.acquire(blocking=not pending):
+                    break  # the partitions of other tables' runs hold the budget: wait for one of ours instead
                 task = dataclasses.replace(queue_.pop(), snapshot=self.snapshots.current)
                 self.metrics.partition_started(task.partition.id)
                 pending[pool.submit(run_partition, task, on_retry)] = task
@@ -215,6 +220,8 @@ class Run:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 task = pending.pop(future)
+                if self.slots is not None:
+                    self.slots.release()
                 try:
                     result = future.result()
                 except SnapshotLost as exc:
@@ -477,10 +484,10 @@ class Run:
 
 
 def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = None,
-            observer: Observer | None = None) -> RunReport:
+            observer: Observer | None = None, slots: threading.Semaphore | None = None) -> RunReport:
     """Run (or resume) a job and return its report; raises an EngineError subclass on failure.
 
     `progress` gets one line per event; an `observer` (see `engine.progress`) gets the live metrics and every
     event instead."""
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(2, os.cpu_count() or 2)))
-    return Run(config, fresh, progress or (lambda _: None), observer).run()
+    return Run(config, fresh, progress or (lambda _: None), observer, slots).run()

@@ -185,6 +185,10 @@ class Snapshot:
 
     def take(self) -> str:
         """Export a new snapshot from a new session (the old one, if any, is let go)."""
+        with _pinned_use:
+            return self._take()
+
+    def _take(self) -> str:
         self.release()
         conn = pg.connect(self.url)
         try:
@@ -212,13 +216,18 @@ class Snapshot:
         if self.conn is None:
             return "no session holds it"
         try:
-            pg.fetch_all(self.conn, "SELECT 1")
+            with _pinned_use:
+                pg.fetch_all(self.conn, "SELECT 1")
             return None
         except Exception as exc:
             text = str(exc).strip()
             return "the session holding it ended: " + redact(text.splitlines()[0] if text else type(exc).__name__)
 
     def release(self) -> None:
+        with _pinned_use:
+            self._release()
+
+    def _release(self) -> None:
         with _pinned_lock:
             if self.conn is not None and _pinned.get(self.url.raw) is self.conn:
                 _pinned.pop(self.url.raw, None)
@@ -238,7 +247,9 @@ def _close(conn: pg.Connection) -> None:
 
 _pinned: dict[str, pg.Connection] = {}
 _pinned_lock = threading.Lock()
-_pinned_use = threading.Lock()
+# One statement at a time on the snapshot's session (the driver's sessions are not for two threads at once):
+# source queries, the checks that it still lives, and taking or letting it go, from every run of this process.
+_pinned_use = threading.RLock()
 
 
 def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
