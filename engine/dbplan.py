@@ -12,6 +12,7 @@ from engine.dbschema import DatabaseSchema, ForeignKey, NotCarried, Table, match
 from engine.errors import SourceError
 from engine.source import query_rows
 from engine.sql import Dialect, quote_ident
+from engine.typemap import is_text_type
 from engine.urls import DatabaseUrl
 
 
@@ -172,9 +173,13 @@ def _orphans_of(url: DatabaseUrl, db: DatabaseSchema, fk: ForeignKey) -> Orphans
 def _orphans_sql(fk: ForeignKey, child: Table, parent: Table, dialect: Dialect) -> str:
     q = lambda name: quote_ident(name, dialect)  # noqa: E731 - a short alias keeps the SQL readable
     present = " AND ".join(f"c.{q(c)} IS NOT NULL" for c in fk.columns)
-    # MySQL compares by the column's collation ('abc' = 'ABC ', as PostgreSQL would not): byte for byte too,
-    # after the comparison that can use the parent's index
-    exact = (lambda c, r: f" AND BINARY p.{q(r)} = BINARY c.{q(c)}") if dialect == "mysql" else (lambda c, r: "")
+    # MySQL compares text by the column's collation ('abc' = 'ABC ', as PostgreSQL would not): text keys byte for
+    # byte too, after the comparison that can use the parent's index (numbers: that one only, it stays fast)
+    texts = {c.name for c in child.columns if is_text_type(c.pg_type)}
+
+    def exact(c: str, r: str) -> str:
+        return f" AND BINARY p.{q(r)} = BINARY c.{q(c)}" if dialect == "mysql" and c in texts else ""
+
     joined = " AND ".join(f"p.{q(r)} = c.{q(c)}{exact(c, r)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
     return (f"{_relation(child, dialect)} c WHERE {present} AND NOT EXISTS "
             f"(SELECT 1 FROM {_relation(parent, dialect)} p WHERE {joined})")
