@@ -192,12 +192,13 @@ def _indexes(reader: _Reader, oid: int, table: str) -> tuple[Index | None, list[
 
 def _checks(reader: _Reader, oid: int) -> list[Check]:
     found = reader.rows("""
-        SELECT con.conname, pg_get_constraintdef(con.oid),
+        SELECT con.conname, pg_get_constraintdef(con.oid), con.convalidated,
                ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.conrelid
                      AND a.attnum = ANY(con.conkey) ORDER BY a.attnum)
         FROM pg_constraint con WHERE con.conrelid = $2 AND con.contype = 'c' AND con.conislocal
           AND $1::text IS NOT NULL ORDER BY con.conname""", oid)
-    return [Check(name=n, expression=reader.plain(_check_body(d)) or "", columns=list(c)) for n, d, c in found]
+    return [Check(name=n, expression=reader.plain(_check_body(d)) or "", columns=list(c), valid=bool(v))
+            for n, d, v, c in found]
 
 
 def _check_body(definition: str) -> str:

@@ -58,6 +58,7 @@ class Check(_Part):
     name: str
     expression: str  # PostgreSQL boolean expression over the table's source column names
     columns: list[str] = Field(default_factory=list)  # the columns it reads (renamed with them)
+    valid: bool = True  # false: NOT VALID in the source (rows there may break it): carried NOT VALID
 
 
 class Table(_Part):

@@ -229,7 +229,8 @@ def table_post_data(table: Table, names: Names, key_made: bool = False) -> list[
     name = names.q_table(table.name)
     statements = [s for index in indexes for s in build_index(table, index, names)]
     statements += [f"ALTER TABLE {name} ADD CONSTRAINT {quote_ident(names.constraint(c.name))} "
-                   f"CHECK {names.expression(table.name, c.expression)}" for c in table.checks]
+                   f"CHECK {names.expression(table.name, c.expression)}{'' if c.valid else ' NOT VALID'}"
+                   for c in table.checks]
     statements.append(f"ANALYZE {name}")
     return statements
 

@@ -97,7 +97,7 @@ def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matche
 def _orphans(source: str) -> None:
     pg_exec(source, "SET session_replication_role = replica",  # the source's keys are not checked: orphans
             "INSERT INTO orders (customer_id, amount, qty) VALUES (9001, 5, 1), (9002, 6, 1)",
-            "INSERT INTO employees VALUES (50, 'Ghost', 777)")
+            "INSERT INTO employees VALUES (50, 'Imp', 777)")
 
 
 def test_orphans_fail_before_anything_is_loaded(tmp_path: Path, source: str, pg_db: str) -> None:
