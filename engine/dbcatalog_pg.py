@@ -59,7 +59,8 @@ class _Reader:
         return {int(oid): (str(name), str(kind)) for oid, name, kind in found}
 
 
-def _schema_of(patterns: list[str]) -> str:
+def schema_of(patterns: list[str]) -> str:
+    """The one source schema the job's `schema.table` patterns name (`public` when none does)."""
     schemas = {p.removeprefix("!").split(".", 1)[0] for p in patterns if "." in p}
     if len(schemas) > 1:
         raise SourceError(f"`source.tables` names several schemas ({', '.join(sorted(schemas))}); a job reads one "
@@ -74,7 +75,7 @@ def table_patterns(patterns: list[str]) -> list[str]:
 
 def read_pg(url: DatabaseUrl, patterns: list[str], include: Callable[[str], bool],
             exclude_data: Callable[[str], bool]) -> DatabaseSchema:
-    reader = _Reader(url, _schema_of(patterns))
+    reader = _Reader(url, schema_of(patterns))
     if not reader.rows("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")[0][0]:
         raise SourceError(f"schema {reader.schema!r} does not exist in the source {url}")
     types = reader.user_types()

@@ -64,7 +64,9 @@ def source_names(config: JobConfig) -> list[str]:
     """Every table and view name in the source the patterns apply to (for patterns that match nothing)."""
     url = config.source_url
     if url.dialect == "postgresql":
-        schema = next((p.removeprefix("!").split(".", 1)[0] for p in config.source.tables or [] if "." in p), "public")
+        from engine.dbcatalog_pg import schema_of
+
+        schema = schema_of(config.source.tables or [])
         rows = query_rows(url, "SELECT relname FROM pg_class "
                                "WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) "
                                "AND relkind IN ('r', 'p', 'v', 'm')", (schema,))
@@ -146,7 +148,8 @@ class Orphans:
                 f"{self.key.ref_table}; e.g. {'; '.join(self.samples)}")
 
 
-def _relation(table: Table, dialect: Dialect) -> str:
+def relation(table: Table, dialect: Dialect) -> str:
+    """The table as the source names it, quoted for `dialect` (schema-qualified in PostgreSQL)."""
     name = quote_ident(table.name, dialect)
     return f"{quote_ident(table.schema_)}.{name}" if table.schema_ and dialect == "postgresql" else name
 
@@ -181,8 +184,8 @@ def _orphans_sql(fk: ForeignKey, child: Table, parent: Table, dialect: Dialect) 
         return f" AND BINARY p.{q(r)} = BINARY c.{q(c)}" if dialect == "mysql" and c in texts else ""
 
     joined = " AND ".join(f"p.{q(r)} = c.{q(c)}{exact(c, r)}" for c, r in zip(fk.columns, fk.ref_columns, strict=True))
-    return (f"{_relation(child, dialect)} c WHERE {present} AND NOT EXISTS "
-            f"(SELECT 1 FROM {_relation(parent, dialect)} p WHERE {joined})")
+    return (f"{relation(child, dialect)} c WHERE {present} AND NOT EXISTS "
+            f"(SELECT 1 FROM {relation(parent, dialect)} p WHERE {joined})")
 
 
 def orphan_check(config: JobConfig, db: DatabaseSchema) -> tuple[list[Orphans], str | None]:

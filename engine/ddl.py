@@ -8,7 +8,8 @@ that a replace swaps in.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import sqlglot
 from sqlglot.errors import SqlglotError
@@ -172,20 +173,8 @@ def _sequence(s: Sequence) -> str:
 
 
 def _parents_first(tables: list[Table]) -> list[Table]:
-    by_name = {t.name: t for t in tables}
-    done: list[Table] = []
-
-    def visit(table: Table) -> None:
-        if table in done:
-            return
-        for parent in [table.partition_of, *table.inherits]:
-            if parent in by_name:
-                visit(by_name[parent])
-        done.append(table)
-
-    for table in tables:
-        visit(table)
-    return done
+    """A partition after its parent, an inheritance child after its parents."""
+    return _in_order(tables, lambda t: [t.partition_of or "", *t.inherits])
 
 
 def create_table(table: Table, names: Names) -> list[str]:
@@ -294,41 +283,36 @@ def validate_foreign_key(fk: ForeignKey, names: Names) -> str:
 
 def parents_first(tables: list[Table], keys: list[ForeignKey]) -> list[Table]:
     """Tables ordered so a referenced table comes before those referencing it (a cycle: in the given order)."""
-    by_name = {t.name: t for t in tables}
-    parents = {t.name: [k.ref_table for k in keys if k.table == t.name and k.ref_table != t.name] for t in tables}
-    done: list[Table] = []
-    visiting: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in visiting or by_name[name] in done:
-            return
-        visiting.add(name)
-        for parent in parents[name]:
-            if parent in by_name:
-                visit(parent)
-        done.append(by_name[name])
-
-    for table in tables:
-        visit(table.name)
-    return done
+    return _in_order(tables, lambda t: [k.ref_table for k in keys if k.table == t.name])
 
 
 def views_in_order(views: list[View]) -> list[View]:
     """Each view after the views it reads (a cycle cannot exist among views)."""
-    by_name = {v.name: v for v in views}
-    done: list[View] = []
+    return _in_order(views, lambda v: v.depends_on)
 
-    def visit(view: View) -> None:
-        if view in done:
+
+Named = TypeVar("Named", Table, View)
+
+
+def _in_order(items: list[Named], before: Callable[[Named], list[str]]) -> list[Named]:
+    """`items` in their order, except that each comes after the items it names in `before` (depth first; a
+    cycle is broken where it is met, and names of no item are ignored)."""
+    by_name = {i.name: i for i in items}
+    done: dict[str, Named] = {}
+    visiting: set[str] = set()
+
+    def visit(item: Named) -> None:
+        if item.name in visiting or item.name in done:
             return
-        for name in view.depends_on:
-            if name in by_name and name != view.name:
+        visiting.add(item.name)
+        for name in before(item):
+            if name in by_name:
                 visit(by_name[name])
-        done.append(view)
+        done[item.name] = item
 
-    for view in views:
-        visit(view)
-    return done
+    for item in items:
+        visit(item)
+    return list(done.values())
 
 
 def create_view(view: View, names: Names) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from engine import checkpoint, ddl, failpoints, pg
 from engine.config import JobConfig, parse_config
-from engine.dbplan import Orphans, orphan_check, problems, read_database, upsert_key
+from engine.dbplan import Orphans, orphan_check, problems, read_database, relation, upsert_key
 from engine.dbschema import DatabaseSchema, ForeignKey, Table
 from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, with_advice
 from engine.healing import Patience, with_retries
@@ -65,7 +65,8 @@ class DatabaseRun:
         self.lock_use = threading.Lock()
         self.upserted_names: frozenset[str] = frozenset()
         self.snapshot: Snapshot | None = None  # a PostgreSQL source's, shared by every table
-        self.snapshot_use = threading.Lock()  # the snapshot and the report's totals, for tables side by side
+        self.snapshot_use = threading.Lock()  # tables starting side by side check and retake it once
+        self.totals_use = threading.Lock()  # the report's totals, added by tables finishing side by side
         self.slots: threading.Semaphore | None = None  # partitions in flight over every table (side by side)
 
     # -------------------------------------------------------------------------------------------- steps
@@ -459,7 +460,7 @@ class DatabaseRun:
         return f"{self.config.job.name[:70]}.{self.run_id[-6:]}.t{index:03d}"
 
     def _add(self, sub: RunReport) -> None:
-        with self.snapshot_use:  # tables finish side by side
+        with self.totals_use:  # tables finish side by side
             self._add_up(sub)
 
     def _add_up(self, sub: RunReport) -> None:
@@ -599,7 +600,7 @@ def _key(fk: ForeignKey) -> str:
 
 def _relation(table: Table) -> str:
     """The table as the source names it, quoted PostgreSQL-style (the single-table job's `source.table`)."""
-    return f"{quote_ident(table.schema_)}.{quote_ident(table.name)}" if table.schema_ else quote_ident(table.name)
+    return relation(table, "postgresql")
 
 
 def _rule_name(name: str) -> str:
