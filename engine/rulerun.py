@@ -12,12 +12,13 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import polars as pl
 
 from engine import checkpoint, frames, lookups, pg, source, uniqueness
-from engine.errors import RuleFailed
+from engine.errors import EngineError, RuleFailed
 from engine.model import PartitionResult, PartitionTask
 from engine.quarantine import BAD_ROWS_SCHEMA, ROW_INDEX
 from engine.ruleconfig import CompletenessRule, ExpressionRule, ReconcileRule, ReferencesRule, Rule, UniqueRule
@@ -36,7 +37,18 @@ def start_partition(task: PartitionTask, result: PartitionResult) -> None:
     result.rule_stats = {r.name: RuleStats(r.name, r.kind, r.severity) for r in task.rules}
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            uniqueness.index_for(task.run_id, rule.name).forget(task.partition.id)
+            uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule)).forget(task.partition.id)
+
+
+def partition_local(task: PartitionTask, rule: UniqueRule) -> bool:
+    """True when the partitions split the source on columns the job-wide rule includes, carried unchanged:
+    then no key is in two partitions, and each partition's keys need only be checked among themselves."""
+    if rule.scope != "job" or task.partition.kind == "blocks" or task.transform.function:
+        return False  # a transform function may rewrite any column
+    sources = task.plan.keyset if task.partition.kind == "keyset" else (task.plan.key,)
+    carried = {c.source: c.name for c in task.plan.target_columns if c.source}
+    names = [carried.get(s) if s else None for s in sources]
+    return bool(names) and all(n is not None and n in rule.columns for n in names)
 
 
 def needed_columns(task: PartitionTask) -> set[str]:
@@ -98,12 +110,36 @@ def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Ser
     out = {}
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            index = uniqueness.index_for(task.run_id, rule.name)
+            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule))
             with _seed_lock:
                 if not index.seeded:
                     _seed(task, rule, index, frame.schema)
-            out[rule.name] = ~index.check_and_add(_hashes(frame, rule.columns), task.partition.id)
+            span = _bitmap_span(task, rule, frame.schema) if index.local else None
+            if span is None:
+                out[rule.name] = ~index.check_and_add(_hashes(frame, rule.columns), task.partition.id)
+            else:
+                offsets = _offsets(frame.get_column(rule.columns[0]), task.partition.lo or 0, span)
+                out[rule.name] = ~index.check_and_add(offsets, task.partition.id,
+                                                      partial(uniqueness.Bitmap, span))
     return out
+
+
+def _bitmap_span(task: PartitionTask, rule: UniqueRule, schema: pl.Schema) -> int | None:
+    """The width of the partition's key range when its keys can be kept as bits (see engine.uniqueness)."""
+    p = task.partition
+    if p.kind != "key" or p.lo is None or p.hi is None or len(rule.columns) != 1:
+        return None
+    span = p.hi - p.lo + 1
+    return span if schema[rule.columns[0]].is_integer() and span <= uniqueness.BITMAP_CAP else None
+
+
+def _offsets(keys: pl.Series, low: int, span: int) -> pl.Series:
+    offsets = (keys.cast(pl.Int64) - low)
+    lowest, highest = offsets.min(), offsets.max()
+    if lowest is not None and (lowest < 0 or highest >= span):  # type: ignore[operator]
+        raise EngineError(f"key {keys.name} has values outside its partition's range (the source changed its "
+                          "partition key while it was read?)")
+    return offsets.cast(pl.UInt32)
 
 
 def _sample_keys(task: PartitionTask, frame: pl.DataFrame, failed: pl.Series) -> list[str]:

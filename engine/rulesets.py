@@ -126,9 +126,32 @@ def _references(rule: ReferencesRule, keys: pl.DataFrame, schema: pl.Schema) -> 
     cols = list(rule.columns_used)
     cast = keys.select(pl.col(c).cast(schema[c], strict=False) for c in cols)
     any_null = pl.any_horizontal(pl.col(c).is_null() for c in cols)
+    if len(cols) == 1 and schema[cols[0]].is_integer() and schema[cols[0]] != pl.UInt64:
+        return any_null | _among_integers(pl.col(cols[0]), cast.to_series().drop_nulls())
     if len(cols) == 1:
         return any_null | pl.col(cols[0]).is_in(cast.to_series().implode())
     return any_null | pl.struct(cols).is_in(cast.select(pl.struct(cols)).to_series().implode())
+
+
+BITMAP_DENSITY = 64  # a key bitmap may hold up to this many bits per key (1 bit a possible value, 8 bytes a key)
+
+
+def _among_integers(value: pl.Expr, keys: pl.Series) -> pl.Expr:
+    """Membership in a fixed set of integers without building a hash table per batch (what `is_in` does):
+    a bitmap over the keys' range when they are dense enough, else a binary search in the sorted keys."""
+    if keys.is_empty():
+        return pl.lit(False)
+    low, high = int(keys.min()), int(keys.max())  # type: ignore[arg-type]
+    span = high - low + 1
+    offset = value.cast(pl.Int64) - low
+    if span <= BITMAP_DENSITY * len(keys):
+        bits = pl.repeat(False, span, eager=True, dtype=pl.Boolean)
+        bits.scatter((keys.cast(pl.Int64) - low).cast(pl.UInt32), True)
+        inside = (offset >= 0) & (offset < span)
+        return inside & pl.lit(bits).gather(offset.clip(0, span - 1).cast(pl.UInt32))
+    ordered = keys.cast(pl.Int64).unique().sort()
+    at = pl.lit(ordered).search_sorted(value.cast(pl.Int64)).clip(0, len(ordered) - 1)
+    return pl.lit(ordered).gather(at) == value.cast(pl.Int64)
 
 
 def _value(rule: Rule) -> pl.Expr:

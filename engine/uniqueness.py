@@ -6,15 +6,29 @@ search in each run: five runs at 10M keys. A partition's keys stay apart (`pendi
 partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of themselves, while the
 partitions in flight still see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵
 (3 in a million at 10M keys): such a row would be reported as a duplicate.
+
+When the partitions split the source on the rule's own columns (a key or keyset range over a column the rule
+includes), two partitions never share a key: the index is `local`, each partition checks only its own keys and
+forgets them when it commits, so memory follows a partition's size instead of the job's. A local partition that
+is a closed range of one integer key keeps its keys as bits over that range (`Bitmap`): no hashing, no search.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
 import polars as pl
 
 RUN_CAP = 1 << 21
+BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
+
+
+class KeySet(Protocol):
+    def __len__(self) -> int: ...
+    def contains(self, keys: pl.Series) -> pl.Series: ...
+    def add(self, keys: pl.Series) -> None: ...
 
 
 class SortedRuns:
@@ -41,12 +55,30 @@ class SortedRuns:
             self.runs.append(run)
 
 
+class Bitmap:
+    """The keys of one partition that is a closed range of an integer key, as offsets from its low end."""
+
+    def __init__(self, span: int) -> None:
+        self.bits = pl.repeat(False, span, eager=True, dtype=pl.Boolean)
+
+    def __len__(self) -> int:
+        return int(self.bits.sum())
+
+    def contains(self, offsets: pl.Series) -> pl.Series:
+        return self.bits.gather(offsets).fill_null(False)
+
+    def add(self, offsets: pl.Series) -> None:
+        if len(offsets):
+            self.bits.scatter(offsets, True)  # in place
+
+
 class HashIndex:
-    def __init__(self) -> None:
+    def __init__(self, local: bool = False) -> None:
         self.committed = SortedRuns()
-        self.pending: dict[int, SortedRuns] = {}  # partition -> keys of its attempt in flight
+        self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
-        self.seeded = False
+        self.local = local
+        self.seeded = local  # a local index has nothing to learn from earlier partitions
 
     def __len__(self) -> int:
         return len(self.committed) + sum(len(p) for p in self.pending.values())
@@ -59,7 +91,7 @@ class HashIndex:
     def committed_partition(self, partition: int) -> None:
         with self.lock:
             runs = self.pending.pop(partition, None)
-            for run in runs.runs if runs else []:
+            for run in runs.runs if isinstance(runs, SortedRuns) and not self.local else []:
                 self.committed.add(run)
 
     def seed(self, hashes: pl.Series) -> None:
@@ -68,17 +100,18 @@ class HashIndex:
                 self.committed.add(hashes.slice(start, RUN_CAP).cast(pl.UInt64))
             self.seeded = True
 
-    def check_and_add(self, hashes: pl.Series, partition: int) -> pl.Series:
+    def check_and_add(self, hashes: pl.Series, partition: int, keys: Callable[[], KeySet] = SortedRuns) -> pl.Series:
         """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
-        null hashes (a key with a NULL) are never duplicates and are not remembered."""
-        hashes = hashes.cast(pl.UInt64)
+        null hashes (a key with a NULL) are never duplicates and are not remembered. A local index may be given
+        other `keys` than hashes (a partition's `Bitmap` of key offsets): `keys` makes the partition's set."""
         within = ~hashes.is_first_distinct()
         with self.lock:
-            seen = self.committed.contains(hashes)
-            for runs in self.pending.values():
+            own = self.pending.setdefault(partition, keys())
+            others = [own] if self.local else [self.committed, *self.pending.values()]
+            seen = others[0].contains(hashes)
+            for runs in others[1:]:
                 seen = seen | runs.contains(hashes)
-            fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
-            self.pending.setdefault(partition, SortedRuns()).add(fresh)
+            own.add(hashes.filter(~seen & ~within & hashes.is_not_null()))
         return (seen | within) & hashes.is_not_null()
 
 
@@ -86,9 +119,10 @@ _indexes: dict[tuple[str, str], HashIndex] = {}
 _indexes_lock = threading.Lock()
 
 
-def index_for(run_id: str, rule: str) -> HashIndex:
+def index_for(run_id: str, rule: str, local: bool = False) -> HashIndex:
+    """The run's index for `rule`, made `local` (see above) by the first caller's word."""
     with _indexes_lock:
-        return _indexes.setdefault((run_id, rule), HashIndex())
+        return _indexes.setdefault((run_id, rule), HashIndex(local))
 
 
 def committed(run_id: str, partition: int) -> None:

@@ -3,6 +3,7 @@ expressions (NULL passes all but not_null), formats, merged quarantine records, 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from engine.rulejob import over_budget, quarantine_sql, schema_verdicts
 from engine.rulerun import merge_bad
 from engine.rulesets import compile_checks, polars_type
 from engine.rulestats import RuleStats
-from engine.uniqueness import HashIndex
+from engine.uniqueness import Bitmap, HashIndex
 
 
 def _config(*rules: dict[str, Any]) -> Any:
@@ -119,6 +120,18 @@ def test_range_on_timestamps_and_composite_references() -> None:
     assert verdicts == {"r": [False, True], "ref": [False, True]}
 
 
+@pytest.mark.parametrize("keys", [[1, 3, 4, 7], [1, 3, 4, 10**12], [5]], ids=["bitmap", "sorted", "one key"])
+def test_integer_references_by_bitmap_or_search_match_is_in(keys: list[int]) -> None:
+    """Integer keys skip the hash table `is_in` builds per batch: a bitmap over a dense range, a binary search
+    in a sparse one. Both must answer exactly as `is_in` does, at and beyond the keys' ends."""
+    values = [None, 0, 1, 2, 3, 4, 5, 7, 8, 10**12, 10**12 + 1, -3]
+    frame = pl.DataFrame({"x": values}, schema={"x": pl.Int64})
+    got = _verdicts(frame, {"name": "ref", "kind": "references", "column": "x", "table": "t", "key": "id"},
+                    keys={"ref": pl.DataFrame({"x": keys + [None]}, schema={"x": pl.Int32 if max(keys) < 2**31
+                                                                             else pl.Int64})})
+    assert got == {"ref": [v is None or v in keys for v in values]}
+
+
 def test_job_scope_rules_are_not_compiled_per_batch() -> None:
     frame = pl.DataFrame({"x": [1, 1]})
     verdicts = _verdicts(frame, {"name": "u", "kind": "unique", "columns": ["x"], "scope": "job"},
@@ -150,6 +163,19 @@ def test_hash_index_finds_repeats_and_forgets_a_retried_partition() -> None:
     index.committed_partition(3)
     assert len(index) == 5005 and len(index.committed.runs) < 8
     assert index.check_and_add(pl.Series([10, 5009, 5010], dtype=pl.UInt64), 4).to_list() == [True, True, False]
+
+
+def test_a_local_index_checks_a_partition_against_itself_only() -> None:
+    index = HashIndex(local=True)
+    bits = partial(Bitmap, 100)
+    assert index.check_and_add(pl.Series([1, 99, 1, None], dtype=pl.UInt32), 0, bits).to_list() == [
+        False, False, True, False]
+    assert index.check_and_add(pl.Series([99, 98], dtype=pl.UInt32), 0, bits).to_list() == [True, False]
+    assert index.check_and_add(pl.Series([1, 2], dtype=pl.UInt32), 1, bits).to_list() == [False, False]
+    index.committed_partition(0)
+    assert len(index) == 2 and len(index.committed) == 0  # partition 0's keys are let go when it commits
+    index.forget(1)
+    assert index.check_and_add(pl.Series([1, 2], dtype=pl.UInt32), 1, bits).to_list() == [False, False]
 
 
 def test_budgets_and_schema_verdicts() -> None:
