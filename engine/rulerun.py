@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -30,11 +31,18 @@ from engine.urls import parse_url
 _compiled: dict[tuple[str, tuple[tuple[str, str], ...]], list[RowCheck]] = {}
 _compiled_lock = threading.Lock()
 _seed_lock = threading.Lock()
+_asking = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reconcile")
+_expected: dict[tuple[str, int, str], Future[Any]] = {}  # (run, partition, rule) -> the source's aggregate
 
 
 def start_partition(task: PartitionTask, result: PartitionResult) -> None:
     """Fresh stats for every rule; a retried partition forgets the keys its failed attempt remembered."""
     result.rule_stats = {r.name: RuleStats(r.name, r.kind, r.severity) for r in task.rules}
+    for rule in task.rules:
+        if isinstance(rule, ReconcileRule):  # the source's side, asked now: ready by the time the rows are loaded
+            future = _asking.submit(_source_aggregate, task, rule)
+            with _compiled_lock:
+                _expected[(task.run_id, task.partition.id, rule.name)] = future
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
             uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule)).forget(task.partition.id)
@@ -73,7 +81,7 @@ def _checks(task: PartitionTask, schema: pl.Schema) -> list[RowCheck]:
     return checks
 
 
-def _hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+def key_hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
     key = pl.col(columns[0]) if len(columns) == 1 else pl.struct(columns)
     if len(columns) == 1:  # a NULL's hash is replaced by NULL: never a duplicate
         return frame.select(pl.when(key.is_null()).then(None).otherwise(key.hash(7))).to_series()
@@ -83,7 +91,17 @@ def _hashes(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
 
 def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, schema: pl.Schema) -> None:
     """Before the run's first batch: scope "target" adds the keys already in the target table; scope "job" of a
-    resumed run adds those of the partitions committed before the resume (selected by the partition key)."""
+    resumed run adds those of the partitions committed before the resume (selected by the partition key).
+    The keys are read and hashed a stream of batches at a time: only their hashes are held."""
+    sql = _seed_sql(task, rule)
+    if sql is not None:
+        for batch in pg.stream_batches(parse_url(task.target_url), [], sql, 16 << 20):
+            rows = frames.frame(batch).select(pl.col(c).cast(schema[c], strict=False) for c in rule.columns)
+            index.seed(key_hashes(rows, rule.columns))
+    index.seeded_all()
+
+
+def _seed_sql(task: PartitionTask, rule: UniqueRule) -> str | None:
     cols = ", ".join(quote_ident(c) for c in rule.columns)
     with pg.connection(parse_url(task.target_url)) as conn:
         table, where = task.target.table, ""
@@ -93,30 +111,26 @@ def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, sc
             ranges = [p.where(quote_ident(key)).removeprefix(" WHERE ") for p in task.plan.partitions
                       if p.id in done] if key else []
             if not ranges:
-                index.seeded = True
-                return
+                return None
             table = task.target.write_table
             where = "" if "" in ranges else " WHERE " + " OR ".join(f"({r})" for r in ranges)
         existing = pg.table_columns(conn, table)
-        if existing is None or any(c not in existing for c in rule.columns):
-            index.seeded = True
-            return
-        rows = frames.frame(pg.fetch_arrow(conn, f"SELECT {cols} FROM {table.quoted()}{where}"))
-    rows = rows.select(pl.col(c).cast(schema[c], strict=False) for c in rule.columns)
-    index.seed(_hashes(rows, rule.columns).drop_nulls())
+    if existing is None or any(c not in existing for c in rule.columns):
+        return None
+    return f"SELECT {cols} FROM {table.quoted()}{where}"
 
 
 def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Series]:
     out = {}
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule))
+            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule), task.plan.source_rows)
             with _seed_lock:
                 if not index.seeded:
                     _seed(task, rule, index, frame.schema)
             span = _bitmap_span(task, rule, frame.schema) if index.local else None
             if span is None:
-                out[rule.name] = ~index.check_and_add(_hashes(frame, rule.columns), task.partition.id)
+                out[rule.name] = ~index.check_and_add(key_hashes(frame, rule.columns), task.partition.id)
             else:
                 offsets = _offsets(frame.get_column(rule.columns[0]), task.partition.lo or 0, span)
                 out[rule.name] = ~index.check_and_add(offsets, task.partition.id,
@@ -158,14 +172,14 @@ def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResul
     passing = {c.rule.name: verdicts.get_column(f"c{i}") for i, c in enumerate(checks)}
     passing.update(_unique_passes(task, frame))
     values = {c.rule.name: c.value for c in checks}
+    counts = pl.DataFrame(passing).select(pl.all().not_().sum()).row(0) if passing else ()
     parts = []
-    for name, ok in passing.items():
+    for (name, ok), n in zip(passing.items(), counts, strict=True):
         rule, stats = rules[name], result.rule_stats[name]
-        failed = ~ok
-        n = int(failed.sum())
-        if not n:
+        if not n:  # the usual case, settled by one count per rule for the whole batch
             stats.add(frame.height)
             continue
+        failed = ~ok
         label = ", ".join(rule.columns_used) or "(row)"
         shown = frame.filter(failed).select(values.get(name, _joined(rule))).to_series()
         top = shown.value_counts(sort=True).head(20)
@@ -226,18 +240,24 @@ def _same(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def _source_aggregate(task: PartitionTask, rule: ReconcileRule) -> Any:
+    """The rule's aggregate over the source partition, by SQL in the run's snapshot."""
+    col = quote_ident(rule.column, task.plan.dialect)
+    agg = {"sum": f"SUM({col})", "count_distinct": f"COUNT(DISTINCT {col})", "min": f"MIN({col})",
+           "max": f"MAX({col})"}[rule.agg]
+    where = task.plan.where(task.partition)  # key, block or keyset range alike
+    return source.query_rows(parse_url(task.source_url), f"SELECT {agg} FROM {task.plan.from_sql}{where}")[0][0]
+
+
 def reconcile_partition(task: PartitionTask, result: PartitionResult) -> None:
     """Each reconcile rule: the source partition's aggregate (by SQL, in the run's snapshot) equals that of the
     rows loaded plus quarantined. Runs before the partition commits; a mismatch stops it unless the rule warns."""
     for rule in task.rules:
         if not isinstance(rule, ReconcileRule):
             continue
-        url = parse_url(task.source_url)
-        col = quote_ident(rule.column, task.plan.dialect)
-        agg = {"sum": f"SUM({col})", "count_distinct": f"COUNT(DISTINCT {col})", "min": f"MIN({col})",
-               "max": f"MAX({col})"}[rule.agg]
-        where = task.plan.where(task.partition)  # key, block or keyset range alike
-        expected = source.query_rows(url, f"SELECT {agg} FROM {task.plan.from_sql}{where}")[0][0]
+        with _compiled_lock:
+            future = _expected.pop((task.run_id, task.partition.id, rule.name), None)
+        expected = future.result() if future else _source_aggregate(task, rule)
         stats = result.rule_stats[rule.name]
         got = stats.aggregate
         if rule.agg == "count_distinct":
@@ -258,3 +278,5 @@ def drop_run(run_id: str) -> None:
     with _compiled_lock:
         for key in [k for k in _compiled if k[0] == run_id]:
             del _compiled[key]
+        for asked in [k for k in _expected if k[0] == run_id]:
+            del _expected[asked]

@@ -1,11 +1,13 @@
 """Uniqueness across a whole run: a memory-bounded index of 64-bit key hashes, shared by the run's partitions.
 
-Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs of up to `RUN_CAP` keys
-(new keys merge into the last run, so a merge never copies more than that), and a batch is checked by binary
-search in each run: five runs at 10M keys. A partition's keys stay apart (`pending`) until it commits: a retried
-partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of themselves, while the
-partitions in flight still see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵
-(3 in a million at 10M keys): such a row would be reported as a duplicate.
+Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs of up to `RUN_CAP` keys,
+merged as a binary counter merges (two runs of about one size become one), so a key is copied a few times, not
+once a partition. In front of the runs sits a one-bit-per-slot filter over the hashes' top bits (at most
+`FILTER_BITS`, 16 MB): a key whose slot is clear was never added, so most of a batch's new keys are settled by
+one lookup, and only the rest are searched for in the runs. A partition's keys stay apart (`pending`) until it
+commits: a retried partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of
+themselves, while the partitions in flight still see each other's keys. Two distinct keys share a hash with
+probability about n²/2⁶⁵ (3 in a million at 10M keys): such a row would be reported as a duplicate.
 
 When the partitions split the source on the rule's own columns (a key or keyset range over a column the rule
 includes), two partitions never share a key: the index is `local`, each partition checks only its own keys and
@@ -23,6 +25,7 @@ import polars as pl
 
 RUN_CAP = 1 << 21
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
+FILTER_BITS = 1 << 27  # the largest filter: 16 MB, about 7% of its slots set at 10M keys
 
 
 class KeySet(Protocol):
@@ -33,26 +36,28 @@ class KeySet(Protocol):
 
 class SortedRuns:
     def __init__(self) -> None:
-        self.runs: list[pl.Series] = []  # each sorted; all but the last hold RUN_CAP keys or nearly
+        self.runs: list[pl.Series] = []  # each sorted, larger ones first
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs)
 
     def contains(self, hashes: pl.Series) -> pl.Series:
-        seen = pl.repeat(False, len(hashes), eager=True)
-        probe = hashes.fill_null(0)
-        for run in self.runs:
-            at = run.search_sorted(probe).clip(0, len(run) - 1)
-            seen = seen | (run.gather(at) == hashes).fill_null(False)
-        return seen
+        return pl.select(self.found(pl.lit(hashes))).to_series()
+
+    def found(self, hashes: pl.Expr) -> pl.Expr:
+        """True where the hash is in a run (by binary search), as one expression: one query for all runs."""
+        hits = [pl.lit(run).gather(pl.lit(run).search_sorted(hashes.fill_null(0)).clip(0, len(run) - 1)) == hashes
+                for run in self.runs]
+        return pl.any_horizontal(hits).fill_null(False) if hits else hashes.is_in([]).fill_null(False)
 
     def add(self, hashes: pl.Series) -> None:
-        """Merged into the open (last) run while it stays under RUN_CAP: few runs, so few searches a batch."""
-        run = hashes.sort()
-        if self.runs and len(self.runs[-1]) + len(run) <= RUN_CAP:
-            run = pl.DataFrame({"h": self.runs.pop()}).merge_sorted(pl.DataFrame({"h": run}), key="h").to_series()
-        if len(run):
-            self.runs.append(run)
+        if len(hashes):
+            self.runs.append(hashes.sort())
+        while (len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1])
+               and len(self.runs[-2]) + len(self.runs[-1]) <= RUN_CAP):
+            last, before = self.runs.pop(), self.runs.pop()
+            self.runs.append(pl.DataFrame({"h": before}).merge_sorted(pl.DataFrame({"h": last}), key="h")
+                             .to_series())
 
 
 class Bitmap:
@@ -73,8 +78,10 @@ class Bitmap:
 
 
 class HashIndex:
-    def __init__(self, local: bool = False) -> None:
+    def __init__(self, local: bool = False, expected_keys: int = 0) -> None:
         self.committed = SortedRuns()
+        width = min(FILTER_BITS, max(1 << 16, 8 * expected_keys)).bit_length() - 1  # about 8 slots a key
+        self.filter, self.shift = Bitmap(1 << width), 64 - width
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
         self.local = local
@@ -95,10 +102,14 @@ class HashIndex:
                 self.committed.add(run)
 
     def seed(self, hashes: pl.Series) -> None:
+        """Keys committed before the run (target scope) or before a resume: added as if committed."""
+        hashes = hashes.cast(pl.UInt64).drop_nulls()
         with self.lock:
-            for start in range(0, len(hashes), RUN_CAP):
-                self.committed.add(hashes.slice(start, RUN_CAP).cast(pl.UInt64))
-            self.seeded = True
+            self.committed.add(hashes)
+            self.filter.add(self._slots(hashes))
+
+    def seeded_all(self) -> None:
+        self.seeded = True
 
     def check_and_add(self, hashes: pl.Series, partition: int, keys: Callable[[], KeySet] = SortedRuns) -> pl.Series:
         """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
@@ -107,22 +118,42 @@ class HashIndex:
         within = ~hashes.is_first_distinct()
         with self.lock:
             own = self.pending.setdefault(partition, keys())
-            others = [own] if self.local else [self.committed, *self.pending.values()]
-            seen = others[0].contains(hashes)
-            for runs in others[1:]:
-                seen = seen | runs.contains(hashes)
-            own.add(hashes.filter(~seen & ~within & hashes.is_not_null()))
+            seen = own.contains(hashes) if self.local else self._seen(hashes)
+            fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
+            own.add(fresh)
+            if not self.local:
+                self.filter.add(self._slots(fresh))
         return (seen | within) & hashes.is_not_null()
+
+    def _slots(self, hashes: pl.Series) -> pl.Series:
+        return (hashes // (1 << self.shift)).cast(pl.UInt32)
+
+    def _seen(self, hashes: pl.Series) -> pl.Series:
+        """Searched for in the runs only where the filter's slot is set (a clear slot: never added)."""
+        maybe = self.filter.contains(self._slots(hashes))
+        at = maybe.arg_true()
+        seen = pl.repeat(False, len(hashes), eager=True)
+        if len(at):
+            candidates = pl.lit(hashes.gather(at))
+            every = [self.committed, *self.pending.values()]  # a shared index's keys are all hashes in runs
+            found = [r.found(candidates) for r in every if isinstance(r, SortedRuns) and r.runs]
+            if found:
+                seen.scatter(at, pl.select(pl.any_horizontal(found)).to_series())
+        return seen
 
 
 _indexes: dict[tuple[str, str], HashIndex] = {}
 _indexes_lock = threading.Lock()
 
 
-def index_for(run_id: str, rule: str, local: bool = False) -> HashIndex:
-    """The run's index for `rule`, made `local` (see above) by the first caller's word."""
+def index_for(run_id: str, rule: str, local: bool = False, expected_keys: int = 0) -> HashIndex:
+    """The run's index for `rule`, made by the first caller's word: `local` (see above), sized for about
+    `expected_keys`."""
     with _indexes_lock:
-        return _indexes.setdefault((run_id, rule), HashIndex(local))
+        index = _indexes.get((run_id, rule))
+        if index is None:
+            index = _indexes[(run_id, rule)] = HashIndex(local, expected_keys)
+        return index
 
 
 def committed(run_id: str, partition: int) -> None:
