@@ -130,9 +130,15 @@ def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | No
     frame = original if transform is None else _transformed(original, transform)
     mid = time.perf_counter()
     verdict = split_rows(frame, rules)
-    bad = rulerun.merge_bad([verdict.bad_rows, rulerun.check_batch(task, frame, result)])
-    if bad.height:
-        whole = frames.frame(batch) if transform is None else original  # the whole source row, as recorded
+    refused, warned = rulerun.check_batch(task, frame, result)
+    bad = rulerun.merge_bad([verdict.bad_rows, refused])
+    if warned.height and bad.height:  # a quarantined row's record holds its warnings too
+        also = warned.get_column(ROW_INDEX).is_in(bad.get_column(ROW_INDEX).implode())
+        bad, warned = rulerun.merge_bad([bad, warned.filter(also)]), warned.filter(~also)
+    whole = (frames.frame(batch) if transform is None else original) if bad.height or warned.height else frame
+    if warned.height:  # rows that are loaded all the same, recorded with the rules they failed
+        rejected.append(quarantine.warned(quarantine.records(origin(task), whole, warned)))
+    if bad.height:  # the whole source row, as recorded
         _quarantine(task, whole, bad, zip(verdict.failures["check"], verdict.failures["column"], strict=True),
                     result, rejected)
         keep = pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()

@@ -86,6 +86,7 @@ def ensure_schema(conn: pg.Connection) -> None:
 def _schema_complete(conn: pg.Connection) -> bool:
     found = pg.fetch_all(conn, """SELECT to_regclass('engine.checkpoints') IS NOT NULL
                                          AND to_regclass('engine.quarantine_run_idx') IS NOT NULL
+                                         AND to_regclass('engine.warnings_run_idx') IS NOT NULL
                                          AND to_regclass('engine.steps') IS NOT NULL""")[0][0]
     for table, column, _ in _ADDED_COLUMNS:
         found = found and pg.fetch_all(conn, """SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attnum > 0

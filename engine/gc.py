@@ -76,7 +76,8 @@ class Garbage:
 
     def describe(self) -> list[str]:
         lines = [f"staging folder of run {r}: {p} ({n / 2**20:.1f} MB)" for r, p, n in self.folders]
-        lines += [f"{n:,} quarantined rows of run {r} in engine.quarantine" for r, n in self.quarantine]
+        lines += [f"{n:,} quarantined or warned rows of run {r} in engine.quarantine / engine.warnings"
+                  for r, n in self.quarantine]
         lines += [f"table {t} (left by a replace run that will not resume)" for t in self.tables]
         return lines
 
@@ -88,7 +89,9 @@ def find_garbage(conn: pg.Connection, config: JobConfig, older_than: float) -> G
     old = pg.fetch_all(conn, """SELECT run_id FROM engine.runs WHERE job = $1 AND status <> 'running'
                                 AND COALESCE(finished_at, started_at) < now() - make_interval(secs => $2)
                                 ORDER BY started_at""", (job, older_than))
-    counts = dict(pg.fetch_all(conn, """SELECT run_id, COUNT(*) FROM engine.quarantine WHERE job = $1
+    counts = dict(pg.fetch_all(conn, """SELECT run_id, COUNT(*) FROM (
+                                            SELECT run_id FROM engine.quarantine WHERE job = $1 UNION ALL
+                                            SELECT run_id FROM engine.warnings WHERE job = $1) recorded
                                         GROUP BY run_id""", (job,)))
     for (run_id,) in old:
         if run_id == keep:
@@ -112,6 +115,7 @@ def remove(conn: pg.Connection, garbage: Garbage, job: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     for run_id, _ in garbage.quarantine:
         pg.execute(conn, "DELETE FROM engine.quarantine WHERE job = $1 AND run_id = $2", (job, run_id))
+        pg.execute(conn, "DELETE FROM engine.warnings WHERE job = $1 AND run_id = $2", (job, run_id))
     for table in garbage.tables:
         pg.execute(conn, f"DROP TABLE IF EXISTS {table.quoted()}")
     conn.commit()

@@ -30,7 +30,14 @@ TABLE_DDL = [
         source_key text, checks text NOT NULL, columns text NOT NULL, reason text NOT NULL, row jsonb NOT NULL,
         quarantined_at timestamptz NOT NULL DEFAULT now())""",
     "CREATE INDEX IF NOT EXISTS quarantine_run_idx ON engine.quarantine (job, run_id)",
+    # Rows that failed a `warn` rule: loaded all the same, recorded here the same way, so that they can be listed.
+    """CREATE TABLE IF NOT EXISTS engine.warnings (
+        id bigserial PRIMARY KEY, job text NOT NULL, run_id text NOT NULL, partition_id integer NOT NULL,
+        source_key text, checks text NOT NULL, columns text NOT NULL, reason text NOT NULL, row jsonb NOT NULL,
+        warned_at timestamptz NOT NULL DEFAULT now())""",
+    "CREATE INDEX IF NOT EXISTS warnings_run_idx ON engine.warnings (job, run_id)",
 ]
+WARNINGS = b"warnings"  # schema metadata marking records of loaded rows (`warned`), not quarantined ones
 
 RECORD_SCHEMA = pa.schema([
     ("job", pa.large_string()), ("run_id", pa.large_string()), ("partition_id", pa.int32()),
@@ -91,12 +98,23 @@ def refused_check(row: RejectedRow) -> str:
     return f"target {row.condition}"
 
 
-def write(conn: pg.Connection, rows: pa.Table, staging_dir: Path, partition_id: int) -> int:
-    """Insert the records in the caller's transaction and stage them as Parquet."""
+def warned(records: pa.Table) -> pa.Table:
+    """`records` of rows that are loaded all the same (a `warn` rule failed): `write` puts them in
+    engine.warnings."""
+    return records.replace_schema_metadata({b"engine.table": WARNINGS})
+
+
+def write(conn: pg.Connection, records: list[pa.Table], staging_dir: Path, partition_id: int) -> int:
+    """Insert the records in the caller's transaction (the quarantined rows' also staged as Parquet);
+    returns the quarantined rows written."""
+    warnings = [r.cast(RECORD_SCHEMA) for r in records if (r.schema.metadata or {}).get(b"engine.table") == WARNINGS]
+    if warnings and sum(w.num_rows for w in warnings):
+        pg.ingest(conn, "warnings", "engine", pa.concat_tables(warnings), mode="append")
+    rows = pa.concat_tables([r.cast(RECORD_SCHEMA) for r in records if not (r.schema.metadata or {}).get(b"engine.table")])
     if rows.num_rows == 0:
         return 0
     stage(rows, staging_dir / "rejected" / f"part-{partition_id:05d}.parquet", f"partition {partition_id}")
-    return pg.ingest(conn, "quarantine", "engine", rows.cast(RECORD_SCHEMA), mode="append")
+    return pg.ingest(conn, "quarantine", "engine", rows, mode="append")
 
 
 def stage(rows: pa.Table, path: Path, what: str) -> None:

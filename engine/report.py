@@ -130,12 +130,13 @@ def render_rules(rules: list[dict[str, Any]]) -> list[str]:
                      f"{r['rows_checked']:>10,} ({r['share']:.2%})  {', '.join(r['columns'])}")
         if r["failures"]:
             values = ", ".join(f"{v['value']!r} x{v['rows']:,}" for v in r["top_values"])
-            lines.append(f"      top values: {values}")
-            lines.append(f"      sample keys: {', '.join(r['sample_keys'])}")
+            lines += [f"      top values: {values}"] if values else []
+            lines += [f"      sample keys: {', '.join(r['sample_keys'])}"] if r["sample_keys"] else []
             if r.get("detail"):
                 lines.append(f"      {r['detail']}")
-            lines.append(f"      all rows: {r['sql']}" if r.get("sql") else
-                         "      (rows are loaded, not quarantined: severity warn, or a per-partition/job verdict)")
+            loaded = " (loaded all the same: severity warn)" if r["severity"] == "warn" else ""
+            lines.append(f"      all rows{loaded}: {r['sql']}" if r.get("sql") else
+                         "      (a verdict over partitions or the whole job: no rows to list)")
     return lines
 
 

@@ -60,9 +60,21 @@ def judge_completeness(rules: list[Rule], stats: dict[str, RuleStats], notes: li
                                  "partitions are kept, the run is not marked succeeded")
 
 
-def quarantine_sql(job: str, run_id: str, rule: str) -> str:
-    return (f"SELECT * FROM engine.quarantine WHERE job = {quote_literal(job)} AND run_id = {quote_literal(run_id)} "
+def quarantine_sql(job: str, run_id: str, rule: str, table: str = "quarantine") -> str:
+    """The SQL listing the rows the rule failed in engine.quarantine (or engine.warnings: loaded rows)."""
+    return (f"SELECT * FROM engine.{table} WHERE job = {quote_literal(job)} AND run_id = {quote_literal(run_id)} "
             f"AND {quote_literal(rule)} = ANY(string_to_array(checks, ', '))")
+
+
+def _listing(rule: Rule, job: str, run_id: str) -> str | None:
+    if not rule.row_level or rule.severity == "fail":  # a fail rule stops the partition: nothing to list
+        return None
+    if rule.severity == "reject":
+        return quarantine_sql(job, run_id, rule.name)
+    # a warn rule's rows: loaded (engine.warnings), or quarantined by another rule (their record names it too)
+    return (quarantine_sql(job, run_id, rule.name, "warnings").replace("SELECT *", "SELECT *, 'loaded' AS outcome")
+            + " UNION ALL " + quarantine_sql(job, run_id, rule.name).replace(
+                "SELECT *", "SELECT *, 'quarantined' AS outcome"))
 
 
 def report_rows(rules: list[Rule], stats: dict[str, RuleStats], job: str, run_id: str) -> list[dict[str, Any]]:
@@ -74,7 +86,7 @@ def report_rows(rules: list[Rule], stats: dict[str, RuleStats], job: str, run_id
             "rows_checked": s.checked, "failures": s.failures, "share": round(s.share, 6),
             "top_values": [{"value": v, "rows": n} for v, n in s.values.most_common(5)],
             "sample_keys": s.keys[:5], "detail": s.detail,
-            "sql": quarantine_sql(job, run_id, rule.name) if rule.row_level and rule.severity == "reject" else None,
+            "sql": _listing(rule, job, run_id),
         })
     return rows
 

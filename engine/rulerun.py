@@ -164,8 +164,10 @@ def _sample_keys(task: PartitionTask, frame: pl.DataFrame, failed: pl.Series) ->
     return [f"partition {task.partition.id} row {i}" for i in rows]
 
 
-def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult) -> pl.DataFrame:
-    """The batch's rows that `reject` rules refuse (BAD_ROWS_SCHEMA), one per row with every reason."""
+def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The batch's rows that `reject` rules refuse and those that only `warn` rules fail (BAD_ROWS_SCHEMA
+    both), one per row with every reason of its kind."""
     checks = _checks(task, frame.schema)
     rules = {r.name: r for r in task.rules}
     verdicts = frame.select(c.passes.alias(f"c{i}") for i, c in enumerate(checks)) if checks else pl.DataFrame()
@@ -173,7 +175,7 @@ def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResul
     passing.update(_unique_passes(task, frame))
     values = {c.rule.name: c.value for c in checks}
     counts = pl.DataFrame(passing).select(pl.all().not_().sum()).row(0) if passing else ()
-    parts = []
+    parts: dict[str, list[pl.DataFrame]] = {"reject": [], "warn": []}
     for (name, ok), n in zip(passing.items(), counts, strict=True):
         rule, stats = rules[name], result.rule_stats[name]
         if not n:  # the usual case, settled by one count per rule for the whole batch
@@ -190,12 +192,12 @@ def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResul
                              f"{task.partition.id}, e.g. {label} = {shown[0]}; nothing of that partition was loaded")
         if rule.severity == "reject":
             result.failures[(name, label)] += n
-            parts.append(pl.DataFrame({ROW_INDEX: pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32)
-                                       .filter(failed), "values": shown}).select(
-                ROW_INDEX, pl.lit(name).alias("checks"), pl.lit(label).alias("columns"),
-                (pl.lit(f"{label}: {name} failed for value ") + pl.col("values")).alias("reason")))
+        parts[rule.severity].append(pl.DataFrame({
+            ROW_INDEX: pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).filter(failed), "values": shown,
+        }).select(ROW_INDEX, pl.lit(name).alias("checks"), pl.lit(label).alias("columns"),
+                  (pl.lit(f"{label}: {name} failed for value ") + pl.col("values")).alias("reason")))
     _gather(task, frame, result)
-    return merge_bad(parts)
+    return merge_bad(parts["reject"]), merge_bad(parts["warn"])
 
 
 def _joined(rule: Rule) -> pl.Expr:

@@ -86,7 +86,7 @@ def _attempt(task: PartitionTask, result: PartitionResult, isolate: bool = False
         result.phases["load"] += time.perf_counter() - load_start - waited[0]
         commit_start = time.perf_counter()
         if rejected:
-            quarantine.write(conn, pa.concat_tables(rejected), Path(task.staging_dir), task.partition.id)
+            quarantine.write(conn, rejected, Path(task.staging_dir), task.partition.id)
         result.rows_loaded = loaded
         rulerun.reconcile_partition(task, result)  # before the commit: a mismatch keeps the partition out
         result.seconds = time.perf_counter() - started

@@ -103,12 +103,23 @@ def test_a_row_failing_three_rules_is_quarantined_once_with_three_reasons(source
                           "WHERE (row->>'id')::int = 2") == [("paid", "2")]
 
 
-def test_warn_loads_the_row_and_counts_it(source: str, pg_db: str, tmp_path: Path) -> None:
-    rule = _rule(name="amount_range", kind="range", column="amount", min=0, severity="warn")
-    report = run_job(load_config(_job(tmp_path, source, pg_db, rule)))
-    assert _loaded(pg_db) == list(range(1, 9)) and _quarantined(pg_db) == {}
-    assert report.rules[0]["failures"] == 2 and report.rules[0]["sql"] is None
-    assert {v["value"] for v in report.rules[0]["top_values"]} == {"-5.00", "-1.00"}
+def test_warn_loads_the_row_counts_it_and_lists_it(source: str, pg_db: str, tmp_path: Path) -> None:
+    """A warn rule never blocks a row: it is loaded, counted, and recorded in engine.warnings (with every warn
+    rule it failed), where the report's SQL lists it; a reject rule on the same row still quarantines it."""
+    rules = (_rule(name="amount_range", kind="range", column="amount", min=0, severity="warn")
+             + _rule(name="known_status", kind="allowed", column="status", values=["new", "paid"], severity="warn")
+             + _rule(name="email_format", kind="format", column="email", format="email"))
+    report = run_job(load_config(_job(tmp_path, source, pg_db, rules)))
+    assert _loaded(pg_db) == [1, 3, 4, 5, 6, 7, 8] and set(_quarantined(pg_db)) == {2}  # 'bad' e-mail
+    by_rule = {r["rule"]: r for r in report.rules}
+    assert by_rule["amount_range"]["failures"] == 2
+    assert {v["value"] for v in by_rule["amount_range"]["top_values"]} == {"-5.00", "-1.00"}
+    listed = pg_rows(pg_db, f"SELECT (row->>'id')::int, checks, outcome FROM ({by_rule['amount_range']['sql']}) r")
+    assert sorted(listed) == [(2, "email_format, amount_range", "quarantined"), (6, "amount_range", "loaded")]
+    listed = pg_rows(pg_db, f"SELECT (row->>'id')::int, checks FROM ({by_rule['known_status']['sql']}) r")
+    assert sorted(listed) == [(3, "known_status"), (4, "known_status"), (8, "known_status")]
+    assert pg_rows(pg_db, "SELECT count(*) FROM engine.warnings WHERE (row->>'id')::int = 2") == [(0,)]
+    assert pg_rows(pg_db, by_rule["email_format"]["sql"].replace("SELECT *", "SELECT (row->>'id')::int")) == [(2,)]
 
 
 def test_fail_severity_stops_the_job_with_exit_65_naming_the_rule(source: str, pg_db: str, tmp_path: Path) -> None:
