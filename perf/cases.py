@@ -212,6 +212,15 @@ def engine_rules(ctx: Context) -> Case:
                         "ratio of interest: to engine-novalidate")
 
 
+def engine_unique_job(ctx: Context) -> Case:
+    """Job-wide uniqueness over a column that is not the partition key (each ≈350-character note, distinct):
+    every key goes through the run's shared hash index, the memory case of issue 12."""
+    rule = {"name": "note_unique", "kind": "unique", "columns": ["note"], "scope": "job"}
+    return _engine_case(ctx, "engine-unique-job", "engine, one job-wide unique rule (not on the partition key)",
+                        rules="[[validate.rules]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in rule.items()),
+                        notes="ratio of interest: peak RSS to engine-novalidate's")
+
+
 def engine_mysql(ctx: Context) -> Case:
     return _engine_case(ctx, "engine-mysql", "engine, MariaDB -> PG (defaults)", source="mysql")
 
@@ -395,9 +404,8 @@ CASES: dict[str, Callable[[Context], Case]] = {
     "engine-key": engine_keys, "engine-blocks": engine_blocks, "engine-key-shuffled": engine_keys_shuffled,
     "engine-blocks-shuffled": engine_blocks_shuffled, "engine-novalidate": engine_no_validation,
     "engine-nocheckpoints": engine_no_checkpoints, "engine-mysql": engine_mysql, "engine-rules": engine_rules,
-    "engine-dask": engine_dask, "mariadb-limit": mariadb_limit, "engine-sqlite": engine_sqlite,
-    "sqlite-limit": sqlite_limit,
-    "sling-pg": sling_pg,
+    "engine-unique-job": engine_unique_job, "engine-dask": engine_dask, "mariadb-limit": mariadb_limit,
+    "engine-sqlite": engine_sqlite, "sqlite-limit": sqlite_limit, "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
     "polars-pg": polars_pg, "pandas-pg": pandas_pg,
 }

@@ -163,6 +163,12 @@ def validation_cost(rows: list[dict[str, Any]]) -> None:
         rules.setdefault("extra", {})["ratio_to_novalidate"] = round(ratio, 3)
         say(f"engine-rules / engine-novalidate: {ratio:.2f}x wall, peak RSS {rules['peak_rss_mb']} MB vs "
             f"{plain['peak_rss_mb']} MB")
+    unique = by_case.get("engine-unique-job")
+    if unique and plain and unique.get("peak_rss_mb") and plain.get("peak_rss_mb"):
+        growth = unique["peak_rss_mb"] - plain["peak_rss_mb"]
+        unique.setdefault("extra", {})["rss_over_novalidate_mb"] = round(growth, 1)
+        say(f"engine-unique-job: peak RSS {unique['peak_rss_mb']} MB, {growth:+.1f} MB over engine-novalidate, "
+            f"{unique['wall_s_median'] / plain['wall_s_median']:.2f}x its wall")
 
 
 def main_suite(args: argparse.Namespace) -> list[dict[str, Any]]:

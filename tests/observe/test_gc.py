@@ -38,10 +38,14 @@ def test_gc_deletes_old_runs_files_and_rows_but_not_what_a_resume_needs(pg_sourc
     root = staging / "gc1"
     assert (root / a / "rejected").is_dir() and (root / b / "rejected").is_dir()
     assert _quarantined(pg_db) == {a: 400, b: 200}
+    for run_id in (a, b):  # and three rows of each that a warn rule recorded
+        pg_exec(pg_db, "INSERT INTO engine.warnings (job, run_id, partition_id, checks, columns, reason, row) "
+                       "SELECT job, run_id, partition_id, checks, columns, reason, row FROM engine.quarantine "
+                       f"WHERE run_id = '{run_id}' LIMIT 3")
 
     dry = run_cli("gc", str(job), "--older-than", "30d")
     assert dry.returncode == 0, dry.stderr
-    assert f"staging folder of run {a}" in dry.stdout and f"400 quarantined or warned rows of run {a}" in dry.stdout
+    assert f"staging folder of run {a}" in dry.stdout and f"403 quarantined or warned rows of run {a}" in dry.stdout
     assert b not in dry.stdout.split("keeping")[0] and f"run {b} may resume" in dry.stdout
     assert "rerun with --yes" in dry.stdout
     assert (root / a).is_dir() and _quarantined(pg_db) == {a: 400, b: 200}  # a dry run deletes nothing
@@ -53,6 +57,7 @@ def test_gc_deletes_old_runs_files_and_rows_but_not_what_a_resume_needs(pg_sourc
     assert done.returncode == 0 and "deleted" in done.stdout
     assert not (root / a).exists() and (root / b / "rejected").is_dir()
     assert _quarantined(pg_db) == {b: 200}
+    assert pg_rows(pg_db, "SELECT run_id, COUNT(*) FROM engine.warnings GROUP BY 1") == [(b, 3)]
     assert len(_runs(pg_db)) == 2  # history stays
 
     resumed = run_cli("run", str(job), "--quiet")  # B resumes with what it kept
