@@ -144,3 +144,27 @@ def test_readme_wholedb_table_is_wholedb_latest_json() -> None:
     hashes = {h for r in results for h in r.get("extra", {}).get("engine_source", [])}
     assert len(hashes) == 1, hashes
     assert f"engine source hash `{hashes.pop()}`" in text
+
+
+def test_readme_validation_figures_quote_the_saved_results() -> None:
+    """The Validation section's figures are those of rules-bench.json, rules-ab.json and rules-10m.json."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bench = json.loads((ROOT / "perf" / "results" / "rules-bench.json").read_text())
+    unique, engines = bench["unique"], bench["engines"]
+    quoted = [f"took {unique['seconds']} s and +{unique['peak_rss_growth_mb']} MB of peak memory",
+              f"took {engines['pandera_over_polars']:.2f}x the time",
+              f"{engines['pandera_s']} s vs {engines['polars_s']} s"]
+    for name in ("rules-ab.json", "rules-10m.json"):
+        r = _results(name)
+        plain, rules, unique_job = r["engine-novalidate"], r["engine-rules"], r["engine-unique-job"]
+        quoted += [f"`engine-rules` took {rules['wall_s_median'] / plain['wall_s_median']:.2f}× the wall time of "
+                   f"`engine-novalidate` ({rules['wall_s_median']:.2f} s against {plain['wall_s_median']:.2f} s",
+                   f"peak RSS {rules['peak_rss_mb']:.0f} MB against {plain['peak_rss_mb']:.0f} MB",
+                   f"`engine-unique-job` {unique_job['wall_s_median'] / plain['wall_s_median']:.2f}× "
+                   f"({unique_job['wall_s_median']:.2f} s), {unique_job['peak_rss_mb']:.0f} MB"]
+        found = re.search(r"side by side on engine source hash `([0-9a-f]{12})` \(([^)]*)\)", text)
+        assert found and _engine_sources(r) == {found.group(1)}, "the README names the engine source measured"
+        current = "the current engine source" if engine_source() == found.group(1) else "**not the current engine source**"
+        assert found.group(2) == current
+    for quote in quoted:
+        assert quote in text, quote
