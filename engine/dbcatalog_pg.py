@@ -164,7 +164,8 @@ _INDEXES = """
            pg_get_indexdef(x.indexrelid),
            ARRAY(SELECT a.attname::text FROM unnest(x.indkey) WITH ORDINALITY k(attnum, n)
                  JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum ORDER BY k.n),
-           COALESCE(con.conname, ''), EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid)
+           COALESCE(con.conname, ''), EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = x.indexrelid),
+           CASE WHEN con.contype = 'x' THEN pg_get_constraintdef(con.oid) END
     FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam
     LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x')
     WHERE x.indrelid = $2 AND $1::text IS NOT NULL ORDER BY i.relname"""
@@ -174,18 +175,15 @@ _USING = re.compile(r" USING (.*)$", re.S)
 
 def _indexes(reader: _Reader, oid: int, table: str) -> tuple[Index | None, list[Index]]:
     primary, indexes = None, []
-    for name, is_pk, unique, special, indexdef, columns, constraint, inherited in reader.rows(_INDEXES, oid):
+    for name, is_pk, unique, special, indexdef, columns, constraint, inherited, exclude in reader.rows(_INDEXES, oid):
         if inherited:  # a partition's share of its parent's index: the parent's index creates it
             continue
         definition = _USING.search(indexdef)
         index = Index(name=constraint or name, columns=list(columns), unique=bool(unique), primary=bool(is_pk),
-                      definition=reader.plain(definition.group(1)) if special and definition else None)
+                      definition=reader.plain(exclude or (definition.group(1) if special and definition else None)),
+                      exclusion=exclude is not None)
         if is_pk:
             primary = index
-        elif special and constraint and not unique:
-            reader.not_carried.append(NotCarried(
-                what=f"exclusion constraint {constraint} on {table}", reason="exclusion constraints are not "
-                "carried yet", source_ddl=indexdef))
         else:
             indexes.append(index)
     return primary, indexes
@@ -295,18 +293,22 @@ def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
                 for (n,) in reader.rows("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' "
                                         "AND $1::text IS NOT NULL ORDER BY extname")]
     for name, ddl, pathless, args in reader.rows("""
-            SELECT p.proname, CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END,
+            SELECT p.proname, pg_get_functiondef(p.oid),
                    NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%'),
                    pg_get_function_identity_arguments(p.oid)
             FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+              AND p.prokind IN ('f', 'p')
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
             ORDER BY p.proname, p.oid"""):
-        if ddl is None:
-            reader.not_carried.append(NotCarried(what=f"aggregate or window function {name}",
-                                                 reason="aggregates are not carried yet"))
-            continue
         routines.append(Routine(name=name, kind="function", ddl=_unqualified(ddl, reader.schema),
-                                signature=f"{quote_ident(name)}({_unqualified(args, reader.schema)})" if pathless else ""))
+                                signature=f"{quote_ident(name)}({_unqualified(args, reader.schema)})"
+                                if pathless else ""))
+    for name, ddl in reader.rows(_AGGREGATES):  # after the functions: they are made of them
+        if ddl is None:
+            reader.not_carried.append(NotCarried(what=f"aggregate {name}", reason="ordered-set and hypothetical-set "
+                                                 "aggregates and window functions are not carried"))
+            continue
+        routines.append(Routine(name=name, kind="function", ddl=_unqualified(ddl, reader.schema)))
     for name, table, ddl in reader.rows("""
             SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid) FROM pg_trigger t
             JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal
@@ -315,6 +317,37 @@ def _routines(reader: _Reader, tables: set[str]) -> list[Routine]:
         if table in tables:
             routines.append(Routine(name=name, kind="trigger", table=table, ddl=_unqualified(ddl, reader.schema)))
     return routines
+
+
+# CREATE AGGREGATE from the catalog (pg_get_functiondef refuses aggregates): plain aggregates with their support
+# functions, initial conditions, moving-aggregate mode, sort operator and parallel safety.
+_AGGREGATES = """
+    SELECT p.proname, CASE WHEN p.prokind = 'a' AND a.aggkind = 'n' THEN format(
+        'CREATE AGGREGATE %I(%s) (SFUNC = %s, STYPE = %s%s)', p.proname, pg_get_function_identity_arguments(p.oid),
+        a.aggtransfn::regproc, format_type(a.aggtranstype, NULL), concat(
+            ', SSPACE = ' || NULLIF(a.aggtransspace, 0),
+            ', FINALFUNC = ' || NULLIF(a.aggfinalfn, 0)::regproc,
+            CASE WHEN a.aggfinalextra THEN ', FINALFUNC_EXTRA' END,
+            CASE WHEN a.aggfinalfn <> 0 THEN ', FINALFUNC_MODIFY = ' ||
+                 CASE a.aggfinalmodify WHEN 'r' THEN 'READ_ONLY' WHEN 's' THEN 'SHAREABLE' ELSE 'READ_WRITE' END END,
+            ', COMBINEFUNC = ' || NULLIF(a.aggcombinefn, 0)::regproc,
+            ', SERIALFUNC = ' || NULLIF(a.aggserialfn, 0)::regproc,
+            ', DESERIALFUNC = ' || NULLIF(a.aggdeserialfn, 0)::regproc,
+            ', INITCOND = ' || quote_literal(a.agginitval),
+            ', MSFUNC = ' || NULLIF(a.aggmtransfn, 0)::regproc,
+            ', MINVFUNC = ' || NULLIF(a.aggminvtransfn, 0)::regproc,
+            ', MSTYPE = ' || format_type(NULLIF(a.aggmtranstype, 0), NULL),
+            ', MSSPACE = ' || NULLIF(a.aggmtransspace, 0),
+            ', MFINALFUNC = ' || NULLIF(a.aggmfinalfn, 0)::regproc,
+            CASE WHEN a.aggmfinalextra THEN ', MFINALFUNC_EXTRA' END,
+            ', MINITCOND = ' || quote_literal(a.aggminitval),
+            ', SORTOP = OPERATOR(' || (SELECT o.oprname FROM pg_operator o WHERE o.oid = NULLIF(a.aggsortop, 0))
+                || ')',
+            ', PARALLEL = ' || CASE p.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' END)) END
+    FROM pg_proc p LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid
+    WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) AND p.prokind IN ('a', 'w')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+    ORDER BY p.proname, p.oid"""
 
 
 def _unqualified(ddl: str, schema: str) -> str:

@@ -40,6 +40,7 @@ class Index(_Part):
     unique: bool = False
     primary: bool = False
     definition: str | None = None  # PG → PG expression or partial index: what follows `USING` in its DDL
+    exclusion: bool = False  # PG → PG exclusion constraint: `definition` is its `EXCLUDE USING …` clause
 
 
 class ForeignKey(_Part):

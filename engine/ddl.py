@@ -230,6 +230,8 @@ def build_index(table: Table, index: Index, names: Names) -> list[str]:
     name = names.q_table(table.name)
     index_name = quote_ident(names.index(table.name, index))
     columns = names.q_columns(table.name, index.columns)
+    if index.exclusion and index.definition:
+        return [f"ALTER TABLE {name} ADD CONSTRAINT {index_name} {names.expression(table.name, index.definition)}"]
     if index.definition is not None:
         unique = "UNIQUE " if index.unique else ""
         return [f"CREATE {unique}INDEX {index_name} ON {name} USING {names.expression(table.name, index.definition)}"]

@@ -21,6 +21,10 @@ VIEWS = """SELECT c.relname, c.relkind, pg_get_viewdef(c.oid) FROM pg_class c
            WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('v', 'm') ORDER BY 1"""
 TRIGGERS = """SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
               WHERE c.relnamespace = to_regnamespace($1) AND NOT t.tgisinternal ORDER BY 1, 2"""
+ROUTINES = """SELECT p.proname, p.prokind, pg_get_function_identity_arguments(p.oid), a.aggtransfn::regproc::text,
+                     format_type(a.aggtranstype, NULL), a.agginitval, p.proparallel
+              FROM pg_proc p LEFT JOIN pg_aggregate a ON a.aggfnoid = p.oid
+              WHERE p.pronamespace = to_regnamespace($1) ORDER BY 1, 3"""
 TABLES = """SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c
             WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p') ORDER BY 1"""
 
@@ -38,8 +42,9 @@ def catalog(url: str, schema: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 def assert_same_catalog(source: str, target: str, schema: str, skip_tables: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Tables, columns (types, NOT NULL, generated, comments), constraints, indexes, views and triggers."""
-    for sql in (TABLES, COLUMNS, CONSTRAINTS, INDEXES, VIEWS, TRIGGERS):
+    """Tables, columns (types, NOT NULL, generated, comments), constraints (exclusion ones too), indexes, views,
+    triggers, functions and aggregates."""
+    for sql in (TABLES, COLUMNS, CONSTRAINTS, INDEXES, VIEWS, TRIGGERS, ROUTINES):
         want = [r for r in catalog(source, "public", sql) if r[0] not in skip_tables]
         got = catalog(target, schema, sql)
         assert got == want, f"catalogs differ for\n{sql}\nsource-only: {set(want) - set(got)}\n" \

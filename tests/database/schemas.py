@@ -38,6 +38,11 @@ PG_SCHEMA = [
     """CREATE FUNCTION log_order() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO audit_log (what) VALUES ('order ' || NEW.id); RETURN NEW; END $$""",
     "CREATE TRIGGER orders_log AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION log_order()",
+    "CREATE FUNCTION add_qty(acc bigint, q int) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT acc + q'",
+    "CREATE AGGREGATE total_qty(int) (SFUNC = add_qty, STYPE = bigint, INITCOND = '0', PARALLEL = SAFE)",
+    "CREATE VIEW qty_by_customer AS SELECT customer_id, total_qty(qty) AS qty FROM orders GROUP BY customer_id",
+    """CREATE TABLE bookings (id int PRIMARY KEY, room int NOT NULL, during tstzrange NOT NULL,
+        CONSTRAINT bookings_no_overlap EXCLUDE USING gist (during WITH &&) WHERE (room > 0))""",
     """CREATE VIEW customer_orders AS SELECT c.id, c.email, count(o.id) AS orders, sum(o.amount) AS spent
         FROM customers c LEFT JOIN orders o ON o.customer_id = c.id GROUP BY c.id, c.email""",
     "CREATE VIEW big_spenders AS SELECT id, email FROM customer_orders WHERE spent > 100",
@@ -65,6 +70,8 @@ PG_SCHEMA = [
     "INSERT INTO countries VALUES ('NZ', 'New Zealand'), ('AU', 'Australia'), ('FR', 'France')",
     "INSERT INTO measurements SELECT g, DATE '2025-06-01' + g, g * 0.5 FROM generate_series(1, 400) g",
     "INSERT INTO scratch VALUES (1, 'x')",
+    """INSERT INTO bookings VALUES (1, 1, '[2026-01-01, 2026-01-02)'), (2, 1, '[2026-01-02, 2026-01-03)'),
+        (3, 0, '[2026-01-01, 2026-01-05)')""",
     "INSERT INTO countdown (label) VALUES ('a'), ('b'), ('c')",
     "INSERT INTO vehicles VALUES (1, 'bike'), (2, 'boat')",
     "INSERT INTO cars VALUES (3, 'mini', 2), (4, 'van', 5)",

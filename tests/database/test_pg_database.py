@@ -85,7 +85,7 @@ def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matche
     path = job(tmp_path, source, pg_db, tables='["*", "!scratch", "invoices*"]')
     result = run_cli("plan", str(path))
     assert result.returncode == 0, result.stderr
-    for expected in ("customers -> customers", "[id continues at 351]", "views (3): big_spenders, customer_orders",
+    for expected in ("customers -> customers", "[id continues at 351]", "views (4): big_spenders, customer_orders",
                      "ticket_no at", "enum mood", "orphan rows: none", "rows via its partitions"):
         assert expected in result.stdout
     assert "scratch" not in result.stdout
