@@ -67,6 +67,16 @@ class Names:
     def constraint(self, name: str) -> str:
         return _fit(target_name(name, self.naming))
 
+    def routine(self, ddl: str) -> str:
+        """A function's or trigger's DDL under the naming: the tables and columns its header and its body name
+        (a body the tokenizer cannot read keeps its names, and fails when called, as PostgreSQL would say)."""
+        if self.naming == "keep":
+            return ddl
+        try:
+            return rename(ddl, self.tables, self._any_column, bodies=True)
+        except SqlError:
+            return rename(ddl, self.tables, self._any_column)
+
     def expression(self, table: str, sql: str) -> str:
         """A PostgreSQL expression or query with the source's table and column names replaced by the target's."""
         if self.naming == "keep":
@@ -104,15 +114,21 @@ class SqlError(ValueError):
 _NAMES = (TokenType.VAR, TokenType.IDENTIFIER)
 
 
-def rename(sql: str, tables: dict[str, str], columns: dict[str, str]) -> str:
+def rename(sql: str, tables: dict[str, str], columns: dict[str, str], bodies: bool = False) -> str:
     """Rename tables and columns in PostgreSQL SQL: identifier tokens only (never string literals), the rest of
-    the text as it was, so any statement the server printed (index options, operator classes) survives."""
+    the text as it was, so any statement the server printed (index options, operator classes) survives.
+    `bodies`: inside dollar-quoted strings too (a function's SQL or PL/pgSQL body)."""
     try:
         tokens = sqlglot.tokenize(sql, read="postgres")
     except SqlglotError as exc:
         raise SqlError(f"cannot rename the names in {sql[:200]!r}: {exc}") from None
     parts, at = [], 0
     for token in tokens:
+        if bodies and token.token_type == TokenType.HEREDOC_STRING and token.text:
+            inner = sql.index(token.text, token.start)  # the body, between its $tag$ quotes
+            parts += [sql[at:inner], rename(token.text, tables, columns)]
+            at = inner + len(token.text)
+            continue
         new = tables.get(token.text, columns.get(token.text)) if token.token_type in _NAMES else None
         if new is None or new == token.text:
             continue
@@ -134,7 +150,8 @@ def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str,
     statements += [_sequence(s) for s in db.sequences]
     statements += ["SET LOCAL check_function_bodies = off"]  # bodies may read tables made below
     functions = [r for r in db.routines if r.kind == "function"]
-    statements += [optional(r.ddl, f"function {r.name}") for r in functions if not _takes_a_row(r.ddl, db)]
+    statements += [optional(names.routine(r.ddl), f"function {r.name}") for r in functions
+                   if not _takes_a_row(r.ddl, db)]
     for table in _parents_first(tables):
         statements += create_table(table, names)
         key = (keys_first or {}).get(table.name)
@@ -143,11 +160,11 @@ def pre_data(db: DatabaseSchema, names: Names, tables: list[Table], schema: str,
             index = table.primary_key if primary and table.primary_key else Index(
                 name=f"{table.name}_upsert_key", columns=key, unique=True)
             statements += build_index(table, index, names)
-    statements += [optional(r.ddl, f"function {r.name}") for r in functions if _takes_a_row(r.ddl, db)]
+    statements += [optional(names.routine(r.ddl), f"function {r.name}") for r in functions if _takes_a_row(r.ddl, db)]
     # The source's functions found unqualified names through the caller's search_path, where the source schema
     # was; in the target that schema has another name, so each function carries the path to its own.
     return statements + [optional(f"ALTER {'PROCEDURE' if ' PROCEDURE ' in r.ddl[:40] else 'FUNCTION'} "
-                                  f"{r.signature} SET search_path TO {quote_ident(schema)}, public",
+                                  f"{names.routine(r.signature)} SET search_path TO {quote_ident(schema)}, public",
                                   f"function {r.name}") for r in functions if r.signature]
 
 

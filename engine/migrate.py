@@ -259,7 +259,7 @@ class DatabaseRun:
             if error:
                 failed[view.name] = error
         for routine in [r for r in db.routines if r.kind == "trigger" and r.table in made]:
-            error = self.try_step(f"trigger {routine.table}.{routine.name}", partial(_statement, str, routine.ddl),
+            error = self.try_step(f"trigger {routine.table}.{routine.name}", partial(_statement, names.routine, routine.ddl),
                                   "trigger")
             if error:
                 failed[f"trigger {routine.name}"] = error

@@ -139,7 +139,14 @@ def test_snake_naming_renames_tables_columns_and_what_reads_them(tmp_path: Path,
             'CREATE INDEX "IX_PricyFirst" ON "InvoiceLine" ("UnitPrice" DESC NULLS LAST) INCLUDE ("CustomerId") '
             'WHERE "UnitPrice" > 1',
             'CREATE VIEW "PricyLines" AS SELECT "InvoiceLineId", "UnitPrice" FROM "InvoiceLine" WHERE "UnitPrice" > 1',
-            'INSERT INTO "InvoiceLine" VALUES (1, 0.99, 1), (2, 1.99, 2), (3, 5, NULL)')
+            'INSERT INTO "InvoiceLine" VALUES (1, 0.99, 1), (2, 1.99, 2), (3, 5, NULL)',
+            'CREATE FUNCTION line_total(p_id int) RETURNS numeric LANGUAGE sql STABLE AS '
+            '$$ SELECT "UnitPrice" * 2 FROM "InvoiceLine" WHERE "InvoiceLineId" = p_id $$',
+            'CREATE FUNCTION check_price() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN '
+            'IF NEW."UnitPrice" > 100 THEN RAISE EXCEPTION \'too pricy: %\', NEW."UnitPrice"; END IF; RETURN NEW; '
+            'END $body$',
+            'CREATE TRIGGER "PriceGuard" BEFORE INSERT OR UPDATE OF "UnitPrice" ON "InvoiceLine" FOR EACH ROW '
+            'EXECUTE FUNCTION check_price()')
     report = engine.run_job(load_config(job(tmp_path, source, pg_db, tables='["InvoiceLine", "PricyLines", '
                                             '"customers"]', extra_target='naming = "snake"')))
     assert report.status == "succeeded"
@@ -156,6 +163,12 @@ def test_snake_naming_renames_tables_columns_and_what_reads_them(tmp_path: Path,
         "(unit_price DESC NULLS LAST) INCLUDE (customer_id) WHERE (unit_price > (1)::numeric)")
     with pytest.raises(Exception, match="check"):
         pg_exec(pg_db, "INSERT INTO app.invoice_line VALUES (9, -1, NULL)")
+    # function bodies and triggers name the renamed tables and columns
+    assert pg_rows(pg_db, "SELECT app.line_total(3)::int") == [(10,)]
+    with pytest.raises(Exception, match="too pricy: 500"):
+        pg_exec(pg_db, "INSERT INTO app.invoice_line VALUES (9, 500, NULL)")
+    assert "UPDATE OF unit_price ON app.invoice_line" in pg_rows(
+        pg_db, "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'PriceGuard'")[0][0]
 
 
 def test_exclude_data_carries_the_table_without_rows(tmp_path: Path, source: str, pg_db: str) -> None:
