@@ -117,7 +117,9 @@ class HashIndex:
         other `keys` than hashes (a partition's `Bitmap` of key offsets): `keys` makes the partition's set."""
         within = ~hashes.is_first_distinct()
         with self.lock:
-            own = self.pending.setdefault(partition, keys())
+            own = self.pending.get(partition)
+            if own is None:
+                own = self.pending[partition] = keys()
             seen = own.contains(hashes) if self.local else self._seen(hashes)
             fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
             own.add(fresh)
