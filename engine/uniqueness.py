@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import polars as pl
+import pyarrow as pa
 
 RUN_CAP = 1 << 21
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
@@ -30,7 +31,7 @@ FILTER_BITS = 1 << 27  # the largest filter: 16 MB, about 7% of its slots set at
 
 class KeySet(Protocol):
     def __len__(self) -> int: ...
-    def contains(self, keys: pl.Series) -> pl.Series: ...
+    def found(self, keys: pl.Expr) -> pl.Expr: ...
     def add(self, keys: pl.Series) -> None: ...
 
 
@@ -63,14 +64,18 @@ class SortedRuns:
 class Bitmap:
     """The keys of one partition that is a closed range of an integer key, as offsets from its low end."""
 
-    def __init__(self, span: int) -> None:
-        self.bits = pl.repeat(False, span, eager=True, dtype=pl.Boolean)
+    def __init__(self, span: int) -> None:  # zeroed bytes as Arrow booleans: made without a Polars query
+        zeros = pa.Array.from_buffers(pa.bool_(), span, [None, pa.py_buffer(bytes((span + 7) // 8))])
+        self.bits = pl.Series(zeros)
 
     def __len__(self) -> int:
         return int(self.bits.sum())
 
     def contains(self, offsets: pl.Series) -> pl.Series:
         return self.bits.gather(offsets).fill_null(False)
+
+    def found(self, offsets: pl.Expr) -> pl.Expr:
+        return pl.lit(self.bits).gather(offsets).fill_null(False)
 
     def add(self, offsets: pl.Series) -> None:
         if len(offsets):
@@ -115,17 +120,19 @@ class HashIndex:
         """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);
         null hashes (a key with a NULL) are never duplicates and are not remembered. A local index may be given
         other `keys` than hashes (a partition's `Bitmap` of key offsets): `keys` makes the partition's set."""
-        within = ~hashes.is_first_distinct()
         with self.lock:
             own = self.pending.get(partition)
             if own is None:
                 own = self.pending[partition] = keys()
-            seen = own.contains(hashes) if self.local else self._seen(hashes)
-            fresh = hashes.filter(~seen & ~within & hashes.is_not_null())
+            k = pl.col("k")  # one query a batch: on a busy machine each one waits for Polars' threads
+            seen = own.found(k) if self.local else pl.lit(self._seen(hashes))
+            flags = pl.DataFrame({"k": hashes}).with_columns(
+                dup=(seen | k.is_first_distinct().not_()) & k.is_not_null())
+            fresh = flags.get_column("k").filter(~flags.get_column("dup") & flags.get_column("k").is_not_null())
             own.add(fresh)
             if not self.local:
                 self.filter.add(self._slots(fresh))
-        return (seen | within) & hashes.is_not_null()
+        return flags.get_column("dup")
 
     def _slots(self, hashes: pl.Series) -> pl.Series:
         return (hashes // (1 << self.shift)).cast(pl.UInt32)
