@@ -135,7 +135,7 @@ def _ruled(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | No
     if warned.height and bad.height:  # a quarantined row's record holds its warnings too
         also = warned.get_column(ROW_INDEX).is_in(bad.get_column(ROW_INDEX).implode())
         bad, warned = rulerun.merge_bad([bad, warned.filter(also)]), warned.filter(~also)
-    whole = (frames.frame(batch) if transform is None else original) if bad.height or warned.height else frame
+    whole = frames.frame(batch) if transform is None and (bad.height or warned.height) else original
     if warned.height:  # rows that are loaded all the same, recorded with the rules they failed
         rejected.append(quarantine.warned(quarantine.records(origin(task), whole, warned)))
     if bad.height:  # the whole source row, as recorded

@@ -108,7 +108,7 @@ def _tables(reader: _Reader, types: dict[int, tuple[str, str]], exclude_data: Ca
     tables = []
     for oid, name, kind, comment, rows, size, partkey, parent, bound, inherits, is_parent in reader.rows(_TABLES):
         columns, next_values = _columns(reader, int(oid), types)
-        pk, indexes = _indexes(reader, int(oid), str(name))
+        pk, indexes = _indexes(reader, int(oid))
         tables.append(Table(
             name=name, schema=reader.schema, columns=columns, primary_key=pk, indexes=indexes,
             checks=_checks(reader, int(oid)), comment=comment, rows=int(rows), bytes=int(size),
@@ -173,7 +173,7 @@ _INDEXES = """
 _USING = re.compile(r" USING (.*)$", re.S)
 
 
-def _indexes(reader: _Reader, oid: int, table: str) -> tuple[Index | None, list[Index]]:
+def _indexes(reader: _Reader, oid: int) -> tuple[Index | None, list[Index]]:
     primary, indexes = None, []
     for name, is_pk, unique, special, indexdef, columns, constraint, inherited, exclude in reader.rows(_INDEXES, oid):
         if inherited:  # a partition's share of its parent's index: the parent's index creates it

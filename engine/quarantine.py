@@ -107,10 +107,13 @@ def warned(records: pa.Table) -> pa.Table:
 def write(conn: pg.Connection, records: list[pa.Table], staging_dir: Path, partition_id: int) -> int:
     """Insert the records in the caller's transaction (the quarantined rows' also staged as Parquet);
     returns the quarantined rows written."""
-    warnings = [r.cast(RECORD_SCHEMA) for r in records if (r.schema.metadata or {}).get(b"engine.table") == WARNINGS]
-    if warnings and sum(w.num_rows for w in warnings):
+    def is_warning(r: pa.Table) -> bool:
+        return (r.schema.metadata or {}).get(b"engine.table") == WARNINGS
+
+    warnings = [r.cast(RECORD_SCHEMA) for r in records if is_warning(r)]
+    if sum(w.num_rows for w in warnings):
         pg.ingest(conn, "warnings", "engine", pa.concat_tables(warnings), mode="append")
-    rows = pa.concat_tables([r.cast(RECORD_SCHEMA) for r in records if not (r.schema.metadata or {}).get(b"engine.table")])
+    rows = pa.concat_tables([r.cast(RECORD_SCHEMA) for r in records if not is_warning(r)])
     if rows.num_rows == 0:
         return 0
     stage(rows, staging_dir / "rejected" / f"part-{partition_id:05d}.parquet", f"partition {partition_id}")

@@ -60,10 +60,10 @@ def judge_completeness(rules: list[Rule], stats: dict[str, RuleStats], notes: li
                                  "partitions are kept, the run is not marked succeeded")
 
 
-def quarantine_sql(job: str, run_id: str, rule: str, table: str = "quarantine") -> str:
+def quarantine_sql(job: str, run_id: str, rule: str, table: str = "quarantine", select: str = "*") -> str:
     """The SQL listing the rows the rule failed in engine.quarantine (or engine.warnings: loaded rows)."""
-    return (f"SELECT * FROM engine.{table} WHERE job = {quote_literal(job)} AND run_id = {quote_literal(run_id)} "
-            f"AND {quote_literal(rule)} = ANY(string_to_array(checks, ', '))")
+    return (f"SELECT {select} FROM engine.{table} WHERE job = {quote_literal(job)} AND run_id = "
+            f"{quote_literal(run_id)} AND {quote_literal(rule)} = ANY(string_to_array(checks, ', '))")
 
 
 def _listing(rule: Rule, job: str, run_id: str) -> str | None:
@@ -72,9 +72,8 @@ def _listing(rule: Rule, job: str, run_id: str) -> str | None:
     if rule.severity == "reject":
         return quarantine_sql(job, run_id, rule.name)
     # a warn rule's rows: loaded (engine.warnings), or quarantined by another rule (their record names it too)
-    return (quarantine_sql(job, run_id, rule.name, "warnings").replace("SELECT *", "SELECT *, 'loaded' AS outcome")
-            + " UNION ALL " + quarantine_sql(job, run_id, rule.name).replace(
-                "SELECT *", "SELECT *, 'quarantined' AS outcome"))
+    return (quarantine_sql(job, run_id, rule.name, "warnings", "*, 'loaded' AS outcome") + " UNION ALL "
+            + quarantine_sql(job, run_id, rule.name, "quarantine", "*, 'quarantined' AS outcome"))
 
 
 def report_rows(rules: list[Rule], stats: dict[str, RuleStats], job: str, run_id: str) -> list[dict[str, Any]]:

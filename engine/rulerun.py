@@ -45,7 +45,8 @@ def start_partition(task: PartitionTask, result: PartitionResult) -> None:
                 _expected[(task.run_id, task.partition.id, rule.name)] = future
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule)).forget(task.partition.id)
+            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule), task.plan.source_rows)
+            index.forget(task.partition.id)
 
 
 def partition_local(task: PartitionTask, rule: UniqueRule) -> bool:
@@ -124,7 +125,7 @@ def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Ser
     out = {}
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule), task.plan.source_rows)
+            index = uniqueness.index_for(task.run_id, rule.name)  # made by start_partition
             with _seed_lock:
                 if not index.seeded:
                     _seed(task, rule, index, frame.schema)

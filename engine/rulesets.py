@@ -25,6 +25,7 @@ from engine.ruleconfig import (
     Rule,
     UniqueRule,
 )
+from engine.uniqueness import Bitmap
 
 FORMAT_PATTERNS = {
     "email": r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$",
@@ -145,10 +146,9 @@ def _among_integers(value: pl.Expr, keys: pl.Series) -> pl.Expr:
     span = high - low + 1
     offset = value.cast(pl.Int64) - low
     if span <= BITMAP_DENSITY * len(keys):
-        bits = pl.repeat(False, span, eager=True, dtype=pl.Boolean)
-        bits.scatter((keys.cast(pl.Int64) - low).cast(pl.UInt32), True)
-        inside = (offset >= 0) & (offset < span)
-        return inside & pl.lit(bits).gather(offset.clip(0, span - 1).cast(pl.UInt32))
+        bits = Bitmap(span)
+        bits.add((keys.cast(pl.Int64) - low).cast(pl.UInt32))
+        return (offset >= 0) & (offset < span) & bits.found(offset.clip(0, span - 1).cast(pl.UInt32))
     ordered = keys.cast(pl.Int64).unique().sort()
     at = pl.lit(ordered).search_sorted(value.cast(pl.Int64)).clip(0, len(ordered) - 1)
     return pl.lit(ordered).gather(at) == value.cast(pl.Int64)

@@ -42,9 +42,6 @@ class SortedRuns:
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs)
 
-    def contains(self, hashes: pl.Series) -> pl.Series:
-        return pl.select(self.found(pl.lit(hashes))).to_series()
-
     def found(self, hashes: pl.Expr) -> pl.Expr:
         """True where the hash is in a run (by binary search), as one expression: one query for all runs."""
         hits = [pl.lit(run).gather(pl.lit(run).search_sorted(hashes.fill_null(0)).clip(0, len(run) - 1)) == hashes
@@ -85,7 +82,8 @@ class Bitmap:
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0) -> None:
         self.committed = SortedRuns()
-        width = min(FILTER_BITS, max(1 << 16, 8 * expected_keys)).bit_length() - 1  # about 8 slots a key
+        # about 8 slots a key; a local index searches no runs and needs none
+        width = 0 if local else min(FILTER_BITS, max(1 << 16, 8 * expected_keys)).bit_length() - 1
         self.filter, self.shift = Bitmap(1 << width), 64 - width
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
