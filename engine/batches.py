@@ -21,8 +21,11 @@ from engine.errors import EngineError
 from engine.load import conform, values_that_would_change
 from engine.metrics import LIVE
 from engine.model import PartitionResult, PartitionTask
+from engine.plan import unfit_advice
 from engine.quarantine import ROW_INDEX
 from engine.transform import Transform, build_transform
+from engine.typemap import UNFIT_TEXT
+from engine.urls import parse_url
 from engine.validate import Rules, Verdict, load_schema, split_rows
 
 _transforms: dict[tuple[str, str], Transform] = {}
@@ -76,6 +79,7 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
         nbytes = batch.nbytes  # walks every buffer: once
         result.bytes += nbytes
         LIVE.add(batch.num_rows, nbytes)
+        batch = _without_unfit(task, batch, result, rejected)
         if task.rules:
             out = _ruled(task, batch, None if untransformed else transform, rules, needed, result, rejected)
         elif untransformed:  # rows stay in Arrow; only checked columns visit Polars
@@ -87,6 +91,37 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
             _stage(task, out, number)
         if out.num_rows:
             yield out
+
+
+def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResult,
+                   rejected: list[pa.Table]) -> pa.RecordBatch:
+    """The batch less its hidden columns of values read as text (`typemap.UNFIT_TEXT`, MySQL zero dates): the
+    rows holding one are quarantined, the column, its value as the source has it and what to declare named."""
+    hidden = [n for n in batch.schema.names if n.endswith(UNFIT_TEXT)]
+    if not hidden:
+        return batch
+    start = time.perf_counter()
+    clean = batch.drop_columns(hidden)
+    texts = frames.frame(batch.select(hidden))
+    if not any(texts.get_column(n).null_count() < texts.height for n in hidden):
+        return clean
+    specs = {c.name: c for c in task.plan.columns}
+    url = parse_url(task.source_url)
+    parts = []
+    for name in hidden:
+        spec = specs[name.removesuffix(UNFIT_TEXT)]
+        reason = (f"{spec.name}: " + pl.col(name) + f" has a zero year, month or day, which PostgreSQL "
+                  f"{spec.pg_type} cannot hold; {unfit_advice(url, spec)}")
+        parts.append(texts.with_row_index(ROW_INDEX).filter(pl.col(name).is_not_null()).select(
+            ROW_INDEX, checks=pl.lit("source zero_date"), columns=pl.lit(spec.name), reason=reason))
+    bad = rulerun.merge_bad(parts)
+    as_read = frames.frame(batch).with_columns(  # the recorded row holds the value as the source has it
+        pl.coalesce(pl.col(n), pl.col(n.removesuffix(UNFIT_TEXT)).cast(pl.String)).alias(n.removesuffix(UNFIT_TEXT))
+        for n in hidden).drop(hidden)
+    _quarantine(task, as_read, bad, zip(bad["checks"], bad["columns"], strict=True), result, rejected)
+    keep = pl.int_range(0, batch.num_rows, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
+    result.phases["validate"] += time.perf_counter() - start
+    return clean.filter(frames.mask(keep))
 
 
 def _checked(task: PartitionTask, batch: pa.RecordBatch, rules: Rules | None, result: PartitionResult,

@@ -164,7 +164,7 @@ class Run:
             if note:
                 report.notes.append(note)
         self.say("planning partitions…")
-        plan = make_plan(self.config)
+        plan = make_plan(self.config, preview=False)
         run_id = _new_run_id()
         checkpoint.start_run(conn, run_id, job, fingerprint(self.config), plan.to_json(), self.owner)
         return run_id, plan, False

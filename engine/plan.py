@@ -42,6 +42,7 @@ from engine.typemap import (
     pg_type_for_arrow,
     sqlite_by_values,
 )
+from engine.urls import DatabaseUrl
 
 __all__ = ["MAX_PARTITIONS", "cut_ranges", "make_plan"]
 
@@ -159,17 +160,20 @@ def plan_target_columns(config: JobConfig, columns: tuple[ColumnSpec, ...], flig
 _SOURCE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL", "sqlite": "SQLite"}
 
 
-def fit_columns(config: JobConfig, shape: SourceShape) -> tuple[ColumnSpec, ...]:
+def fit_columns(config: JobConfig, shape: SourceShape, preview: bool = True) -> tuple[ColumnSpec, ...]:
     """The source columns' mappings after the declared types and a look at the values the source holds.
 
     A value a mapping cannot carry is never changed: a PostgreSQL column holding one travels as text (which
-    PostgreSQL parses back exactly); another source's column is refused, naming the column, the values and
-    the override that keeps them.
+    PostgreSQL parses back exactly); a MySQL zero date is read as NULL beside its text and its row quarantined
+    (`typemap.UNFIT_TEXT`), so a run does not scan the table for them first (`preview = False`: on a server
+    whose table is larger than its buffer pool that scan costs as much as the copy's own read), while
+    `engine plan` and `engine check` count them; another source's column is refused, naming the column, the
+    values and the override that keeps them.
     """
     url = config.source_url
     columns = [_declared(config, c) for c in shape.columns]
     problems = _type_untyped_sqlite(config, shape.from_sql, columns)
-    found = unfit_values(url, shape.from_sql, tuple(columns))
+    found = unfit_values(url, shape.from_sql, tuple(c for c in columns if preview or c.tagged != "unfit"))
     for i, c in enumerate(columns):
         if c.name not in found:
             continue
@@ -177,18 +181,26 @@ def fit_columns(config: JobConfig, shape: SourceShape) -> tuple[ColumnSpec, ...]
         if url.dialect == "postgresql":
             columns[i] = as_text_route(c, f"holds {c.unfit_what}: travels as text, cast by PostgreSQL")
             continue
-        q = quote_ident(c.name, url.dialect)
-        alternative = (f", or read the table through a [source] query that maps them to NULL if that is what they "
-                       f"mean: CASE WHEN {c.unfit} THEN NULL ELSE {q} END AS {q}"
-                       if url.dialect == "mysql" and "zero" in c.unfit_what else "")
-        problems.append(
-            f"column {c.name!r} ({_SOURCE_NAMES[url.dialect]} {c.source_type or 'without a declared type'} -> "
-            f"PostgreSQL {c.pg_type}): {count:,} row(s) hold {c.unfit_what}, e.g. {example}; declare "
-            f"{override_hint(c.name, c.pg_type)} (or another type that holds them) to load them unchanged"
-            + alternative)
+        held = (f"column {c.name!r} ({_SOURCE_NAMES[url.dialect]} {c.source_type or 'without a declared type'} -> "
+                f"PostgreSQL {c.pg_type}): {count:,} row(s) hold {c.unfit_what}, e.g. {example}")
+        if c.tagged == "unfit":
+            columns[i] = dataclasses.replace(c, note=f"{held}: their rows are quarantined; " + unfit_advice(url, c))
+            continue
+        problems.append(f"{held}; {unfit_advice(url, c)}")
     if problems:
         raise ConfigError(str(config.path), problems)
     return tuple(columns)
+
+
+def unfit_advice(url: DatabaseUrl, column: ColumnSpec) -> str:
+    """How to load the values a column's mapping cannot carry: a type that holds them, or (MySQL zero dates)
+    a query that says they mean NULL."""
+    q = quote_ident(column.name, url.dialect)
+    alternative = (f", or read the table through a [source] query that maps them to NULL if that is what they "
+                   f"mean: CASE WHEN {column.unfit} THEN NULL ELSE {q} END AS {q}"
+                   if url.dialect == "mysql" and "zero" in column.unfit_what else "")
+    return (f"declare {override_hint(column.name, column.pg_type)} (or another type that holds them) to load them "
+            "unchanged" + alternative)
 
 
 def _declared(config: JobConfig, column: ColumnSpec) -> ColumnSpec:
@@ -231,12 +243,13 @@ def check_target_names(config: JobConfig, targets: tuple[TargetColumn, ...] = ()
         raise ConfigError(str(config.path), problems)
 
 
-def make_plan(config: JobConfig) -> Plan:
-    """Inspect the source and build the partition plan (reads catalog and MIN/MAX/COUNT only)."""
+def make_plan(config: JobConfig, preview: bool = True) -> Plan:
+    """Inspect the source and build the partition plan (reads catalog and MIN/MAX/COUNT only).
+    `preview`: also count the values that reading will quarantine (`fit_columns`); a run does not."""
     check_target_names(config)
     url = config.source_url
     shape = describe_source(url, config.source_table, config.source.query)
-    shape = dataclasses.replace(shape, columns=fit_columns(config, shape))
+    shape = dataclasses.replace(shape, columns=fit_columns(config, shape, preview))
     key = choose_key(config, shape)
     parts = choose_partitions(config, shape, key)
     flight = _flight_schema(config, shape.columns, shape.from_sql)

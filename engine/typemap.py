@@ -38,7 +38,7 @@ class ColumnSpec:
     via_text: bool = False  # loaded as text and cast by PostgreSQL
     note: str = ""
     empty_is_null: bool = False  # selected as text with NULL written as '' (plans made before `tagged`)
-    tagged: str = ""  # how a SQLite expression column is read; see `_tagged_sql` and `_flagged_real_sql`
+    tagged: str = ""  # how an expression column is read; see `_tagged_sql`, `_flagged_real_sql`, `_unfit_as_text_sql`
     unfit: str = ""  # SQL condition: true for a source row whose value this mapping cannot carry
     unfit_what: str = ""  # those values, in words
 
@@ -156,7 +156,8 @@ def _pg_builtin(name: str, source_type: str, mapped: str, expr: str) -> ColumnSp
 # ---------------------------------------------------------------------------------------------- MySQL/MariaDB
 
 # Zero dates ('0000-00-00', also in part: '2020-00-15') exist in MySQL only: the driver panics on them,
-# and PostgreSQL has no such date. Year 0 would silently become 1 BC.
+# and PostgreSQL has no such date. Year 0 would silently become 1 BC. They are read as NULL beside their text
+# (`_unfit_as_text_sql`) and their rows quarantined.
 _MYSQL_ZERO_DATE = "(YEAR({c}) = 0 OR MONTH({c}) = 0 OR DAYOFMONTH({c}) = 0)"
 
 
@@ -185,8 +186,9 @@ def mysql_source_column(name: str, column_type: str) -> ColumnSpec:
     if base in ("date", "datetime", "timestamp"):
         flight, pg = {"date": ("date32", "date"), "datetime": ("timestamp[us]", "timestamp"),
                       "timestamp": ("timestamp[us,UTC]", "timestamptz")}[base]
-        return ColumnSpec(name, column_type, q, flight, pg, unfit=_MYSQL_ZERO_DATE.format(c=q),
-                          unfit_what="zero dates (or a zero year, month or day)")
+        unfit = _MYSQL_ZERO_DATE.format(c=q)
+        return ColumnSpec(name, column_type, _unfit_as_text_sql(name, q, unfit), flight, pg, tagged="unfit",
+                          unfit=unfit, unfit_what="zero dates (or a zero year, month or day)")
     simple = {"float": ("float32", "real"), "double": ("float64", "double precision"),
               "json": ("string", "jsonb"), "tinytext": ("string", "text"), "text": ("string", "text"),
               "mediumtext": ("string", "text"), "longtext": ("string", "text"), "enum": ("string", "text"),
@@ -227,6 +229,17 @@ def _tagged_sql(q: str, value: str | None = None) -> str:
     """A never-NULL text expression that still tells NULL from '' (an expression's type is guessed by
     ConnectorX from its first value, and fails on NULL): '' is NULL, 'v…' a value."""
     return f"CASE WHEN {q} IS NULL THEN '' ELSE 'v' || {value or f'CAST({q} AS TEXT)'} END"
+
+
+UNFIT_TEXT = "\x1fas text"  # suffix of the hidden column that carries, as text, a value the mapping cannot carry
+
+
+def _unfit_as_text_sql(name: str, q: str, unfit: str) -> str:
+    """A MySQL date that may be a zero date, without scanning the table for them first: NULL where `unfit`,
+    preceded by a hidden column holding that value as text (`tagged = "unfit"`), so that its row is
+    quarantined with the value as the source has it (`batches`) instead of failing the read."""
+    return (f"CASE WHEN {unfit} THEN CAST({q} AS CHAR) END AS {quote_ident(name + UNFIT_TEXT, 'mysql')}, "
+            f"CASE WHEN {unfit} THEN NULL ELSE {q} END")
 
 
 NULL_FLAG = "\x1fis null"  # suffix of the hidden column that carries a REAL expression's NULLs
@@ -546,6 +559,9 @@ def _doc_row(source: str, declared: str, spec: ColumnSpec, why: str = "") -> str
         notes.append("as text, cast by PostgreSQL on load")
     if spec.unfit_what and source == "PostgreSQL":
         notes.append(f"a column holding {spec.unfit_what} travels as text instead")
+    elif spec.tagged == "unfit":
+        notes.append(f"{spec.unfit_what}: the row is quarantined with the value and the override (`engine plan` "
+                     "counts them)")
     elif spec.unfit_what:
         notes.append(f"{spec.unfit_what}: refused when planning, naming the override")
     if spec.note:
@@ -577,8 +593,10 @@ def type_map_markdown() -> str:
     footer = ["", "NULL stays NULL in every type. A column named in `[target] types` is read as the source's own text "
               "and parsed as the declared type: a value that does not parse stops the job, naming the column. "
               "Values a mapping cannot carry are looked for when planning (`engine plan`, `engine check`, "
-              "`engine run`); they are never approximated and never silently NULL. A SQLite column whose values "
-              "have several storage classes is refused, naming the override."]
+              "`engine run`), except MySQL zero dates, which a run finds as it reads them (a scan for them first "
+              "would cost a second read of the table) and `engine plan` and `engine check` count; they are never "
+              "approximated and never silently NULL. A SQLite column whose values have several storage classes is "
+              "refused, naming the override."]
     return "\n".join(header + _doc_rows() + footer)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
@@ -62,17 +63,31 @@ def verify_run(config: JobConfig, plan: Plan, conn: pg.Connection, target: LoadT
     return f"ok: {len(plan.partitions)} partition(s); source rows = loaded + quarantined" + mode.verified() + content
 
 
+# Counting a key range, InnoDB reads the range's rows again, from disk once the table outgrows the buffer pool;
+# a server reads faster with several reads in flight: 1M reference rows (534 MB, 128 MB pool) took 2.7 s to
+# count in one query, 2.1 s in two at once, 1.5 s in four.
+_MYSQL_COUNTS_AT_ONCE = 4
+
+
 def source_counts(config: JobConfig, plan: Plan, per_query: int = 100) -> dict[int, int]:
     """Rows per partition in the source now: one query per `per_query` partitions (a scalar subquery each,
-    so every count still uses the key's index), not one connection and round trip per partition."""
-    counts: dict[int, int] = {}
+    so every count still uses the key's index), not one connection and round trip per partition; a MySQL
+    source is asked in several queries at once."""
     dialect = config.source_url.dialect
-    for start in range(0, len(plan.partitions), per_query):
-        chunk = plan.partitions[start:start + per_query]
+    parts = plan.partitions
+    at_once = _MYSQL_COUNTS_AT_ONCE if dialect == "mysql" else 1
+    size = max(1, min(per_query, -(-len(parts) // at_once)))
+    chunks = [parts[start:start + size] for start in range(0, len(parts), size)]
+
+    def count(chunk: tuple[Partition, ...]) -> dict[int, int]:
         columns = ", ".join(f"({plan.count_sql(p)}) AS {quote_ident(f'p{p.id}', dialect)}" for p in chunk)
         row = query_rows(config.source_url, f"SELECT {columns}")[0]
-        counts.update((p.id, int(n)) for p, n in zip(chunk, row, strict=True))
-    return counts
+        return {p.id: int(n) for p, n in zip(chunk, row, strict=True)}
+
+    if at_once == 1 or len(chunks) == 1:
+        return {k: v for chunk in chunks for k, v in count(chunk).items()}
+    with ThreadPoolExecutor(at_once, thread_name_prefix="count") as pool:
+        return {k: v for counted in pool.map(count, chunks) for k, v in counted.items()}
 
 
 # Content verification (pipeline.verify = "content"): before a partition commits, its rows are read back from

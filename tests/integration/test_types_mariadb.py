@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.config import load_config
-from engine.errors import ConfigError
+from engine.errors import ErrorBudgetExceeded
 from engine.pipeline import run_job
 from engine.plan import make_plan
 from tests.conftest import job_toml, mariadb_connect, mariadb_exec, matrix_value, pg_rows, write_job
@@ -164,20 +164,41 @@ ZERO_ROWS = ["INSERT INTO dates VALUES (1, '0000-00-00', '0000-00-00 00:00:00', 
              "INSERT INTO dates VALUES (3, '2024-02-29', '2024-02-29 12:00:00', '2024-02-29 12:00:00', '2024-02-29')"]
 
 
-def test_zero_dates_are_refused_naming_the_column_and_the_override(mariadb_db: str, pg_db: str,
-                                                                    tmp_path: Path) -> None:
+def _zero_job(tmp_path: Path, name: str, mariadb_db: str, pg_db: str, budget: str = "max_error_rate = 1.0") -> Path:
+    body = job_toml(name, mariadb_db, "dates", pg_db, "public.dates")
+    return write_job(tmp_path, body.replace("\n[pipeline]", f"\n[validate]\n{budget}\n\n[pipeline]"), f"{name}.toml")
+
+
+def test_zero_dates_are_quarantined_naming_the_column_the_value_and_the_override(mariadb_db: str, pg_db: str,
+                                                                                 tmp_path: Path) -> None:
+    """A run does not scan for zero dates first: a row holding one is quarantined as read, with its value as
+    MariaDB has it; `engine plan` counts them beforehand and says the same."""
     mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
-    config = load_config(write_job(tmp_path, job_toml("maria_zero", mariadb_db, "dates", pg_db, "public.dates")))
-    with pytest.raises(ConfigError) as refused:
-        make_plan(config)
-    problems = refused.value.problems
-    assert len(problems) == 3 and all("zero dates" in p for p in problems)
-    assert "column 'd' (MySQL date -> PostgreSQL date): 2 row(s)" in problems[0]
-    assert "e.g. 0000-00-00;" in problems[0] and '[target] types = { d = "text" }' in problems[0]
-    assert "column 'ts' (MySQL timestamp -> PostgreSQL timestamptz): 1 row(s)" in problems[2]
-    with pytest.raises(ConfigError, match="zero dates"):  # the run refuses the same way, before loading
-        run_job(config)
-    assert pg_rows(pg_db, "SELECT to_regclass('public.dates')") == [(None,)]
+    config = load_config(_zero_job(tmp_path, "maria_zero", mariadb_db, pg_db))
+    notes = {c.name: c.note for c in make_plan(config).columns}
+    assert "column 'd' (MySQL date -> PostgreSQL date): 2 row(s) hold zero dates" in notes["d"]
+    assert "e.g. 0000-00-00: their rows are quarantined" in notes["d"] and '[target] types = { d = "text" }' in notes["d"]
+    assert "column 'ts' (MySQL timestamp -> PostgreSQL timestamptz): 1 row(s)" in notes["ts"] and not notes["ok"]
+    report = run_job(config)
+    assert report.status == "succeeded", report.error
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (3, 1, 2)
+    assert pg_rows(pg_db, "SELECT id, d, dtm, ts, ok FROM public.dates") == [
+        (3, dt.date(2024, 2, 29), dt.datetime(2024, 2, 29, 12), dt.datetime(2024, 2, 29, 12, tzinfo=dt.UTC),
+         dt.date(2024, 2, 29))]
+    records = pg_rows(pg_db, "SELECT source_key, columns, reason, row FROM engine.quarantine ORDER BY source_key")
+    assert [(k, c) for k, c, _r, _row in records] == [("1", "d, dtm, ts"), ("2", "d, dtm")]
+    assert records[0][2].startswith("d: 0000-00-00 has a zero year, month or day, which PostgreSQL date cannot hold; "
+                                    'declare [target] types = { d = "text" }')
+    assert "ts: 0000-00-00 00:00:00 has a zero year" in records[0][2] and "dtm: 2020-02-00 10:00:00" in records[1][2]
+    assert json.loads(records[1][3]) == {"id": 2, "d": "2020-00-15", "dtm": "2020-02-00 10:00:00", "ts": None,
+                                         "ok": None}
+
+
+def test_zero_dates_count_against_the_budget(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
+    mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
+    with pytest.raises(ErrorBudgetExceeded, match="2 rows failed validation"):
+        run_job(load_config(_zero_job(tmp_path, "maria_zero_budget", mariadb_db, pg_db, "max_errors = 1")))
+    assert pg_rows(pg_db, "SELECT count(*) FROM engine.quarantine") == [(2,)]  # recorded: nothing is lost
 
 
 def test_declared_text_keeps_zero_dates_as_they_are(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
@@ -193,12 +214,11 @@ def test_declared_text_keeps_zero_dates_as_they_are(mariadb_db: str, pg_db: str,
 
 
 def test_zero_dates_become_null_only_through_a_declared_query(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
-    """The refusal names the expression; a job reading the table through it loads NULL for those dates."""
+    """The plan names the expression; a job reading the table through it loads NULL for those dates."""
     mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
-    with pytest.raises(ConfigError) as refused:
-        make_plan(load_config(write_job(tmp_path, job_toml("maria_zero_q0", mariadb_db, "dates", pg_db,
-                                                           "public.dates"))))
-    expression = refused.value.problems[0].split("mean: ")[1]
+    plan = make_plan(load_config(write_job(tmp_path, job_toml("maria_zero_q0", mariadb_db, "dates", pg_db,
+                                                              "public.dates"))))
+    expression = plan.columns[1].note.split("mean: ")[1]
     assert expression.startswith("CASE WHEN") and expression.endswith("AS `d`")
     query = f"SELECT id, {expression}, ok FROM dates"
     body = job_toml("maria_zero_q", mariadb_db, "dates", pg_db, "public.dates").replace(
