@@ -79,7 +79,7 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
         nbytes = batch.nbytes  # walks every buffer: once
         result.bytes += nbytes
         LIVE.add(batch.num_rows, nbytes)
-        batch = _without_unfit(task, batch, result, rejected)
+        batch = _without_unfit(task, batch, None if untransformed else transform, result, rejected)
         if task.rules:
             out = _ruled(task, batch, None if untransformed else transform, rules, needed, result, rejected)
         elif untransformed:  # rows stay in Arrow; only checked columns visit Polars
@@ -93,7 +93,7 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
             yield out
 
 
-def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, result: PartitionResult,
+def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | None, result: PartitionResult,
                    rejected: list[pa.Table]) -> pa.RecordBatch:
     """The batch less its hidden columns of values read as text (`typemap.UNFIT_TEXT`, MySQL zero dates): the
     rows holding one are quarantined, the column, its value as the source has it and what to declare named."""
@@ -120,6 +120,9 @@ def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, result: Partition
         for n in hidden).drop(hidden)
     _quarantine(task, as_read, bad, zip(bad["checks"], bad["columns"], strict=True), result, rejected)
     keep = pl.int_range(0, batch.num_rows, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
+    if task.rules:  # reconcile and completeness count every row read: these too (their dates as NULL)
+        removed = frames.frame(clean.filter(frames.mask(keep.not_())))
+        rulerun.gather(task, removed if transform is None else _transformed(removed, transform), result)
     result.phases["validate"] += time.perf_counter() - start
     return clean.filter(frames.mask(keep))
 

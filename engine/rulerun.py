@@ -197,7 +197,7 @@ def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResul
             ROW_INDEX: pl.int_range(0, frame.height, eager=True, dtype=pl.UInt32).filter(failed), "values": shown,
         }).select(ROW_INDEX, pl.lit(name).alias("checks"), pl.lit(label).alias("columns"),
                   (pl.lit(f"{label}: {name} failed for value ") + pl.col("values")).alias("reason")))
-    _gather(task, frame, result)
+    gather(task, frame, result)
     return merge_bad(parts["reject"]), merge_bad(parts["warn"])
 
 
@@ -215,7 +215,9 @@ def merge_bad(parts: list[pl.DataFrame]) -> pl.DataFrame:
                  pl.col("reason").str.join("; ")).sort(ROW_INDEX).cast(BAD_ROWS_SCHEMA))  # type: ignore[arg-type]
 
 
-def _gather(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult) -> None:
+def gather(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult) -> None:
+    """The job-wide figures of the batch's rows: completeness counts, reconcile aggregates (every row read
+    counts, loaded or quarantined)."""
     for rule in task.rules:
         stats = result.rule_stats[rule.name]
         if isinstance(rule, CompletenessRule):

@@ -194,6 +194,21 @@ def test_zero_dates_are_quarantined_naming_the_column_the_value_and_the_override
                                          "ok": None}
 
 
+def test_rows_with_zero_dates_still_count_in_reconcile_and_completeness(mariadb_db: str, pg_db: str,
+                                                                        tmp_path: Path) -> None:
+    """Quarantined as read, before the rules run: the job-wide figures still see every row read."""
+    mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
+    rules = ('max_error_rate = 1.0\n\n[[validate.rules]]\nname = "ids_add_up"\nkind = "reconcile"\ncolumn = "id"\n'
+             'agg = "sum"\n\n[[validate.rules]]\nname = "ok_filled"\nkind = "completeness"\ncolumn = "ok"\n'
+             'max_null_ratio = 0.5\nseverity = "warn"')
+    report = run_job(load_config(_zero_job(tmp_path, "maria_zero_rules", mariadb_db, pg_db, rules)))
+    assert report.status == "succeeded", report.error
+    assert (report.rows_loaded, report.rows_quarantined) == (1, 2)
+    by_rule = {r["rule"]: r for r in report.rules}
+    assert by_rule["ids_add_up"]["failures"] == 0
+    assert (by_rule["ok_filled"]["rows_checked"], by_rule["ok_filled"]["failures"]) == (3, 1)
+
+
 def test_zero_dates_count_against_the_budget(mariadb_db: str, pg_db: str, tmp_path: Path) -> None:
     mariadb_exec(mariadb_db, "SET SESSION sql_mode = ''", ZERO_DDL, *ZERO_ROWS)
     with pytest.raises(ErrorBudgetExceeded, match="2 rows failed validation"):
