@@ -167,7 +167,7 @@ def fit_columns(config: JobConfig, shape: SourceShape, preview: bool = True) -> 
     PostgreSQL parses back exactly); a MySQL zero date is read as NULL beside its text and its row quarantined
     (`typemap.UNFIT_TEXT`), so a run does not scan the table for them first (`preview = False`: on a server
     whose table is larger than its buffer pool that scan costs as much as the copy's own read), while
-    `engine plan` and `engine check` count them; another source's column is refused, naming the column, the
+    `engine plan` counts them (in each column's note); another source's column is refused, naming the column, the
     values and the override that keeps them.
     """
     url = config.source_url

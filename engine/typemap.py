@@ -594,7 +594,7 @@ def type_map_markdown() -> str:
               "and parsed as the declared type: a value that does not parse stops the job, naming the column. "
               "Values a mapping cannot carry are looked for when planning (`engine plan`, `engine check`, "
               "`engine run`), except MySQL zero dates, which a run finds as it reads them (a scan for them first "
-              "would cost a second read of the table) and `engine plan` and `engine check` count; they are never "
+              "would cost a second read of the table) and `engine plan` counts; they are never "
               "approximated and never silently NULL. A SQLite column whose values have several storage classes is "
               "refused, naming the override."]
     return "\n".join(header + _doc_rows() + footer)
