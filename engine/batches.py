@@ -21,11 +21,9 @@ from engine.errors import EngineError
 from engine.load import conform, values_that_would_change
 from engine.metrics import LIVE
 from engine.model import PartitionResult, PartitionTask
-from engine.plan import unfit_advice
 from engine.quarantine import ROW_INDEX
 from engine.transform import Transform, build_transform
-from engine.typemap import UNFIT_TEXT
-from engine.urls import parse_url
+from engine.typemap import UNFIT_TEXT, ColumnSpec, unfit_advice
 from engine.validate import Rules, Verdict, load_schema, split_rows
 
 _transforms: dict[tuple[str, str], Transform] = {}
@@ -67,6 +65,7 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
     rules = compiled_schema(task.rules_dir, task.schema_ref) if task.schema_ref else None
     untransformed = task.transform == TransformSection()
     needed: set[str] = set()
+    unfit = [c for c in task.plan.columns if c.tagged == "unfit"]  # read beside their text (MySQL zero dates)
     if task.rules:
         rulerun.start_partition(task, result)
         needed = rulerun.needed_columns(task) | set(rules.columns if rules else ())
@@ -79,7 +78,8 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
         nbytes = batch.nbytes  # walks every buffer: once
         result.bytes += nbytes
         LIVE.add(batch.num_rows, nbytes)
-        batch = _without_unfit(task, batch, None if untransformed else transform, result, rejected)
+        if unfit:
+            batch = _without_unfit(task, batch, unfit, None if untransformed else transform, result, rejected)
         if task.rules:
             out = _ruled(task, batch, None if untransformed else transform, rules, needed, result, rejected)
         elif untransformed:  # rows stay in Arrow; only checked columns visit Polars
@@ -93,31 +93,27 @@ def process(task: PartitionTask, batches: Iterator[pa.RecordBatch], result: Part
             yield out
 
 
-def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, transform: Transform | None, result: PartitionResult,
-                   rejected: list[pa.Table]) -> pa.RecordBatch:
-    """The batch less its hidden columns of values read as text (`typemap.UNFIT_TEXT`, MySQL zero dates): the
-    rows holding one are quarantined, the column, its value as the source has it and what to declare named."""
-    hidden = [n for n in batch.schema.names if n.endswith(UNFIT_TEXT)]
-    if not hidden:
-        return batch
+def _without_unfit(task: PartitionTask, batch: pa.RecordBatch, unfit: list[ColumnSpec], transform: Transform | None,
+                   result: PartitionResult, rejected: list[pa.Table]) -> pa.RecordBatch:
+    """The batch less the hidden columns that carry the `unfit` columns' values as text (`typemap.UNFIT_TEXT`,
+    MySQL zero dates): the rows holding one are quarantined, the column, its value as the source has it and
+    what to declare named."""
+    hidden = [c.name + UNFIT_TEXT for c in unfit]
     clean = batch.drop_columns(hidden)
     if all(batch.column(n).null_count == batch.num_rows for n in hidden):  # Arrow keeps the count: no pass
         return clean
     start = time.perf_counter()
     texts = frames.frame(batch.select(hidden))
-    specs = {c.name: c for c in task.plan.columns}
-    url = parse_url(task.source_url)
     parts = []
-    for name in hidden:
-        spec = specs[name.removesuffix(UNFIT_TEXT)]
+    for spec, name in zip(unfit, hidden, strict=True):
         reason = (f"{spec.name}: " + pl.col(name) + f" has a zero year, month or day, which PostgreSQL "
-                  f"{spec.pg_type} cannot hold; {unfit_advice(url, spec)}")
+                  f"{spec.pg_type} cannot hold; {unfit_advice(task.plan.dialect, spec)}")
         parts.append(texts.with_row_index(ROW_INDEX).filter(pl.col(name).is_not_null()).select(
             ROW_INDEX, checks=pl.lit("source zero_date"), columns=pl.lit(spec.name), reason=reason))
     bad = rulerun.merge_bad(parts)
     as_read = frames.frame(batch).with_columns(  # the recorded row holds the value as the source has it
-        pl.coalesce(pl.col(n), pl.col(n.removesuffix(UNFIT_TEXT)).cast(pl.String)).alias(n.removesuffix(UNFIT_TEXT))
-        for n in hidden).drop(hidden)
+        pl.coalesce(pl.col(n), pl.col(c.name).cast(pl.String)).alias(c.name)
+        for c, n in zip(unfit, hidden, strict=True)).drop(hidden)
     _quarantine(task, as_read, bad, zip(bad["checks"], bad["columns"], strict=True), result, rejected)
     keep = pl.int_range(0, batch.num_rows, eager=True, dtype=pl.UInt32).is_in(bad[ROW_INDEX].implode()).not_()
     if task.rules:  # reconcile and completeness count every row read: these too (their dates as NULL)

@@ -33,7 +33,7 @@ def _type_hint(message: str, plan: Plan) -> str:
     if "Couldn't convert the value" in message and ("Date(" in message or "Time(" in message):  # MySQL
         dates = [c.name for c in plan.columns if c.unfit_what.startswith("zero dates")]
         return (f". A zero date (or a zero month or day) is in one of the date columns ({', '.join(dates)}); "
-                "`engine check` names it; rerun with --fresh to plan again")
+                "`engine plan` names it; rerun with --fresh to plan again (a new plan quarantines such rows)")
     return ""
 
 

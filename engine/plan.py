@@ -29,7 +29,7 @@ from engine.partitions import (
     sqlite_rowid,
 )
 from engine.source import query_rows, result_schema
-from engine.sql import pg_name_problem, quote_ident
+from engine.sql import pg_name_problem
 from engine.transform import build_transform
 from engine.typemap import (
     ColumnSpec,
@@ -41,8 +41,8 @@ from engine.typemap import (
     override_hint,
     pg_type_for_arrow,
     sqlite_by_values,
+    unfit_advice,
 )
-from engine.urls import DatabaseUrl
 
 __all__ = ["MAX_PARTITIONS", "cut_ranges", "make_plan"]
 
@@ -184,23 +184,13 @@ def fit_columns(config: JobConfig, shape: SourceShape, preview: bool = True) -> 
         held = (f"column {c.name!r} ({_SOURCE_NAMES[url.dialect]} {c.source_type or 'without a declared type'} -> "
                 f"PostgreSQL {c.pg_type}): {count:,} row(s) hold {c.unfit_what}, e.g. {example}")
         if c.tagged == "unfit":
-            columns[i] = dataclasses.replace(c, note=f"{held}: their rows are quarantined; " + unfit_advice(url, c))
+            advice = unfit_advice(url.dialect, c)
+            columns[i] = dataclasses.replace(c, note=f"{held}: their rows are quarantined; {advice}")
             continue
-        problems.append(f"{held}; {unfit_advice(url, c)}")
+        problems.append(f"{held}; {unfit_advice(url.dialect, c)}")
     if problems:
         raise ConfigError(str(config.path), problems)
     return tuple(columns)
-
-
-def unfit_advice(url: DatabaseUrl, column: ColumnSpec) -> str:
-    """How to load the values a column's mapping cannot carry: a type that holds them, or (MySQL zero dates)
-    a query that says they mean NULL."""
-    q = quote_ident(column.name, url.dialect)
-    alternative = (f", or read the table through a [source] query that maps them to NULL if that is what they "
-                   f"mean: CASE WHEN {column.unfit} THEN NULL ELSE {q} END AS {q}"
-                   if url.dialect == "mysql" and "zero" in column.unfit_what else "")
-    return (f"declare {override_hint(column.name, column.pg_type)} (or another type that holds them) to load them "
-            "unchanged" + alternative)
 
 
 def _declared(config: JobConfig, column: ColumnSpec) -> ColumnSpec:

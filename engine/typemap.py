@@ -419,6 +419,17 @@ def override_hint(name: str, mapped: str = "") -> str:
     return f'[target] types = {{ {key} = "{"bytea" if is_text_type(mapped) else "text"}" }}'
 
 
+def unfit_advice(dialect: Dialect, column: ColumnSpec) -> str:
+    """How to load the values a column's mapping cannot carry: a type that holds them, or (MySQL zero dates)
+    a query that says they mean NULL."""
+    q = quote_ident(column.name, dialect)
+    alternative = (f", or read the table through a [source] query that maps them to NULL if that is what they "
+                   f"mean: CASE WHEN {column.unfit} THEN NULL ELSE {q} END AS {q}"
+                   if dialect == "mysql" and "zero" in column.unfit_what else "")
+    return (f"declare {override_hint(column.name, column.pg_type)} (or another type that holds them) to load them "
+            "unchanged" + alternative)
+
+
 # ---------------------------------------------------------------------------------------------- Arrow and loading
 
 _ARROW_NAMES = {
