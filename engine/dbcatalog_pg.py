@@ -29,7 +29,7 @@ from engine.dbschema import (
 )
 from engine.errors import SourceError
 from engine.source import query_rows
-from engine.sql import quote_ident
+from engine.sql import quote_ident, quote_literal
 from engine.typemap import pg_source_column
 from engine.urls import DatabaseUrl
 
@@ -42,6 +42,7 @@ class _Reader:
     def __init__(self, url: DatabaseUrl, schema: str) -> None:
         self.url, self.schema = url, schema
         self.not_carried: list[NotCarried] = []
+        self.sequence_states: dict[str, tuple[int, str | None]] = {}  # read once, for columns and tables alike
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return query_rows(self.url, sql, (self.schema, *params))
@@ -105,62 +106,84 @@ _TABLES = f"""
 
 
 def _tables(reader: _Reader, types: dict[int, tuple[str, str]], exclude_data: Callable[[str], bool]) -> list[Table]:
+    """Every table of the schema, each query over all of them at once: a schema of hundreds of tables is read in
+    a handful of round trips."""
+    found = reader.rows(_TABLES)
+    columns = _columns(reader, types)
+    indexes, checks = _indexes(reader), _checks(reader)
+    next_values = _next_values(reader, [seq for cols in columns.values() for _, seq in cols if seq is not None])
     tables = []
-    for oid, name, kind, comment, rows, size, partkey, parent, bound, inherits, is_parent in reader.rows(_TABLES):
-        columns, next_values = _columns(reader, int(oid), types)
-        pk, indexes = _indexes(reader, int(oid))
+    for oid, name, kind, comment, rows, size, partkey, parent, bound, inherits, is_parent in found:
+        own = columns.get(int(oid), [])
+        pk, secondary = indexes.get(int(oid), (None, []))
         tables.append(Table(
-            name=name, schema=reader.schema, columns=columns, primary_key=pk, indexes=indexes,
-            checks=_checks(reader, int(oid)), comment=comment, rows=int(rows), bytes=int(size),
-            next_values=next_values, partition_key=partkey, partition_of=parent, partition_bound=bound,
+            name=name, schema=reader.schema, columns=[c for c, _ in own], primary_key=pk, indexes=secondary,
+            checks=checks.get(int(oid), []), comment=comment, rows=int(rows), bytes=int(size),
+            next_values={c.name: next_values[seq][0] for c, seq in own if seq is not None},
+            partition_key=partkey, partition_of=parent, partition_bound=bound,
             inherits=list(inherits or []), read_only=bool(is_parent),
             copy_data=kind != "p" and not exclude_data(str(name))))
     return tables
 
 
-_COLUMNS = """
-    SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
-           a.attidentity::text, a.attgenerated::text, col_description(a.attrelid, a.attnum), a.atttypid::bigint,
+_OF_TABLES = f"(SELECT c.oid FROM pg_class c WHERE {_IN_SCHEMA} AND c.relkind IN ('r', 'p'))"
+
+_COLUMNS = f"""
+    SELECT a.attrelid::bigint, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+           pg_get_expr(d.adbin, d.adrelid), a.attidentity::text, a.attgenerated::text,
+           col_description(a.attrelid, a.attnum), a.atttypid::bigint,
            COALESCE(NULLIF(t.typelem, 0), 0)::bigint, t.typcategory = 'A', pg_get_serial_sequence(
                format('%I.%I', $1::text, (SELECT relname FROM pg_class WHERE oid = a.attrelid)), a.attname)
     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"""
+    WHERE a.attrelid IN {_OF_TABLES} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attrelid, a.attnum"""
+
+ColumnAndSequence = tuple[Column, str | None]
 
 
-def _columns(reader: _Reader, oid: int, types: dict[int, tuple[str, str]]) -> tuple[list[Column], dict[str, int]]:
-    columns, next_values = [], {}
-    for name, declared, not_null, default, identity, generated, comment, type_oid, elem, is_array, seq in \
-            reader.rows(_COLUMNS, oid):
+def _columns(reader: _Reader, types: dict[int, tuple[str, str]]) -> dict[int, list[ColumnAndSequence]]:
+    """Each table's columns (by oid), with the sequence an identity or serial column draws from."""
+    tables: dict[int, list[ColumnAndSequence]] = {}
+    for oid, name, declared, not_null, default, identity, generated, comment, type_oid, elem, is_array, seq in \
+            reader.rows(_COLUMNS):
         user = types.get(int(elem) if is_array else int(type_oid))
         pg_type = pg_source_column(name, declared).pg_type
         if user is not None:  # the schema's own enum or domain, created in the target schema too
             pg_type = quote_ident(user[0]) + ("[]" if is_array else "")
         serial = seq is not None and default is not None and str(default).startswith("nextval(")
-        options = None
-        if seq is not None:
-            next_values[name], options = _next_value(reader, seq)
-        columns.append(Column(
+        tables.setdefault(int(oid), []).append((Column(
             name=name, source_type=declared, pg_type=pg_type, not_null=bool(not_null),
             default=None if serial or generated == "s" else reader.plain(default), identity=bool(identity) or serial,
-            identity_always=identity == "a", identity_options=options,
-            generated=reader.plain(default) if generated == "s" else None, comment=comment))
-    return columns, next_values
+            identity_always=identity == "a", identity_options=None,
+            generated=reader.plain(default) if generated == "s" else None, comment=comment), seq))
+    if any(seq is not None for cols in tables.values() for _, seq in cols):
+        options = _next_values(reader, [seq for cols in tables.values() for _, seq in cols if seq is not None])
+        tables = {oid: [(c.model_copy(update={"identity_options": options[seq][1]}) if seq is not None else c, seq)
+                        for c, seq in cols] for oid, cols in tables.items()}
+    return tables
 
 
-def _next_value(reader: _Reader, sequence: str) -> tuple[int, str | None]:
-    """What nextval() returns next (the sequence's own state, never MAX(column)), and its options when they are
-    not an identity's defaults (a step other than 1, a lowest value other than 1: a descending one, say)."""
-    last, called = reader.rows(f"SELECT last_value, is_called FROM {sequence} WHERE $1::text IS NOT NULL")[0]
-    step, low, high = reader.rows("SELECT seqincrement, seqmin, seqmax FROM pg_sequence WHERE seqrelid = $2::regclass "
-                                  "AND $1::text IS NOT NULL", sequence)[0]
-    options = None if (int(step), int(low)) == (1, 1) else f"INCREMENT BY {step} MINVALUE {low} MAXVALUE {high}"
-    return (int(last) + int(step) if called else int(last)), options
+def _next_values(reader: _Reader, sequences: list[str]) -> dict[str, tuple[int, str | None]]:
+    """Per sequence: what nextval() returns next (the sequence's own state, never MAX(column)), and its options
+    when they are not an identity's defaults (a step other than 1, a lowest value other than 1: a descending
+    one, say). One query for all of them."""
+    if not sequences:
+        return {}
+    cached = reader.sequence_states
+    wanted = sorted(set(sequences) - cached.keys())
+    if wanted:
+        states = " UNION ALL ".join(
+            f"SELECT {i}, last_value, is_called, s.seqincrement, s.seqmin, s.seqmax FROM {seq} "
+            f"JOIN pg_sequence s ON s.seqrelid = {quote_literal(seq)}::regclass" for i, seq in enumerate(wanted))
+        for i, last, called, step, low, high in reader.rows(f"SELECT * FROM ({states}) s WHERE $1::text IS NOT NULL"):
+            options = None if (int(step), int(low)) == (1, 1) else f"INCREMENT BY {step} MINVALUE {low} MAXVALUE {high}"
+            cached[wanted[int(i)]] = ((int(last) + int(step) if called else int(last)), options)
+    return {seq: cached[seq] for seq in sequences}
 
 
-_INDEXES = """
-    SELECT i.relname, x.indisprimary, x.indisunique, x.indexprs IS NOT NULL OR x.indpred IS NOT NULL
-               OR am.amname <> 'btree' OR x.indnkeyatts <> x.indnatts,
+_INDEXES = f"""
+    SELECT x.indrelid::bigint, i.relname, x.indisprimary, x.indisunique,
+           x.indexprs IS NOT NULL OR x.indpred IS NOT NULL OR am.amname <> 'btree' OR x.indnkeyatts <> x.indnatts,
            pg_get_indexdef(x.indexrelid),
            ARRAY(SELECT a.attname::text FROM unnest(x.indkey) WITH ORDINALITY k(attnum, n)
                  JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum ORDER BY k.n),
@@ -168,36 +191,41 @@ _INDEXES = """
            CASE WHEN con.contype = 'x' THEN pg_get_constraintdef(con.oid) END
     FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam
     LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x')
-    WHERE x.indrelid = $2 AND $1::text IS NOT NULL ORDER BY i.relname"""
+    WHERE x.indrelid IN {_OF_TABLES} ORDER BY x.indrelid, i.relname"""
 
 _USING = re.compile(r" USING (.*)$", re.S)
 
 
-def _indexes(reader: _Reader, oid: int) -> tuple[Index | None, list[Index]]:
-    primary, indexes = None, []
-    for name, is_pk, unique, special, indexdef, columns, constraint, inherited, exclude in reader.rows(_INDEXES, oid):
+def _indexes(reader: _Reader) -> dict[int, tuple[Index | None, list[Index]]]:
+    """Each table's primary key and other indexes, by oid."""
+    tables: dict[int, tuple[Index | None, list[Index]]] = {}
+    for oid, name, is_pk, unique, special, indexdef, columns, constraint, inherited, exclude in reader.rows(_INDEXES):
         if inherited:  # a partition's share of its parent's index: the parent's index creates it
             continue
+        primary, indexes = tables.setdefault(int(oid), (None, []))
         definition = _USING.search(indexdef)
         index = Index(name=constraint or name, columns=list(columns), unique=bool(unique), primary=bool(is_pk),
                       definition=reader.plain(exclude or (definition.group(1) if special and definition else None)),
                       exclusion=exclude is not None)
         if is_pk:
-            primary = index
+            tables[int(oid)] = (index, indexes)
         else:
             indexes.append(index)
-    return primary, indexes
+    return tables
 
 
-def _checks(reader: _Reader, oid: int) -> list[Check]:
-    found = reader.rows("""
-        SELECT con.conname, pg_get_constraintdef(con.oid), con.convalidated,
-               ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.conrelid
-                     AND a.attnum = ANY(con.conkey) ORDER BY a.attnum)
-        FROM pg_constraint con WHERE con.conrelid = $2 AND con.contype = 'c' AND con.conislocal
-          AND $1::text IS NOT NULL ORDER BY con.conname""", oid)
-    return [Check(name=n, expression=reader.plain(_check_body(d)) or "", columns=list(c), valid=bool(v))
-            for n, d, v, c in found]
+def _checks(reader: _Reader) -> dict[int, list[Check]]:
+    """Each table's own check constraints, by oid."""
+    tables: dict[int, list[Check]] = {}
+    for oid, name, definition, valid, columns in reader.rows(f"""
+            SELECT con.conrelid::bigint, con.conname, pg_get_constraintdef(con.oid), con.convalidated,
+                   ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = con.conrelid
+                         AND a.attnum = ANY(con.conkey) ORDER BY a.attnum)
+            FROM pg_constraint con WHERE con.conrelid IN {_OF_TABLES} AND con.contype = 'c' AND con.conislocal
+            ORDER BY con.conrelid, con.conname"""):
+        tables.setdefault(int(oid), []).append(Check(name=name, expression=reader.plain(_check_body(definition)) or "",
+                                                     columns=list(columns), valid=bool(valid)))
+    return tables
 
 
 def _check_body(definition: str) -> str:

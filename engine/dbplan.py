@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from engine.config import JobConfig
 from engine.dbschema import DatabaseSchema, ForeignKey, NotCarried, Table, matches, target_name, unmatched_patterns
 from engine.errors import SourceError
-from engine.source import query_rows
+from engine.source import one_session, query_rows
 from engine.sql import Dialect, quote_ident
 from engine.typemap import is_text_type
 from engine.urls import DatabaseUrl
@@ -24,7 +24,8 @@ def read_database(config: JobConfig) -> DatabaseSchema:
         from engine.dbcatalog_pg import read_pg, table_patterns
 
         bare, no_data = table_patterns(patterns), table_patterns(exclude_data)
-        db = read_pg(url, patterns, lambda n: matches(n, bare), lambda n: bool(no_data) and matches(n, no_data))
+        with one_session(url):
+            db = read_pg(url, patterns, lambda n: matches(n, bare), lambda n: bool(no_data) and matches(n, no_data))
     elif url.dialect == "mysql":
         from engine.dbcatalog_mysql import read_mysql
 

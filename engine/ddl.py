@@ -228,12 +228,19 @@ def _column(table: str, column: Column, names: Names) -> str:
 
 # ------------------------------------------------------------------------------------------------ post-data
 
+def index_builds(table: Table, names: Names, key_made: bool = False) -> dict[str, str]:
+    """The indexes of one loaded table, each a statement of its own (they may be built side by side: CREATE INDEX
+    locks out writes, not other builds), by index name (`key_made`: its primary key was made with the table, as
+    an upsert needs it to load)."""
+    return {index.name: build_index(table, index, names)[0] for index in _all_indexes(table)
+            if not (key_made and index.primary)}
+
+
 def table_post_data(table: Table, names: Names, key_made: bool = False) -> list[str]:
-    """Keys and indexes of one loaded table, then its checks and ANALYZE (`key_made`: its primary key was made
-    with the table, as an upsert needs it to load)."""
+    """After `index_builds`: keys attached to their indexes, checks, then ANALYZE."""
     indexes = [i for i in _all_indexes(table) if not (key_made and i.primary)]
     name = names.q_table(table.name)
-    statements = [s for index in indexes for s in build_index(table, index, names)]
+    statements = [s for index in indexes for s in build_index(table, index, names)[1:]]
     statements += [f"ALTER TABLE {name} ADD CONSTRAINT {quote_ident(names.constraint(c.name))} "
                    f"CHECK {names.expression(table.name, c.expression)}{'' if c.valid else ' NOT VALID'}"
                    for c in table.checks]
@@ -242,8 +249,8 @@ def table_post_data(table: Table, names: Names, key_made: bool = False) -> list[
 
 
 def build_index(table: Table, index: Index, names: Names) -> list[str]:
-    """An index; a primary key or unique constraint is built as an index first and attached with `USING INDEX`
-    (partitioned tables cannot: they add the constraint directly)."""
+    """An index: the statement that builds it, then the one that attaches it as a primary key or unique
+    constraint, if any (`USING INDEX`; partitioned tables cannot: they add the constraint directly)."""
     name = names.q_table(table.name)
     index_name = quote_ident(names.index(table.name, index))
     columns = names.q_columns(table.name, index.columns)

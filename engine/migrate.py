@@ -243,6 +243,7 @@ class DatabaseRun:
         with shared_snapshot(self.config.source_url, locked or None) as self.snapshot:
             orphans = self.check_orphans(db)
             self.pre_data(db, names)
+            pg.forget_databases()  # the tables' runs see the types pre-data made (they keep the cache: see Run)
             with ThreadPoolExecutor(1, thread_name_prefix="post-data") as builder:
                 pending = self.load_tables(db, names, orphans, builder)
                 for future in pending:
@@ -401,8 +402,17 @@ class DatabaseRun:
         return pending
 
     def post_data(self, table: Table, names: ddl.Names) -> None:
+        """A table's indexes, `pipeline.workers` built at once, each a step; then its keys, checks and ANALYZE."""
+        step = f"indexes {table.name}"
+        if step in self.done:  # its index steps are done too (or, recorded before they were steps, never were)
+            return
         key_made = table.name in self.upserted_names
-        self.step(f"indexes {table.name}", ddl.table_post_data(table, names, key_made), "indexes")
+        builds = ddl.index_builds(table, names, key_made)
+        with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="index") as pool:
+            for future in [pool.submit(self.step, f"index {table.name}.{index}", [statement], "index")
+                           for index, statement in builds.items()]:
+                future.result()
+        self.step(step, ddl.table_post_data(table, names, key_made), "indexes")
 
     def load_table(self, db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> None:
         step = f"data {table.name}"

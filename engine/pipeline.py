@@ -134,6 +134,11 @@ class Run:
         self.marks: dict[str, float] = {}  # epoch seconds of the start-up's steps (see `_startup`)
         self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
 
+    @property
+    def one_of_many(self) -> bool:
+        """A table's run within a whole database's, which made the engine's tables and the target's types."""
+        return self.slots is not None
+
     def _keep_recovery(self, message: str) -> None:
         if len(self.recoveries) < 100:
             self.recoveries.append(message)
@@ -278,7 +283,8 @@ class Run:
                            target=f"{config.target_url} {config.target_table}")
         report.description = config.job.description
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
-        pg.forget_databases()  # this run sees the types created since the last one
+        if not self.one_of_many:
+            pg.forget_databases()  # this run sees the types created since the last one
         self.lock_conn = with_retries(lambda: pg.connect(self.target_url, autocommit=True),
                                       "connecting to the target", self.on_target, self.heard)
         conn = with_retries(lambda: pg.connect(self.target_url), "connecting to the target", self.on_target, self.heard)
@@ -289,7 +295,8 @@ class Run:
             self.observer.start(metrics)
         try:
             self.step = "creating the engine's tables in the target"
-            checkpoint.ensure_schema(conn)
+            if not self.one_of_many:
+                checkpoint.ensure_schema(conn)
             self.step = "taking the job's lock"
             checkpoint.try_lock_job(self.lock_conn, config.job.name)
             self.step = "opening the run (planning, or resuming its plan)"

@@ -258,6 +258,29 @@ def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
         return _pinned.get(url.raw)
 
 
+@contextmanager
+def one_session(url: DatabaseUrl) -> Iterator[None]:
+    """Source queries made meanwhile share one session of a PostgreSQL source (the snapshot's, when one is open):
+    reading the catalog of many tables opens one connection, not one a query."""
+    if url.dialect != "postgresql" or pinned_connection(url) is not None:
+        yield
+        return
+    try:
+        conn = pg.connect(url, autocommit=True)
+    except Exception as exc:
+        error = translate(exc, f"cannot connect to the source {url}")
+        raise (error if isinstance(error, TransientError) else SourceError(str(error))) from None
+    with _pinned_lock:
+        _pinned[url.raw] = conn
+    try:
+        yield
+    finally:
+        with _pinned_use, _pinned_lock:
+            if _pinned.get(url.raw) is conn:
+                _pinned.pop(url.raw, None)
+        _close(conn)
+
+
 _shared: dict[str, Snapshot] = {}
 
 

@@ -196,8 +196,8 @@ def test_replace_swaps_the_new_schema_in_and_a_kill_before_the_swap_leaves_the_o
     assert_same_rows(source, pg_db, "app", DATA_TABLES)
 
 
-@pytest.mark.parametrize("point", ["db.pre-data", "load.before_commit@3", "db.indexes@2", "db.sequences", "db.fk",
-                                   "db.validate@3", "db.view@2", "db.trigger"])
+@pytest.mark.parametrize("point", ["db.pre-data", "load.before_commit@3", "db.index@3", "db.indexes@2", "db.sequences",
+                                   "db.fk", "db.validate@3", "db.view@2", "db.trigger"])
 def test_a_kill_at_any_kind_of_step_resumes_without_replaying_or_skipping(
         tmp_path: Path, source: str, pg_db: str, point: str) -> None:
     name, _, nth = point.partition("@")
@@ -230,7 +230,7 @@ def test_upsert_creates_what_is_missing_then_updates_rows_in_place(tmp_path: Pat
     # the second run found the tables there and left their keys and indexes as they were
     assert pg_rows(pg_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'app'") == [(4,)]
     steps = [s for (s,) in pg_rows(pg_db, "SELECT step FROM engine.steps WHERE run_id = $1", (second.run_id,))]
-    assert not [s for s in steps if s.startswith("indexes")]
+    assert not [s for s in steps if s.startswith("index")]
 
 
 def test_every_table_is_read_as_of_one_snapshot(tmp_path: Path, source: str, pg_db: str) -> None:
