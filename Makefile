@@ -37,7 +37,8 @@ lint: setup
 # The peers are optional: the perf group brings the Python ones into their own environment (.venv-perf,
 # bytecode compiled, as after a normal install), so the engine keeps running from .venv with only its own
 # locked dependencies; pgloader (and pgcopydb, for WHOLEDB=1) come from apt when they can, else their cases are
-# reported as skipped. `make perf WHOLEDB=1 [WHOLEDB_ROWS=2M]` runs the whole-database cases (perf/wholedb.py).
+# reported as skipped. `make perf WHOLEDB=1 [WHOLEDB_ROWS=2M]` runs the whole-database cases (perf/wholedb.py),
+# `make perf MANYTABLES=200` the same copies of a database of 200 small tables (perf/manytables.py).
 PERF_VENV := .venv-perf
 
 perf: setup
@@ -53,6 +54,7 @@ perf: setup
 		apt-get install -y -qq mariadb-client)) >/dev/null 2>&1 || echo "mariadb client not installable here: mariadb-limit is reported as skipped"
 	$(PERF_VENV)/bin/python -m perf.run $(if $(ROWS),--rows $(ROWS),) $(if $(RUNS),--runs $(RUNS),) \
 		$(if $(SCALING),--scaling,) $(if $(WHOLEDB),--wholedb,) $(if $(WHOLEDB_ROWS),--wholedb-rows $(WHOLEDB_ROWS),) \
+		$(if $(MANYTABLES),--wholedb --wholedb-tables $(MANYTABLES),) \
 		$(PERF_ARGS)
 
 perf-refused: setup

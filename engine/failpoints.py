@@ -22,7 +22,7 @@ from pathlib import Path
 from engine.errors import EngineError, TransientError
 
 POINTS = ("extract.batch", "transform.batch", "load.before_commit", "load.after_commit", "run.before_verify",
-          "replace.before_swap", "db.pre-data", "db.indexes", "db.sequences", "db.fk", "db.validate", "db.view",
+          "replace.before_swap", "db.pre-data", "db.index", "db.indexes", "db.sequences", "db.fk", "db.validate", "db.view",
           "db.trigger", "db.swap")
 
 _counts: Counter[str] = Counter()

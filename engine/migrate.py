@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -36,6 +37,11 @@ from engine.urls import redact
 
 Progress = Callable[[str], None]
 NEW_SUFFIX = "__engine_new"
+
+
+# Bytes of heap from which a table's indexes are built side by side, each a step (tests lower it to reach
+# those steps with small tables).
+INDEXES_SIDE_BY_SIDE_FROM = int(os.environ.get("ENGINE_INDEXES_SIDE_BY_SIDE_FROM", 32 << 20))
 
 
 def fingerprint(config: JobConfig) -> str:
@@ -252,7 +258,7 @@ class DatabaseRun:
         made = self._created()
         keys = [fk for fk in db.foreign_keys if fk.table in made]  # append, upsert: what was there stays as it is
         not_valid = {_key(o.key) for o in orphans} if self.config.target.orphans == "not_valid" else set()
-        self.foreign_keys(keys, names, not_valid)
+        self.foreign_keys(keys, names, not_valid, {t.name: t.bytes for t in db.tables})
         self.report.database["not_valid"] = sorted(not_valid)
         failed = self.report.database.setdefault("failed", {})
         for view in ddl.views_in_order(db.views):
@@ -290,14 +296,23 @@ class DatabaseRun:
             self.heard(f"reading the source's sequences again failed ({exc}); using those read when planning")
             return db
 
-    def foreign_keys(self, keys: list[ForeignKey], names: ddl.Names, not_valid: set[str]) -> None:
-        """Every key added NOT VALID in one step (quick), then each validated in a step of its own, `workers` at a
-        time: validations of different tables run side by side (their locks do not conflict)."""
+    def foreign_keys(self, keys: list[ForeignKey], names: ddl.Names, not_valid: set[str],
+                     sizes: dict[str, int]) -> None:
+        """Every key added NOT VALID in one step (quick), then each validated in a step of its own. Validations of
+        one table wait for each other (each locks its table against the others), those of different tables do
+        not: a table's keys go one after another, `workers` tables at a time, the largest first."""
         self.step("foreign keys", [ddl.add_foreign_key(fk, names) for fk in keys], "fk")
-        checked = [fk for fk in keys if _key(fk) not in not_valid]
+        by_table: dict[str, list[ForeignKey]] = {}
+        for fk in keys:
+            if _key(fk) not in not_valid:
+                by_table.setdefault(fk.table, []).append(fk)
+
+        def validate(table_keys: list[ForeignKey]) -> None:
+            for fk in table_keys:
+                self.step(f"validate {fk.table}.{fk.name}", [ddl.validate_foreign_key(fk, names)], "validate")
+
         with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="validate") as pool:
-            for future in [pool.submit(self.step, f"validate {fk.table}.{fk.name}",
-                                       [ddl.validate_foreign_key(fk, names)], "validate") for fk in checked]:
+            for future in [pool.submit(validate, by_table[t]) for t in sorted(by_table, key=lambda t: -sizes.get(t, 0))]:
                 future.result()
 
     def check_orphans(self, db: DatabaseSchema) -> list[Orphans]:
@@ -402,12 +417,16 @@ class DatabaseRun:
         return pending
 
     def post_data(self, table: Table, names: ddl.Names) -> None:
-        """A table's indexes, `pipeline.workers` built at once, each a step; then its keys, checks and ANALYZE."""
+        """A table's indexes, then its keys, checks and ANALYZE. A large table's indexes are steps of their own,
+        `pipeline.workers` built at once; a small table's are built in its one step (a step costs round trips)."""
         step = f"indexes {table.name}"
         if step in self.done:  # its index steps are done too (or, recorded before they were steps, never were)
             return
         key_made = table.name in self.upserted_names
         builds = ddl.index_builds(table, names, key_made)
+        if table.bytes < INDEXES_SIDE_BY_SIDE_FROM or len(builds) < 2:
+            self.step(step, [*builds.values(), *ddl.table_post_data(table, names, key_made)], "indexes")
+            return
         with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="index") as pool:
             for future in [pool.submit(self.step, f"index {table.name}.{index}", [statement], "index")
                            for index, statement in builds.items()]:
@@ -424,7 +443,8 @@ class DatabaseRun:
             with pg.connection(self.config.target_url) as conn:
                 return checkpoint.latest_run(conn, config.job.name)
 
-        previous = with_retries(latest, f"reading the state of table {table.name}", self.patience, self.heard)
+        previous = (with_retries(latest, f"reading the state of table {table.name}", self.patience, self.heard)
+                    if self.report.resumed else None)  # a fresh run's tables have run under no other
         if previous is not None and previous.status == "succeeded":  # loaded; killed before its step was recorded
             summary = {"run_id": previous.run_id, "resumed": True}
         else:

@@ -7,6 +7,8 @@ The target is always PostgreSQL; PostgreSQL sources use these connections for ca
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +40,15 @@ class Cursor(Protocol):
                     db_schema_name: str | None = ..., temporary: bool = ...) -> int: ...
 
 
+class AdbcSession(Protocol):
+    def set_autocommit(self, enabled: bool) -> None: ...
+
+
 class Connection(Protocol):
     """A PostgreSQL session: `adbc_driver_manager.dbapi.Connection`, typed by what the engine calls."""
 
+    @property
+    def adbc_connection(self) -> AdbcSession: ...
     def cursor(self) -> Cursor: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
@@ -108,6 +116,7 @@ def _database(uri: str) -> Any:
 
 def forget_databases() -> None:
     """Drop the cached databases (their type catalogs), e.g. before a run, so it sees types created since."""
+    close_idle_connections()  # they hold the old type catalogs
     with _databases_lock:
         shared = list(_databases.values())
         _databases.clear()
@@ -146,16 +155,86 @@ def reachable(uri: str, timeout: float = 3.0) -> bool:
     return unreachable(uri, timeout) is None
 
 
+# Sessions `connection` lent and got back in good order, reset (DISCARD ALL), by URL and autocommit: a run's many
+# short bookkeeping statements (its ledger, its checkpoints, a whole database's steps) do not pay a connect each.
+# They wait outside any transaction and are checked before they are lent again (a server restart ends them).
+_idle: dict[tuple[str, bool], list[Connection]] = {}
+_idle_lock = threading.Lock()
+_IDLE_PER_KEY = 4
+
+
 @contextmanager
 def connection(url: DatabaseUrl, autocommit: bool = False) -> Iterator[Connection]:
-    conn = connect(url, autocommit)
+    """A session for a few statements: a reset idle one when there is one that still answers, else a new one.
+    It goes back to the idle ones only when the caller's block ended without an error."""
+    key = (url.libpq, autocommit)
+    conn = _lend(key) or connect(url, autocommit)
     try:
         yield conn
-    finally:
+    except BaseException:
+        _close_quietly(conn)
+        raise
+    _give_back(key, conn)
+
+
+def _lend(key: tuple[str, bool]) -> Connection | None:
+    while True:
+        with _idle_lock:
+            idle = _idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            return None
         try:
-            conn.close()
-        except Exception:  # closing a broken connection must not hide the real error
-            pass
+            execute(conn, "SELECT 1")
+            if not key[1]:
+                conn.adbc_connection.set_autocommit(False)
+            return conn
+        except Exception:  # ended while it waited (a restart, a terminated backend): the next one, or a new one
+            _close_quietly(conn)
+
+
+def _give_back(key: tuple[str, bool], conn: Connection) -> None:
+    try:
+        if not key[1]:  # what the caller left uncommitted is not kept; DISCARD runs outside a transaction
+            conn.rollback()
+            conn.adbc_connection.set_autocommit(True)
+        execute(conn, "DISCARD ALL")  # a transaction the caller opened by hand (BEGIN) fails it: not given back
+    except Exception:
+        _close_quietly(conn)
+        return
+    with _idle_lock:
+        idle = _idle.setdefault(key, [])
+        if len(idle) < _IDLE_PER_KEY:
+            idle.append(conn)
+            return
+    _close_quietly(conn)
+
+
+def close_idle_connections() -> None:
+    """Close the idle sessions (before the cached databases go, and at exit)."""
+    with _idle_lock:
+        idle = [c for conns in _idle.values() for c in conns]
+        _idle.clear()
+    for conn in idle:
+        _close_quietly(conn)
+
+
+def _forget_idle_in_child() -> None:
+    """A forked child must neither use nor close its parent's sessions (their sockets are shared)."""
+    global _idle_lock
+    _idle.clear()
+    _idle_lock = threading.Lock()
+
+
+atexit.register(close_idle_connections)
+os.register_at_fork(after_in_child=_forget_idle_in_child)
+
+
+def _close_quietly(conn: Connection) -> None:
+    try:
+        conn.close()
+    except Exception:  # closing a broken connection must not hide the real error
+        pass
 
 
 def execute(conn: Connection, sql: str, params: Params = None) -> None:

@@ -1,4 +1,5 @@
-"""Rewrite the README's perf tables from perf/results/latest.json and wholedb-latest.json (`python -m perf.readme`).
+"""Rewrite the README's perf tables from perf/results/latest.json, wholedb-latest.json and manytables-latest.json
+(`python -m perf.readme`).
 
 The prose around the table quotes ratios from the same file; tests/unit/test_readme.py checks both, so after
 `make perf` run this, then update the quoted figures the test names.
@@ -45,9 +46,11 @@ def main() -> None:
     text = _replace(text, "perf", "\n".join([*HEADER, *table_rows(results)]))
     wholedb = json.loads((ROOT / "perf" / "results" / "wholedb-latest.json").read_text(encoding="utf-8"))
     text = _replace(text, "wholedb", wholedb_block(wholedb))
+    many = json.loads((ROOT / "perf" / "results" / "manytables-latest.json").read_text(encoding="utf-8"))
+    text = _replace(text, "manytables", wholedb_block(many))
     readme.write_text(text, encoding="utf-8")
     print(f"README perf tables: {len(table_rows(results))} cases from perf/results/latest.json, "
-          f"{len(wholedb)} from wholedb-latest.json")
+          f"{len(wholedb)} from wholedb-latest.json, {len(many)} from manytables-latest.json")
 
 
 if __name__ == "__main__":

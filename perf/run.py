@@ -1,12 +1,13 @@
 """`make perf`: copy the reference table with the engine, the raw COPY limit and peer tools; report medians.
 
     python -m perf.run [--rows 1M] [--runs 3] [--cases engine,copy-limit,...] [--smoke] [--scaling]
-    python -m perf.run --wholedb [--wholedb-rows 2M] [--runs 3]
+    python -m perf.run --wholedb [--wholedb-rows 2M | --wholedb-tables 200] [--runs 3]
 
 Cases run alternately (A B C A B C …), so drift on the machine (caches, autovacuum, thermal) spreads over all
 cases instead of favouring whichever ran first. Results go to perf/results/latest.json (+ a dated copy);
 `--smoke` (a tiny CI run) writes smoke.json, `--scaling` (1M vs 10M rows, workers 1/2/4) scaling-latest.json,
-`--wholedb` (whole-database copies of a star schema, perf/wholedb.py) wholedb-latest.json.
+`--wholedb` (whole-database copies of a star schema, perf/wholedb.py) wholedb-latest.json, with
+`--wholedb-tables N` (a database of N small tables, perf/manytables.py) manytables-latest.json.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from perf import datasets, wholedb
+from perf import datasets, manytables, wholedb
 from perf.cases import (
     CASES,
     ROOT,
@@ -270,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "pgcopydb-db-pg, pgdump-db-pg")
     p.add_argument("--wholedb-rows", type=row_count, default=2_000_000,
                    help="rows in all over the star schema's tables for --wholedb (default 2M)")
+    p.add_argument("--wholedb-tables", type=int, default=0,
+                   help="with --wholedb: copy a database of this many small tables instead of the star schema "
+                        "(perf/manytables.py; --cases among engine-db-pg, pgcopydb-db-pg, pgdump-db-pg)")
     p.add_argument("--sample-rows", type=row_count, default=100_000, help="rows for extrapolated peers (pandas)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before one run is killed")
     p.add_argument("--retries", type=int, default=2,
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.quiet_wait = 0.0  # the smoke run checks that the suite works, not how fast
     if args.wholedb:  # a copy that differs or a peer that fails is reported in the table, never fatal
-        wholedb.suite(args, say, warm_up)
+        (manytables.suite if args.wholedb_tables > 0 else wholedb.suite)(args, say, warm_up)
         return 0
     rows = scaling_suite(args) if args.scaling else main_suite(args)
     failed = [str(r["case"]) for r in rows if r["status"] == "failed" and str(r["case"]).split("@")[0] in GATING]

@@ -443,6 +443,7 @@ class DbCase:
     env: dict[str, str] = field(default_factory=dict)
     scratch: Path | None = None  # a work folder the tool wants absent at its start
     notes: str = ""
+    check: Callable[[str, str], list[str]] | None = None  # (target url, schema) -> differences; else the star's
 
     def reset(self, ctx: StarContext) -> None:
         """A fresh, empty target database (and work folder) before each run, outside the timing."""
@@ -546,7 +547,7 @@ CASES: dict[str, Callable[[StarContext], DbCase]] = {
 
 def _check(case: DbCase, ctx: StarContext) -> str:
     try:
-        differences = check_copy(ctx.dst, case.schema, ctx.rows)
+        differences = (case.check or (lambda url, schema: check_copy(url, schema, ctx.rows)))(ctx.dst, case.schema)
     except Exception as exc:  # a copy so broken the check's own SQL fails: that is its difference
         differences = [f"check failed: {str(exc).splitlines()[0]}"]
     shown = differences[:MAX_SHOWN] + ([f"{len(differences) - MAX_SHOWN} more"] if len(differences) > MAX_SHOWN else [])
@@ -612,7 +613,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
         times = pgl["wall_s_median"] / mysql["wall_s_median"]
         out.append(f"- engine-db-mysql is {times:.2f}x faster than pgloader-db-mysql (target >= {TARGET_VS_PGLOADER:g}x: "
                    f"{'met' if times >= TARGET_VS_PGLOADER else 'NOT met'})")
-    else:
+    elif mysql or pgl:
         out.append("- engine-db-mysql vs pgloader-db-mysql: not measured (one of them did not run)")
     pg = by_case.get("engine-db-pg")
     if pg and pg["wall_s_median"] and pg["baseline"]:
@@ -660,17 +661,10 @@ def make_context(args: argparse.Namespace, say: Say) -> StarContext:
     return ctx
 
 
-def suite(args: argparse.Namespace, say: Say, warm_up: Callable[[], None]) -> list[dict[str, Any]]:
-    """Generate (or reuse) the sources, run every case `args.runs` times alternately, report and save."""
-    keys = args.cases or list(CASES)
-    unknown = [k for k in keys if k not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown whole-database case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    ctx = make_context(args, say)
-    data_bytes = int(pg_scalar(ctx.src, "SELECT sum(pg_relation_size(oid)) FROM pg_class WHERE relkind = 'r' AND "
-                                        "relnamespace = 'public'::regnamespace"))
-    cases = [CASES[k](ctx) for k in keys]
-    results = [CaseResult(c.key, c.label, ctx.rows, data_bytes, group="wholedb", source=c.source, notes=c.notes)
+def run_cases(cases: list[DbCase], ctx: StarContext, rows: int, data_bytes: int, group: str,
+              args: argparse.Namespace, say: Say, warm_up: Callable[[], None]) -> list[dict[str, Any]]:
+    """Every case that is not skipped, `args.runs` times alternately; their summaries."""
+    results = [CaseResult(c.key, c.label, rows, data_bytes, group=group, source=c.source, notes=c.notes)
                for c in cases]
     for case, result in zip(cases, results, strict=True):
         if case.skip:
@@ -682,8 +676,21 @@ def suite(args: argparse.Namespace, say: Say, warm_up: Callable[[], None]) -> li
             if result.status == "ok":
                 run_once(case, result, ctx, f"[run {number}/{args.runs}]", args.timeout, args.quiet_wait,
                          args.retries, say)
-    rows = summarize_db(results)
-    paths = write_results(rows, ROOT / "perf" / "results", "wholedb-latest", "wholedb-")
+    return summarize_db(results)
+
+
+def suite(args: argparse.Namespace, say: Say, warm_up: Callable[[], None]) -> list[dict[str, Any]]:
+    """Generate (or reuse) the sources, run every case `args.runs` times alternately, report and save."""
+    keys = args.cases or list(CASES)
+    unknown = [k for k in keys if k not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown whole-database case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    ctx = make_context(args, say)
+    data_bytes = int(pg_scalar(ctx.src, "SELECT sum(pg_relation_size(oid)) FROM pg_class WHERE relkind = 'r' AND "
+                                        "relnamespace = 'public'::regnamespace"))
+    cases = [CASES[k](ctx) for k in keys]
+    rows = run_cases(cases, ctx, ctx.rows, data_bytes, "wholedb", args, say, warm_up)
+    paths = write_results(rows, ROOT / "perf" / "results", args.out or "wholedb-latest", None if args.out else "wholedb-")
     counts = ", ".join(f"{k} {v:,}" for k, v in sizes(ctx.rows).items())
     print(markdown_db(rows, f"Whole database: {ctx.rows:,} rows in {len(TABLES)} tables ({counts}; "
                             f"{data_bytes / 1e6:,.0f} MB of heap), {args.runs} run(s) each, {os.cpu_count()} cores"))

@@ -73,3 +73,26 @@ def test_star_schema_is_built_alike_and_the_check_tells_a_copy_that_differs(
         "orders: 1 secondary index(es), expected 2"]
     assert check_copy(pg_db, "star", ROWS)[0].startswith("tables missing: customer, lineitem")  # wrong schema
 
+
+
+def test_many_tables_database_is_built_once_and_an_engine_copy_matches_it(pg_source: str, pg_db: str,
+                                                                         tmp_path: Path) -> None:
+    from perf.manytables import check_many, ensure_pg_many
+    from perf.wholedb import engine_db_pg
+
+    pg, source = _split(pg_source)
+    said: list[str] = []
+    for _ in range(2):
+        ensure_pg_many(pg, source, 5, said.append)
+    assert [m.split()[0] for m in said] == ["generating", "reusing"], said
+    assert check_many(pg_source, "public", 5) == []
+
+    ctx = StarContext(pg, Server("mysql://root@127.0.0.1:3306"), 5, source, _split(pg_db)[1], workdir=tmp_path)
+    case = engine_db_pg(ctx)
+    done = subprocess.run(case.argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert check_many(pg_db, case.schema, 5) == []
+    pg_exec(pg_db, f"DROP INDEX {case.schema}.t003_created_idx", f"ALTER TABLE {case.schema}.t004 DROP CONSTRAINT "
+                   "t004_parent_id_fkey")
+    assert check_many(pg_db, case.schema, 5) == ["t003: keys/indexes/foreign keys (1, 0, 1)",
+                                                 "t004: keys/indexes/foreign keys (1, 1, 0)"]

@@ -132,18 +132,19 @@ def test_readme_lists_every_exit_code_the_engine_uses() -> None:
     assert listed == set(EXIT_CODES)
 
 
-def test_readme_wholedb_table_is_wholedb_latest_json() -> None:
-    """The README's whole-database table is `perf/results/wholedb-latest.json`'s, and names the engine source
-    its engine cases measured."""
+@pytest.mark.parametrize("block", ["wholedb", "manytables"])
+def test_readme_wholedb_tables_are_their_latest_json(block: str) -> None:
+    """The README's whole-database tables (the star schema, many small tables) are those of
+    `perf/results/<block>-latest.json`, and each names the engine source its engine cases measured."""
     from perf.readme import wholedb_block
 
     text = (ROOT / "README.md").read_text()
-    start, end = text.index("<!-- wholedb:start -->"), text.index("<!-- wholedb:end -->")
-    results = json.loads((ROOT / "perf" / "results" / "wholedb-latest.json").read_text())
-    assert text[start:end].removeprefix("<!-- wholedb:start -->").strip() == wholedb_block(results).strip()
+    start, end = text.index(f"<!-- {block}:start -->"), text.index(f"<!-- {block}:end -->")
+    results = json.loads((ROOT / "perf" / "results" / f"{block}-latest.json").read_text())
+    assert text[start:end].removeprefix(f"<!-- {block}:start -->").strip() == wholedb_block(results).strip()
     hashes = {h for r in results for h in r.get("extra", {}).get("engine_source", [])}
     assert len(hashes) == 1, hashes
-    assert f"engine source hash `{hashes.pop()}`" in text
+    assert f"engine source hash `{hashes.pop()}`" in text[:start]
 
 
 def test_readme_validation_figures_quote_the_saved_results() -> None:
