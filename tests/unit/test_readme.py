@@ -172,3 +172,20 @@ def test_readme_validation_figures_quote_the_saved_results() -> None:
     quoted.append(f"Run by run, the rules' ratio ranged from {min(pairs):.2f} to {max(pairs):.2f}")
     for quote in quoted:
         assert quote in text, quote
+
+
+def test_readme_many_tables_prose_quotes_the_saved_results() -> None:
+    """The many-tables paragraph's ratios and its before figure are those of manytables-latest.json and
+    manytables-before.json."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    now = {r["case"]: r["wall_s_median"] for r in _results_list("manytables-latest.json")}
+    before = _results_list("manytables-before.json")[0]["wall_s_median"]
+    engine = now["engine-db-pg"]
+    for quote in (f"it took {engine / now['pgdump-db-pg']:.2f}× the time of pg_dump + pg_restore",
+                  f"{engine / now['pgcopydb-db-pg']:.2f}× pgcopydb's",
+                  f"the same copy took {before:.2f} s, {before / engine:.1f}× as long"):
+        assert quote in text, quote
+
+
+def _results_list(name: str) -> list[dict[str, Any]]:
+    return list(json.loads((ROOT / "perf" / "results" / name).read_text()))
