@@ -29,7 +29,7 @@ from engine.dbschema import (
 )
 from engine.errors import SourceError
 from engine.source import query_rows
-from engine.sql import quote_ident, quote_literal
+from engine.sql import quote_ident
 from engine.typemap import pg_source_column
 from engine.urls import DatabaseUrl
 
@@ -171,14 +171,19 @@ def _next_values(reader: _Reader, sequences: list[str]) -> dict[str, tuple[int, 
         return {}
     cached = reader.sequence_states
     wanted = sorted(set(sequences) - cached.keys())
-    if wanted:
+    for start in range(0, len(wanted), _SEQUENCES_A_QUERY):
+        chunk = wanted[start:start + _SEQUENCES_A_QUERY]
         states = " UNION ALL ".join(
-            f"SELECT {i}, last_value, is_called, s.seqincrement, s.seqmin, s.seqmax FROM {seq} "
-            f"JOIN pg_sequence s ON s.seqrelid = {quote_literal(seq)}::regclass" for i, seq in enumerate(wanted))
-        for i, last, called, step, low, high in reader.rows(f"SELECT * FROM ({states}) s WHERE $1::text IS NOT NULL"):
+            f"SELECT {i}, q.last_value, q.is_called, p.seqincrement, p.seqmin, p.seqmax FROM {seq} AS q "
+            f"JOIN pg_sequence AS p ON p.seqrelid = ${i + 2}::text::regclass" for i, seq in enumerate(chunk))
+        for i, last, called, step, low, high in reader.rows(f"SELECT * FROM ({states}) AS s WHERE $1::text IS NOT NULL",
+                                                            *chunk):
             options = None if (int(step), int(low)) == (1, 1) else f"INCREMENT BY {step} MINVALUE {low} MAXVALUE {high}"
-            cached[wanted[int(i)]] = ((int(last) + int(step) if called else int(last)), options)
+            cached[chunk[int(i)]] = ((int(last) + int(step) if called else int(last)), options)
     return {seq: cached[seq] for seq in sequences}
+
+
+_SEQUENCES_A_QUERY = 200  # each read locks its sequence until the query ends: a bounded number at once
 
 
 _INDEXES = f"""

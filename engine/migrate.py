@@ -423,14 +423,15 @@ class DatabaseRun:
         if step in self.done:  # its index steps are done too (or, recorded before they were steps, never were)
             return
         key_made = table.name in self.upserted_names
-        builds = ddl.index_builds(table, names, key_made)
-        if table.bytes < INDEXES_SIDE_BY_SIDE_FROM or len(builds) < 2:
+        builds = {_index_step(table.name, index): statement
+                  for index, statement in ddl.index_builds(table, names, key_made).items()}
+        begun = any(name in self.done for name in builds)  # an earlier invocation took the side-by-side way
+        if not begun and (table.bytes < INDEXES_SIDE_BY_SIDE_FROM or len(builds) < 2):
             self.step(step, [*builds.values(), *ddl.table_post_data(table, names, key_made)], "indexes")
             return
         with ThreadPoolExecutor(self.config.pipeline.workers, thread_name_prefix="index") as pool:
-            for future in [pool.submit(self.step, f"index {table.name}.{index}", [statement], "index")
-                           for index, statement in builds.items()]:
-                future.result()
+            for future in [pool.submit(self.step, name, [statement], "index") for name, statement in builds.items()]:
+                future.result()  # a step recorded done is skipped
         self.step(step, ddl.table_post_data(table, names, key_made), "indexes")
 
     def load_table(self, db: DatabaseSchema, names: ddl.Names, table: Table, orphans: list[Orphans]) -> None:
@@ -464,7 +465,8 @@ class DatabaseRun:
 
     def _run_table(self, config: JobConfig, table: Table) -> RunReport:
         self._snapshot_alive()
-        return run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"), slots=self.slots)
+        return run_job(config, fresh=False, progress=lambda line: self.say(f"{table.name}: {line}"), slots=self.slots,
+                       within_database=True)
 
     def _snapshot_alive(self) -> None:
         """The shared snapshot dies with its session (a restart): the next table reads as of a new one, or,
@@ -621,6 +623,11 @@ def _ahead(table: Table, now: DatabaseSchema) -> Table:
     later = next((t.next_values for t in now.tables if t.name == table.name), {})
     values = {c: max(v, later.get(c, v)) for c, v in table.next_values.items()}
     return table.model_copy(update={"next_values": values})
+
+
+def _index_step(table: str, index: str) -> str:
+    """The step that builds one index: names quoted, so no table and index names make another's step name."""
+    return f"index {quote_ident(table)}.{quote_ident(index)}"
 
 
 def _key(fk: ForeignKey) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -157,10 +158,16 @@ def reachable(uri: str, timeout: float = 3.0) -> bool:
 
 # Sessions `connection` lent and got back in good order, reset (DISCARD ALL), by URL and autocommit: a run's many
 # short bookkeeping statements (its ledger, its checkpoints, a whole database's steps) do not pay a connect each.
-# They wait outside any transaction and are checked before they are lent again (a server restart ends them).
-_idle: dict[tuple[str, bool], list[Connection]] = {}
+# They wait outside any transaction, for `_IDLE_FOR` seconds at most (a long-idle session may have been cut by the
+# network, and misses settings changed since), and are checked before they are lent again (a restart ends them).
+# `_generation` counts `forget_databases` calls: a session made before the last one is not kept.
+_idle: dict[tuple[str, bool], list[tuple[Connection, float, int]]] = {}
 _idle_lock = threading.Lock()
 _IDLE_PER_KEY = 4
+_IDLE_FOR = 30.0
+_generation = 0
+_born: dict[int, int] = {}  # id(connection) -> the generation it was made in (entries go with the connection)
+_left_by_parent: list[Connection] = []  # in a forked child: the parent's sessions, never used nor closed here
 
 
 @contextmanager
@@ -168,7 +175,11 @@ def connection(url: DatabaseUrl, autocommit: bool = False) -> Iterator[Connectio
     """A session for a few statements: a reset idle one when there is one that still answers, else a new one.
     It goes back to the idle ones only when the caller's block ended without an error."""
     key = (url.libpq, autocommit)
-    conn = _lend(key) or connect(url, autocommit)
+    conn = _lend(key)
+    if conn is None:
+        generation = _generation
+        conn = connect(url, autocommit)
+        _born[id(conn)] = generation
     try:
         yield conn
     except BaseException:
@@ -181,19 +192,27 @@ def _lend(key: tuple[str, bool]) -> Connection | None:
     while True:
         with _idle_lock:
             idle = _idle.get(key)
-            conn = idle.pop() if idle else None
+            conn, since, generation = idle.pop() if idle else (None, 0.0, 0)
         if conn is None:
             return None
+        if time.monotonic() - since > _IDLE_FOR or generation != _generation:
+            _close_quietly(conn)
+            continue
         try:
             execute(conn, "SELECT 1")
             if not key[1]:
                 conn.adbc_connection.set_autocommit(False)
+            _born[id(conn)] = generation
             return conn
         except Exception:  # ended while it waited (a restart, a terminated backend): the next one, or a new one
             _close_quietly(conn)
 
 
 def _give_back(key: tuple[str, bool], conn: Connection) -> None:
+    generation = _born.get(id(conn), -1)
+    if generation != _generation:  # made before the type catalogs were dropped
+        _close_quietly(conn)
+        return
     try:
         if not key[1]:  # what the caller left uncommitted is not kept; DISCARD runs outside a transaction
             conn.rollback()
@@ -205,23 +224,27 @@ def _give_back(key: tuple[str, bool], conn: Connection) -> None:
     with _idle_lock:
         idle = _idle.setdefault(key, [])
         if len(idle) < _IDLE_PER_KEY:
-            idle.append(conn)
+            idle.append((conn, time.monotonic(), generation))
             return
     _close_quietly(conn)
 
 
 def close_idle_connections() -> None:
-    """Close the idle sessions (before the cached databases go, and at exit)."""
+    """Close the idle sessions and let those lent now be closed when they come back (the cached databases go)."""
+    global _generation
     with _idle_lock:
-        idle = [c for conns in _idle.values() for c in conns]
+        _generation += 1
+        idle = [c for conns in _idle.values() for c, _, _ in conns]
         _idle.clear()
     for conn in idle:
         _close_quietly(conn)
 
 
 def _forget_idle_in_child() -> None:
-    """A forked child must neither use nor close its parent's sessions (their sockets are shared)."""
+    """A forked child must neither use nor close its parent's sessions (their sockets are shared): they are kept
+    referenced, so no finaliser closes them either."""
     global _idle_lock
+    _left_by_parent.extend(c for conns in _idle.values() for c, _, _ in conns)
     _idle.clear()
     _idle_lock = threading.Lock()
 
@@ -231,6 +254,7 @@ os.register_at_fork(after_in_child=_forget_idle_in_child)
 
 
 def _close_quietly(conn: Connection) -> None:
+    _born.pop(id(conn), None)
     try:
         conn.close()
     except Exception:  # closing a broken connection must not hide the real error

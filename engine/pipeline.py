@@ -110,9 +110,10 @@ def _new_run_id() -> str:
 
 class Run:
     def __init__(self, config: JobConfig, fresh: bool, progress: Progress, observer: Observer | None = None,
-                 slots: threading.Semaphore | None = None) -> None:
+                 slots: threading.Semaphore | None = None, within_database: bool = False) -> None:
         self.config, self.fresh = config, fresh
         self.slots = slots  # partitions in flight, shared with the other tables' runs of a whole database
+        self.within_database = within_database
         self.metrics = RunMetrics(config.job.name, str(config.target_table))
         self.observer = observer
         if observer is None:
@@ -137,7 +138,7 @@ class Run:
     @property
     def one_of_many(self) -> bool:
         """A table's run within a whole database's, which made the engine's tables and the target's types."""
-        return self.slots is not None
+        return self.within_database
 
     def _keep_recovery(self, message: str) -> None:
         if len(self.recoveries) < 100:
@@ -491,10 +492,11 @@ class Run:
 
 
 def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = None,
-            observer: Observer | None = None, slots: threading.Semaphore | None = None) -> RunReport:
+            observer: Observer | None = None, slots: threading.Semaphore | None = None,
+            within_database: bool = False) -> RunReport:
     """Run (or resume) a job and return its report; raises an EngineError subclass on failure.
 
     `progress` gets one line per event; an `observer` (see `engine.progress`) gets the live metrics and every
     event instead."""
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(2, os.cpu_count() or 2)))
-    return Run(config, fresh, progress or (lambda _: None), observer, slots).run()
+    return Run(config, fresh, progress or (lambda _: None), observer, slots, within_database).run()

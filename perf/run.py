@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wholedb-rows", type=row_count, default=2_000_000,
                    help="rows in all over the star schema's tables for --wholedb (default 2M)")
     p.add_argument("--wholedb-tables", type=int, default=0,
-                   help="with --wholedb: copy a database of this many small tables instead of the star schema "
+                   help="copy a database of this many small tables (as --wholedb does the star schema) "
                         "(perf/manytables.py; --cases among engine-db-pg, pgcopydb-db-pg, pgdump-db-pg)")
     p.add_argument("--sample-rows", type=row_count, default=100_000, help="rows for extrapolated peers (pandas)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before one run is killed")
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--runs must be at least 1")
     if args.smoke:
         args.quiet_wait = 0.0  # the smoke run checks that the suite works, not how fast
-    if args.wholedb:  # a copy that differs or a peer that fails is reported in the table, never fatal
+    if args.wholedb or args.wholedb_tables > 0:  # a copy that differs or a peer that fails is reported, never fatal
         (manytables.suite if args.wholedb_tables > 0 else wholedb.suite)(args, say, warm_up)
         return 0
     rows = scaling_suite(args) if args.scaling else main_suite(args)
