@@ -42,7 +42,6 @@ class _Reader:
     def __init__(self, url: DatabaseUrl, schema: str) -> None:
         self.url, self.schema = url, schema
         self.not_carried: list[NotCarried] = []
-        self.sequence_states: dict[str, tuple[int, str | None]] = {}  # read once, for columns and tables alike
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return query_rows(self.url, sql, (self.schema, *params))
@@ -109,9 +108,7 @@ def _tables(reader: _Reader, types: dict[int, tuple[str, str]], exclude_data: Ca
     """Every table of the schema, each query over all of them at once: a schema of hundreds of tables is read in
     a handful of round trips."""
     found = reader.rows(_TABLES)
-    columns = _columns(reader, types)
-    indexes, checks = _indexes(reader), _checks(reader)
-    next_values = _next_values(reader, [seq for cols in columns.values() for _, seq in cols if seq is not None])
+    columns, indexes, checks = _columns(reader, types), _indexes(reader), _checks(reader)
     tables = []
     for oid, name, kind, comment, rows, size, partkey, parent, bound, inherits, is_parent in found:
         own = columns.get(int(oid), [])
@@ -119,7 +116,7 @@ def _tables(reader: _Reader, types: dict[int, tuple[str, str]], exclude_data: Ca
         tables.append(Table(
             name=name, schema=reader.schema, columns=[c for c, _ in own], primary_key=pk, indexes=secondary,
             checks=checks.get(int(oid), []), comment=comment, rows=int(rows), bytes=int(size),
-            next_values={c.name: next_values[seq][0] for c, seq in own if seq is not None},
+            next_values={c.name: after for c, after in own if after is not None},
             partition_key=partkey, partition_of=parent, partition_bound=bound,
             inherits=list(inherits or []), read_only=bool(is_parent),
             copy_data=kind != "p" and not exclude_data(str(name))))
@@ -138,49 +135,41 @@ _COLUMNS = f"""
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     WHERE a.attrelid IN {_OF_TABLES} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attrelid, a.attnum"""
 
-ColumnAndSequence = tuple[Column, str | None]
-
-
-def _columns(reader: _Reader, types: dict[int, tuple[str, str]]) -> dict[int, list[ColumnAndSequence]]:
-    """Each table's columns (by oid), with the sequence an identity or serial column draws from."""
-    tables: dict[int, list[ColumnAndSequence]] = {}
-    for oid, name, declared, not_null, default, identity, generated, comment, type_oid, elem, is_array, seq in \
-            reader.rows(_COLUMNS):
+def _columns(reader: _Reader, types: dict[int, tuple[str, str]]) -> dict[int, list[tuple[Column, int | None]]]:
+    """Each table's columns (by oid), an identity's or serial's with the next value of its sequence."""
+    found = reader.rows(_COLUMNS)
+    states = _next_values(reader, sorted({row[-1] for row in found if row[-1] is not None}))
+    tables: dict[int, list[tuple[Column, int | None]]] = {}
+    for oid, name, declared, not_null, default, identity, generated, comment, type_oid, elem, is_array, seq in found:
         user = types.get(int(elem) if is_array else int(type_oid))
         pg_type = pg_source_column(name, declared).pg_type
         if user is not None:  # the schema's own enum or domain, created in the target schema too
             pg_type = quote_ident(user[0]) + ("[]" if is_array else "")
         serial = seq is not None and default is not None and str(default).startswith("nextval(")
+        after, options = states[seq] if seq is not None else (None, None)
         tables.setdefault(int(oid), []).append((Column(
             name=name, source_type=declared, pg_type=pg_type, not_null=bool(not_null),
             default=None if serial or generated == "s" else reader.plain(default), identity=bool(identity) or serial,
-            identity_always=identity == "a", identity_options=None,
-            generated=reader.plain(default) if generated == "s" else None, comment=comment), seq))
-    if any(seq is not None for cols in tables.values() for _, seq in cols):
-        options = _next_values(reader, [seq for cols in tables.values() for _, seq in cols if seq is not None])
-        tables = {oid: [(c.model_copy(update={"identity_options": options[seq][1]}) if seq is not None else c, seq)
-                        for c, seq in cols] for oid, cols in tables.items()}
+            identity_always=identity == "a", identity_options=options,
+            generated=reader.plain(default) if generated == "s" else None, comment=comment), after))
     return tables
 
 
 def _next_values(reader: _Reader, sequences: list[str]) -> dict[str, tuple[int, str | None]]:
     """Per sequence: what nextval() returns next (the sequence's own state, never MAX(column)), and its options
     when they are not an identity's defaults (a step other than 1, a lowest value other than 1: a descending
-    one, say). One query for all of them."""
-    if not sequences:
-        return {}
-    cached = reader.sequence_states
-    wanted = sorted(set(sequences) - cached.keys())
-    for start in range(0, len(wanted), _SEQUENCES_A_QUERY):
-        chunk = wanted[start:start + _SEQUENCES_A_QUERY]
-        states = " UNION ALL ".join(
+    one, say). One query for up to `_SEQUENCES_A_QUERY` of them."""
+    states = {}
+    for start in range(0, len(sequences), _SEQUENCES_A_QUERY):
+        chunk = sequences[start:start + _SEQUENCES_A_QUERY]
+        union = " UNION ALL ".join(
             f"SELECT {i}, q.last_value, q.is_called, p.seqincrement, p.seqmin, p.seqmax FROM {seq} AS q "
             f"JOIN pg_sequence AS p ON p.seqrelid = ${i + 2}::text::regclass" for i, seq in enumerate(chunk))
-        for i, last, called, step, low, high in reader.rows(f"SELECT * FROM ({states}) AS s WHERE $1::text IS NOT NULL",
+        for i, last, called, step, low, high in reader.rows(f"SELECT * FROM ({union}) AS s WHERE $1::text IS NOT NULL",
                                                             *chunk):
             options = None if (int(step), int(low)) == (1, 1) else f"INCREMENT BY {step} MINVALUE {low} MAXVALUE {high}"
-            cached[chunk[int(i)]] = ((int(last) + int(step) if called else int(last)), options)
-    return {seq: cached[seq] for seq in sequences}
+            states[chunk[int(i)]] = ((int(last) + int(step) if called else int(last)), options)
+    return states
 
 
 _SEQUENCES_A_QUERY = 200  # each read locks its sequence until the query ends: a bounded number at once

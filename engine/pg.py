@@ -166,7 +166,6 @@ _idle_lock = threading.Lock()
 _IDLE_PER_KEY = 4
 _IDLE_FOR = 30.0
 _generation = 0
-_born: dict[int, int] = {}  # id(connection) -> the generation it was made in (entries go with the connection)
 _left_by_parent: list[Connection] = []  # in a forked child: the parent's sessions, never used nor closed here
 
 
@@ -175,26 +174,23 @@ def connection(url: DatabaseUrl, autocommit: bool = False) -> Iterator[Connectio
     """A session for a few statements: a reset idle one when there is one that still answers, else a new one.
     It goes back to the idle ones only when the caller's block ended without an error."""
     key = (url.libpq, autocommit)
-    conn = _lend(key)
-    if conn is None:
-        generation = _generation
-        conn = connect(url, autocommit)
-        _born[id(conn)] = generation
+    generation = _generation  # read before connecting: a catalog dropped meanwhile closes this one on its return
+    conn, generation = _lend(key) or (connect(url, autocommit), generation)
     try:
         yield conn
     except BaseException:
         _close_quietly(conn)
         raise
-    _give_back(key, conn)
+    _give_back(key, conn, generation)
 
 
-def _lend(key: tuple[str, bool]) -> Connection | None:
+def _lend(key: tuple[str, bool]) -> tuple[Connection, int] | None:
     while True:
         with _idle_lock:
             idle = _idle.get(key)
-            conn, since, generation = idle.pop() if idle else (None, 0.0, 0)
-        if conn is None:
-            return None
+            if not idle:
+                return None
+            conn, since, generation = idle.pop()
         if time.monotonic() - since > _IDLE_FOR or generation != _generation:
             _close_quietly(conn)
             continue
@@ -202,14 +198,12 @@ def _lend(key: tuple[str, bool]) -> Connection | None:
             execute(conn, "SELECT 1")
             if not key[1]:
                 conn.adbc_connection.set_autocommit(False)
-            _born[id(conn)] = generation
-            return conn
+            return conn, generation
         except Exception:  # ended while it waited (a restart, a terminated backend): the next one, or a new one
             _close_quietly(conn)
 
 
-def _give_back(key: tuple[str, bool], conn: Connection) -> None:
-    generation = _born.get(id(conn), -1)
+def _give_back(key: tuple[str, bool], conn: Connection, generation: int) -> None:
     if generation != _generation:  # made before the type catalogs were dropped
         _close_quietly(conn)
         return
@@ -254,7 +248,6 @@ os.register_at_fork(after_in_child=_forget_idle_in_child)
 
 
 def _close_quietly(conn: Connection) -> None:
-    _born.pop(id(conn), None)
     try:
         conn.close()
     except Exception:  # closing a broken connection must not hide the real error

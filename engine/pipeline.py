@@ -113,7 +113,7 @@ class Run:
                  slots: threading.Semaphore | None = None, within_database: bool = False) -> None:
         self.config, self.fresh = config, fresh
         self.slots = slots  # partitions in flight, shared with the other tables' runs of a whole database
-        self.within_database = within_database
+        self.within_database = within_database  # a table's run: the database's made the engine's tables and types
         self.metrics = RunMetrics(config.job.name, str(config.target_table))
         self.observer = observer
         if observer is None:
@@ -134,11 +134,6 @@ class Run:
         self.recoveries: list[str] = []  # what went wrong and was healed, for the report
         self.marks: dict[str, float] = {}  # epoch seconds of the start-up's steps (see `_startup`)
         self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
-
-    @property
-    def one_of_many(self) -> bool:
-        """A table's run within a whole database's, which made the engine's tables and the target's types."""
-        return self.within_database
 
     def _keep_recovery(self, message: str) -> None:
         if len(self.recoveries) < 100:
@@ -284,7 +279,7 @@ class Run:
                            target=f"{config.target_url} {config.target_table}")
         report.description = config.job.description
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
-        if not self.one_of_many:
+        if not self.within_database:
             pg.forget_databases()  # this run sees the types created since the last one
         self.lock_conn = with_retries(lambda: pg.connect(self.target_url, autocommit=True),
                                       "connecting to the target", self.on_target, self.heard)
@@ -296,7 +291,7 @@ class Run:
             self.observer.start(metrics)
         try:
             self.step = "creating the engine's tables in the target"
-            if not self.one_of_many:
+            if not self.within_database:
                 checkpoint.ensure_schema(conn)
             self.step = "taking the job's lock"
             checkpoint.try_lock_job(self.lock_conn, config.job.name)

@@ -169,8 +169,13 @@ def query_rows(url: DatabaseUrl, sql: str, params: tuple[Any, ...] = ()) -> list
     except SourceError:
         raise
     except Exception as exc:
-        error = translate(exc, f"source query failed on {url}")
-        raise (error if isinstance(error, TransientError) else SourceError(str(error))) from None
+        raise _source_error(exc, f"source query failed on {url}") from None
+
+
+def _source_error(exc: BaseException, what: str) -> SourceError | TransientError:
+    """A driver's error as the run handles it: transient (waited out, retried) or the source's to report."""
+    error = translate(exc, what)
+    return error if isinstance(error, TransientError) else SourceError(str(error))
 
 
 @dataclass
@@ -205,10 +210,9 @@ class Snapshot:
             _close(conn)
             raise pg.translate(exc, f"exporting a snapshot of {self.url}", SourceError) from None
         self.conn, self.taken_at = conn, time.time()
-        with _pinned_lock:
-            _pinned[self.url.raw] = conn
-            if _tls_if_available(self.url) and bool(tls) and not tls[0][0]:  # the server has TLS off
-                _PLAIN.add(self.url.raw)
+        _pin(self.url, conn)
+        if _tls_if_available(self.url) and bool(tls) and not tls[0][0]:  # the server has TLS off
+            _PLAIN.add(self.url.raw)
         return self.id
 
     def lost(self) -> str | None:
@@ -228,11 +232,9 @@ class Snapshot:
             self._release()
 
     def _release(self) -> None:
-        with _pinned_lock:
-            if self.conn is not None and _pinned.get(self.url.raw) is self.conn:
-                _pinned.pop(self.url.raw, None)
-                _PLAIN.discard(self.url.raw)
         if self.conn is not None:
+            if _unpin(self.url, self.conn):
+                _PLAIN.discard(self.url.raw)
             _close(self.conn)
         self.conn = None
 
@@ -252,6 +254,20 @@ _pinned_lock = threading.Lock()
 _pinned_use = threading.RLock()
 
 
+def _pin(url: DatabaseUrl, conn: pg.Connection) -> None:
+    with _pinned_lock:
+        _pinned[url.raw] = conn
+
+
+def _unpin(url: DatabaseUrl, conn: pg.Connection) -> bool:
+    """Let `conn` go as the source's pinned session, if it still is (True then)."""
+    with _pinned_lock:
+        if _pinned.get(url.raw) is not conn:
+            return False
+        del _pinned[url.raw]
+        return True
+
+
 def pinned_connection(url: DatabaseUrl) -> pg.Connection | None:
     """The run's snapshot connection for this source, if one is open."""
     with _pinned_lock:
@@ -268,16 +284,13 @@ def one_session(url: DatabaseUrl) -> Iterator[None]:
     try:
         conn = pg.connect(url, autocommit=True)
     except Exception as exc:
-        error = translate(exc, f"cannot connect to the source {url}")
-        raise (error if isinstance(error, TransientError) else SourceError(str(error))) from None
-    with _pinned_lock:
-        _pinned[url.raw] = conn
+        raise _source_error(exc, f"cannot connect to the source {url}") from None
+    _pin(url, conn)
     try:
         yield
     finally:
-        with _pinned_use, _pinned_lock:
-            if _pinned.get(url.raw) is conn:
-                _pinned.pop(url.raw, None)
+        with _pinned_use:
+            _unpin(url, conn)
         _close(conn)
 
 

@@ -15,9 +15,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from perf.db import Server, pg_exec, pg_rows, pg_scalar
+from perf.db import Server, pg_rows, pg_scalar
 from perf.report import write_results
-from perf.wholedb import CASES, ROOT, DbCase, StarContext, markdown_db, run_cases
+from perf.wholedb import CASES, ROOT, DbCase, StarContext, markdown_db, pg_build, pg_marker, run_cases
 
 Say = Callable[[str], None]
 MANY_VERSION = 1  # bump when the generated schema or data change: existing databases are then rebuilt
@@ -47,16 +47,11 @@ def _marker(tables: int) -> str:
 
 
 def ensure_pg_many(server: Server, database: str, tables: int, say: Say) -> None:
-    found = pg_rows(server.url("postgres"), "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
-                                            "WHERE datname = $1", (database,))
-    if found and found[0][0] == _marker(tables):
+    if pg_marker(server, database) == _marker(tables):
         say(f"reusing PostgreSQL {database} ({tables} tables)")
         return
     say(f"generating {tables} tables of {ROWS_PER_TABLE:,} rows into PostgreSQL {database}")
-    admin = server.url("postgres")
-    pg_exec(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', f'CREATE DATABASE "{database}"')
-    pg_exec(server.url(database), *pg_statements(tables))
-    pg_exec(admin, f"COMMENT ON DATABASE \"{database}\" IS '{_marker(tables)}'")
+    pg_build(server, database, pg_statements(tables), _marker(tables))
 
 
 def check_many(url: str, schema: str, tables: int) -> list[str]:

@@ -260,11 +260,23 @@ def pg_statements(rows: int) -> list[str]:
     return out + [VIEW_SQL, "VACUUM (FREEZE, ANALYZE)"]
 
 
-def pg_complete(server: Server, database: str, rows: int) -> bool:
-    """The marker comment is written last, so a database that has it was built to the end."""
+def pg_marker(server: Server, database: str) -> str | None:
+    """The database's comment: its generator writes a marker there last, so one that has it was built to the end."""
     found = pg_rows(server.url("postgres"), "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                                             "WHERE datname = $1", (database,))
-    if not found or found[0][0] != _marker(rows):
+    return str(found[0][0]) if found and found[0][0] is not None else None
+
+
+def pg_build(server: Server, database: str, statements: list[str], marker: str) -> None:
+    """`database` made anew with `statements`, then marked complete."""
+    admin = server.url("postgres")
+    pg_exec(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', f'CREATE DATABASE "{database}"')
+    pg_exec(server.url(database), *statements)
+    pg_exec(admin, f"COMMENT ON DATABASE \"{database}\" IS '{marker}'")
+
+
+def pg_complete(server: Server, database: str, rows: int) -> bool:
+    if pg_marker(server, database) != _marker(rows):
         return False
     tables = pg_scalar(server.url(database), "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
     return int(tables) == len(TABLES)
@@ -276,10 +288,7 @@ def ensure_pg_star(server: Server, database: str, rows: int, say: Say) -> None:
         say(f"reusing PostgreSQL {database} ({rows:,} rows)")
         return
     say(f"generating {rows:,} rows into PostgreSQL {database}")
-    admin = server.url("postgres")
-    pg_exec(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)', f'CREATE DATABASE "{database}"')
-    pg_exec(server.url(database), *pg_statements(rows))
-    pg_exec(admin, f"COMMENT ON DATABASE \"{database}\" IS '{_marker(rows)}'")
+    pg_build(server, database, pg_statements(rows), _marker(rows))
 
 
 # ------------------------------------------------------------------------------------------------ MariaDB

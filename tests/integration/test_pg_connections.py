@@ -40,3 +40,31 @@ def test_connections_of_one_url_share_a_database_and_outlive_forgetting_it(pg_db
     finally:
         first.close()
         second.close()
+
+
+def _backend(conn: pg.Connection) -> int:
+    return int(pg.fetch_all(conn, "SELECT pg_backend_pid()")[0][0])
+
+
+def test_a_session_lent_again_is_reset_and_one_that_ended_is_replaced(pg_db: str) -> None:
+    url = parse_url(pg_db)
+    pg.close_idle_connections()
+    with pg.connection(url) as conn:
+        first = _backend(conn)
+        pg.execute(conn, "SET search_path TO nowhere")
+        pg.execute(conn, "CREATE TEMP TABLE scratch (x int)")
+        conn.commit()
+        pg.execute(conn, "CREATE TABLE public.left_uncommitted (x int)")
+    with pg.connection(url) as conn:
+        assert _backend(conn) == first  # the same session, lent again
+        assert pg.fetch_all(conn, "SELECT current_setting('search_path'), to_regclass('pg_temp.scratch'), "
+                                  "to_regclass('public.left_uncommitted')") == [('"$user", public', None, None)]
+    pg_exec(pg_db, f"SELECT pg_terminate_backend({first})")
+    with pg.connection(url) as conn:  # the idle one ended: a new one, no error
+        assert _backend(conn) != first
+    with pg.connection(url, autocommit=True) as conn:
+        pg.execute(conn, "BEGIN")  # left open by hand: not lent again
+        opened = _backend(conn)
+    with pg.connection(url, autocommit=True) as conn:
+        assert _backend(conn) != opened
+    pg.close_idle_connections()
