@@ -66,9 +66,10 @@ class SourceSection(_Section):
     partition_by: Literal["auto", "key", "blocks"] = Field(
         "auto", description="key: ranges of an integer key; blocks: ranges of a PostgreSQL 14+ table's blocks "
         "(TID range scans); auto: the integer key, else blocks where they apply, else one partition")
-    reader: Literal["connectorx", "adbc"] = Field(
+    reader: Literal["connectorx", "adbc", "copy"] = Field(
         "connectorx", description="PostgreSQL sources: read with ConnectorX or with the ADBC driver's COPY-based "
-        "reader (less client CPU per row); other sources: connectorx only")
+        "reader (less client CPU per row), or copy: rows that need nothing on the way (no transform beyond "
+        "renames, no rules) go server to server as COPY, never decoded; other sources: connectorx only")
     snapshot: Literal["retake", "strict"] = Field(
         "retake", description="PostgreSQL source, its snapshot lost mid-run (restart, killed session): retake: "
         "read the unfinished partitions as of a new one; strict: fail the run")
@@ -86,8 +87,8 @@ class SourceSection(_Section):
         if self.partition_by == "blocks" and _dialect(self.url) not in ("postgresql", None):
             raise ValueError(f'`source.partition_by = "blocks"` splits PostgreSQL tables only; this source is '
                              f'{_dialect(self.url)}: use "key" or "auto"')
-        if self.reader == "adbc" and _dialect(self.url) not in ("postgresql", None):
-            raise ValueError(f'`source.reader = "adbc"` reads PostgreSQL sources only; this source is '
+        if self.reader != "connectorx" and _dialect(self.url) not in ("postgresql", None):
+            raise ValueError(f'`source.reader = "{self.reader}"` reads PostgreSQL sources only; this source is '
                              f'{_dialect(self.url)}: remove the key (or set reader = "connectorx")')
         return self
 

@@ -113,6 +113,8 @@ class DatabaseRun:
                 pg.execute(conn, "ROLLBACK")
                 return
             pg.execute(conn, ddl.set_path(self.build))
+            if kind in _MEMORY:
+                pg.execute(conn, _MEMORY[kind])
             for statement in statements:
                 if isinstance(statement, ddl.Optional):
                     self._optional(conn, statement)
@@ -643,6 +645,15 @@ def _relation(table: Table) -> str:
 def _rule_name(name: str) -> str:
     clean = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in name)[:100]
     return clean or "foreign_key"
+
+
+# Index builds sort and foreign-key validations join in memory rather than in temporary files; raised for their
+# own transaction only, never lowered below the server's setting.
+_RAISE = ("SELECT set_config('{name}', '{size}', true) "
+          "WHERE pg_size_bytes(current_setting('{name}')) < pg_size_bytes('{size}')")
+_MEMORY = {"index": _RAISE.format(name="maintenance_work_mem", size="256MB"),
+           "indexes": _RAISE.format(name="maintenance_work_mem", size="256MB"),
+           "validate": _RAISE.format(name="work_mem", size="64MB")}
 
 
 def run_database(config: JobConfig, fresh: bool = False, progress: Progress | None = None,

@@ -205,7 +205,7 @@ class PartitionTask:
     verify_content: bool = False
     keep_connection: bool = True  # reuse the target session for the next partition (threads, not Dask workers)
     owner: str = ""  # the invocation running the run: a partition commits only while it still is
-    reader: Literal["connectorx", "adbc"] = "connectorx"  # `[source] reader`
+    reader: Literal["connectorx", "adbc", "copy"] = "connectorx"  # `[source] reader`
     rules: tuple[Rule, ...] = ()  # [[validate.rules]]
 
     def __repr__(self) -> str:  # URLs carry secrets
@@ -227,5 +227,6 @@ class PartitionResult:
     ended: float = 0.0
     worker: str = ""  # process and thread that ran it
     rule_stats: dict[str, RuleStats] = field(default_factory=dict)
+    route: str = "arrow"  # how the rows went: arrow (batches), copy binary or copy text (engine.passthrough)
     snapshot: str | None = None  # the source snapshot it was read as of
     first_batch_at: float = 0.0  # epoch seconds when its first batch left the source (0: none yet)

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from pathlib import Path
 from typing import Any
 
-from engine import checkpoint, failpoints, gc, pg, quarantine, rulejob, tracing
+from engine import checkpoint, failpoints, gc, passthrough, pg, quarantine, rulejob, tracing
 from engine.batches import preload_rules
 from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
@@ -40,7 +40,7 @@ from engine.plan import make_plan
 from engine.progress import event_line
 from engine.report import RunReport
 from engine.rulestats import RuleStats, merge_all
-from engine.source import source_snapshot
+from engine.source import Reader, source_snapshot
 from engine.task import run_partition
 from engine.urls import redact
 from engine.verify import verify_run
@@ -133,6 +133,7 @@ class Run:
         self.snapshots = SnapshotKeeper(None, False, self.on_target, "", None)
         self.recoveries: list[str] = []  # what went wrong and was healed, for the report
         self.marks: dict[str, float] = {}  # epoch seconds of the start-up's steps (see `_startup`)
+        self.reader: Reader = config.source.reader
         self.step = "connecting to the target"  # what the run is doing: an error that ends it names it
 
     def _keep_recovery(self, message: str) -> None:
@@ -186,8 +187,21 @@ class Run:
             rules_dir=str(c.rules_dir), schema_ref=c.validate_.schema_ref, batch_rows=c.pipeline.batch_rows,
             queue_depth=c.pipeline.queue_depth, checkpoints=c.pipeline.checkpoints, staging_dir=str(staging),
             stage_batches=c.pipeline.stage_batches, retries=c.pipeline.retries, reconnect_for=c.pipeline.reconnect_for,
-            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=c.source.reader,
+            verify_content=c.pipeline.verify == "content", owner=self.owner, reader=self.reader,
             rules=tuple(c.validate_.rules))
+
+    def _reader(self, plan: Plan, report: RunReport) -> Reader:
+        """`source.reader`, unless it is "copy" and the rows are needed on the way (then ConnectorX, noted)."""
+        reader = self.config.source.reader
+        if reader != "copy":
+            return reader
+        why = passthrough.refusal(self.config)
+        if why is None and any(c.source is None for c in plan.target_columns):
+            why = "a column is made on the way"
+        if why is None:
+            return reader
+        report.notes.append(f'reader = "copy" does not apply ({why}): rows read with ConnectorX')
+        return "connectorx"
 
     def execute(self, tasks: list[PartitionTask], report: RunReport, failures: Counter[tuple[str, str]]) -> None:
         """Run partitions `workers` at a time; stop scheduling on the first failure or a blown error budget."""
@@ -202,6 +216,7 @@ class Run:
                 self._schedule(pool, tasks, report, failures, on_retry=self.retried)
         finally:
             pg.close_worker_connections()
+            passthrough.close_sessions()
 
     def _schedule(self, pool: Executor, tasks: list[PartitionTask], report: RunReport,
                   failures: Counter[tuple[str, str]], on_retry: Progress | None) -> None:
@@ -389,6 +404,7 @@ class Run:
             conn.commit()
         if done:
             self.say(f"{len(done)} of {len(plan.partitions)} partitions already done; running the rest")
+        self.reader = self._reader(plan, report)
         tasks = [self.task(run_id, plan, target, i, staging) for i, p in enumerate(plan.partitions) if p.id not in done]
         failures: Counter[tuple[str, str]] = Counter()
         self.step = "loading partitions"

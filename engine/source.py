@@ -31,7 +31,7 @@ from engine import pg
 from engine.errors import SnapshotLost, SourceError, TransientError, sounds_transient
 from engine.urls import DatabaseUrl, redact
 
-Reader = Literal["connectorx", "adbc"]
+Reader = Literal["connectorx", "adbc", "copy"]  # copy: engine.passthrough; its fallback reads as connectorx
 
 _PG_TEXT_SETTINGS = [
     # Values that travel as text must read back the same in any target session: ISO dates, intervals with

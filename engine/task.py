@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import checkpoint, failpoints, pg, quarantine, rulerun, uniqueness
+from engine import checkpoint, failpoints, passthrough, pg, quarantine, rulerun, uniqueness
 from engine.batches import origin, process
 from engine.extract import read_partition
 from engine.healing import Patience, with_retries
@@ -122,6 +122,7 @@ def _record(conn: pg.Connection, task: PartitionTask, result: PartitionResult) -
                                     result.rows_read, result.rows_loaded, result.rows_quarantined, result.seconds,
                                     {"bytes": result.bytes, "retries": result.attempts - 1, "worker": _worker(),
                                      "phases": {k: round(v, 4) for k, v in result.phases.items()},
+                                     "route": result.route,
                                      "ended": time.time()})
     except Exception as exc:  # an earlier attempt (a task Dask reran, say) committed it: keep that one
         if getattr(exc, "sqlstate", None) == "23505":
@@ -156,11 +157,15 @@ def _committed(task: PartitionTask, attempt: int) -> PartitionResult | None:
 
 
 def _load_partition(task: PartitionTask, attempt: int) -> PartitionResult:
-    """One attempt; if the target refuses rows, the partition is redone loading what it accepts."""
+    """One attempt; if the target refuses rows, the partition is redone (on the Arrow path) loading what it
+    accepts."""
     result = PartitionResult(task.partition.id, attempts=attempt)
     try:
-        _attempt(task, result)
-    except _RowsRefused:
+        if task.reader == "copy":
+            passthrough.copy_partition(task, result, _record)
+        else:
+            _attempt(task, result)
+    except (_RowsRefused, passthrough.RowsRefused):
         result = PartitionResult(task.partition.id, attempts=attempt)
         _attempt(task, result, isolate=True)
     return result

@@ -22,7 +22,7 @@ from perf.wholedb import CASES, ROOT, DbCase, StarContext, markdown_db, pg_build
 Say = Callable[[str], None]
 MANY_VERSION = 1  # bump when the generated schema or data change: existing databases are then rebuilt
 ROWS_PER_TABLE = 1_000
-MANY_CASES = ("engine-db-pg", "pgcopydb-db-pg", "pgdump-db-pg")
+MANY_CASES = ("engine-db-pg", "engine-db-pg-copy", "pgcopydb-db-pg", "pgdump-db-pg")
 
 
 def table_name(i: int) -> str:

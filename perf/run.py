@@ -267,13 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-rows", default="1M,10M", help="sizes for --scaling (default 1M,10M)")
     p.add_argument("--wholedb", action="store_true",
                    help="run the whole-database cases instead (engine, pgloader, pgcopydb, pg_dump/pg_restore); "
-                        "--cases then picks among engine-db-mysql, engine-db-pg, pgloader-db-mysql, pgloader-db-pg, "
-                        "pgcopydb-db-pg, pgdump-db-pg")
+                        "--cases then picks among engine-db-mysql, engine-db-pg, engine-db-pg-copy, pgloader-db-mysql, "
+                        "pgloader-db-pg, pgcopydb-db-pg, pgdump-db-pg")
     p.add_argument("--wholedb-rows", type=row_count, default=2_000_000,
                    help="rows in all over the star schema's tables for --wholedb (default 2M)")
     p.add_argument("--wholedb-tables", type=int, default=0,
                    help="copy a database of this many small tables (as --wholedb does the star schema) "
-                        "(perf/manytables.py; --cases among engine-db-pg, pgcopydb-db-pg, pgdump-db-pg)")
+                        "(perf/manytables.py; --cases among engine-db-pg, engine-db-pg-copy, pgcopydb-db-pg, "
+                        "pgdump-db-pg)")
     p.add_argument("--sample-rows", type=row_count, default=100_000, help="rows for extrapolated peers (pandas)")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds before one run is killed")
     p.add_argument("--retries", type=int, default=2,

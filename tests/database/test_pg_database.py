@@ -80,6 +80,35 @@ def test_a_whole_database_arrives_with_every_object_and_value(tmp_path: Path, so
     assert pg_rows(pg_db, "SELECT count(*) FROM ONLY app.vehicles") == [(2,)]
 
 
+COPIED = '["*", "!scratch"]\nreader = "copy"'  # rows server to server (engine.passthrough)
+
+
+def test_a_whole_database_copied_server_to_server_arrives_the_same(tmp_path: Path, source: str, pg_db: str) -> None:
+    """`reader = "copy"`: enums, domains, arrays, generated columns, partitions and inheritance (ONLY) as COPY."""
+    report = engine.run_job(load_config(job(tmp_path, source, pg_db, tables=COPIED)))
+    assert report.status == "succeeded", report.error
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+    assert_same_catalog(source, pg_db, "app", skip_tables={"scratch"})
+    assert next_values(pg_db, "app") == next_values(source, "public")
+    assert pg_rows(pg_db, "SELECT count(*) FROM ONLY app.vehicles") == [(2,)]
+    routes = {r for (r,) in pg_rows(pg_db, "SELECT metrics->>'route' FROM engine.checkpoints")}
+    assert routes == {"copy binary", "copy text"}, routes  # text where a user type is in the row
+
+
+@pytest.mark.parametrize("point", ["extract.batch@2", "load.before_commit@3", "load.after_commit@2"])
+def test_a_database_copied_server_to_server_killed_mid_table_resumes_exactly(
+        tmp_path: Path, source: str, pg_db: str, point: str) -> None:
+    name, _, nth = point.partition("@")
+    path = job(tmp_path, source, pg_db, tables=COPIED, extra="workers = 1")
+    killed = run_cli("run", str(path), env={"ENGINE_FAILPOINTS": f"{name}=exit@{nth}"})
+    assert killed.returncode == 137, killed.stderr + killed.stdout
+    again = run_cli("run", str(path))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "resuming run" in again.stderr
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+    assert next_values(pg_db, "app") == next_values(source, "public")
+
+
 def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matches_nothing(
         tmp_path: Path, source: str, pg_db: str) -> None:
     path = job(tmp_path, source, pg_db, tables='["*", "!scratch", "invoices*"]')
@@ -236,11 +265,13 @@ def test_upsert_creates_what_is_missing_then_updates_rows_in_place(tmp_path: Pat
     assert not [s for s in steps if s.startswith("index")]
 
 
-def test_every_table_is_read_as_of_one_snapshot(tmp_path: Path, source: str, pg_db: str) -> None:
+@pytest.mark.parametrize("tables", ['["*", "!scratch"]', COPIED], ids=["arrow", "copy"])
+def test_every_table_is_read_as_of_one_snapshot(tmp_path: Path, source: str, pg_db: str, tables: str) -> None:
     from tests.reliability.harness import Paused
 
     before = pg_rows(source, "SELECT count(*) FROM customers")[0][0]
-    run = Paused(job(tmp_path, source, pg_db, extra="workers = 1"), "load.after_commit=pause@1", tmp_path / "points")
+    run = Paused(job(tmp_path, source, pg_db, tables=tables, extra="workers = 1"), "load.after_commit=pause@1",
+                 tmp_path / "points")
     # the largest table is in; a new customer and an order of theirs arrive in the source meanwhile
     pg_exec(source, "INSERT INTO customers (id, email, name) VALUES (5000, 'late@x', 'Late')",
             "INSERT INTO orders (customer_id, amount, qty) VALUES (5000, 1, 1)")

@@ -30,10 +30,10 @@ def make_items(url: str, rows: int) -> None:
 
 
 def items_job(tmp_path: Path, name: str, source: str, target: str, mode: str = "append", partitions: int = 8,
-              workers: int = 2, extra: str = "") -> Path:
+              workers: int = 2, extra: str = "", reader: str = "connectorx") -> Path:
     return write_job(tmp_path, job_toml(name, source, "public.items", target, "public.items", mode=mode,
                                         key=["id"] if mode == "upsert" else None,
-                                        extra_source=f"partitions = {partitions}",
+                                        extra_source=f"partitions = {partitions}\nreader = {reader!r}",
                                         extra=f"workers = {workers}\nbatch_rows = 1000\n{extra}"), f"{name}.toml")
 
 

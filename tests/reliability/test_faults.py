@@ -37,10 +37,16 @@ KILL_POINTS = ["extract.batch=exit@3", "transform.batch=exit@5", "load.before_co
                "load.after_commit=exit@3", "run.before_verify=exit", "load.after_commit=exit@8"]
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
-def test_killed_at_a_failpoint_then_rerun_is_exact(point: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
+# `reader = "copy"` too: a partition's piped rows and its checkpoint commit together as well
+COPY_KILL_POINTS = ["extract.batch=exit@3", "load.before_commit=exit@2", "load.after_commit=exit@3"]
+
+
+@pytest.mark.parametrize(("point", "reader"), [(p, "connectorx") for p in KILL_POINTS]
+                         + [(p, "copy") for p in COPY_KILL_POINTS])
+def test_killed_at_a_failpoint_then_rerun_is_exact(point: str, reader: str, pg_source: str, pg_db: str,
+                                                   tmp_path: Path) -> None:
     make_items(pg_source, 8000)
-    job = items_job(tmp_path, "kill_point", pg_source, pg_db)
+    job = items_job(tmp_path, "kill_point", pg_source, pg_db, reader=reader)
     killed = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": point})
     assert killed.returncode == 137, killed.stderr[-2000:]
     done_before = pg_rows(pg_db, "SELECT COUNT(*) FROM engine.checkpoints")[0][0]
@@ -48,6 +54,8 @@ def test_killed_at_a_failpoint_then_rerun_is_exact(point: str, pg_source: str, p
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{done_before} already done" in rerun.stdout
     assert_exact_copy(pg_source, pg_db)
+    routes = {r for (r,) in pg_rows(pg_db, "SELECT metrics->>'route' FROM engine.checkpoints")}
+    assert routes == ({"copy binary"} if reader == "copy" else {"arrow"}), routes
 
 
 KILL_SEED = int(os.environ.get("ENGINE_TEST_SEED", "20261127"))
@@ -111,14 +119,16 @@ def test_backends_terminated_mid_load_are_retried(pg_source: str, pg_db: str, tm
     assert_exact_copy(pg_source, pg_db)
 
 
+@pytest.mark.parametrize("reader", ["connectorx", "copy"])
 @pytest.mark.parametrize("side", ["source", "target"])
-def test_connection_cut_mid_stream_is_retried(side: str, pg_source: str, pg_db: str, tmp_path: Path) -> None:
+def test_connection_cut_mid_stream_is_retried(side: str, reader: str, pg_source: str, pg_db: str,
+                                              tmp_path: Path) -> None:
     make_items(pg_source, 20000)
     proxy = CuttingProxy(pg_db, after_bytes=300_000, cuts=1)  # the server the fixtures use
     try:
         source = proxy.url(pg_source) if side == "source" else pg_source
         target = proxy.url(pg_db) if side == "target" else pg_db
-        job = items_job(tmp_path, f"cut_{side}", source, target, partitions=4, workers=1)
+        job = items_job(tmp_path, f"cut_{side}", source, target, partitions=4, workers=1, reader=reader)
         result = run_cli("run", str(job))
         assert result.returncode == 0, result.stderr[-3000:]
         assert proxy.cut_count == 1
