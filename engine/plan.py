@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from engine import frames
+from engine import frames, passthrough
 from engine.catalog import SourceShape, describe_source, is_integer_column, sqlite_storage_classes, unfit_values
 from engine.config import JobConfig
 from engine.errors import ConfigError
@@ -173,7 +173,10 @@ def fit_columns(config: JobConfig, shape: SourceShape, preview: bool = True) -> 
     url = config.source_url
     columns = [_declared(config, c) for c in shape.columns]
     problems = _type_untyped_sqlite(config, shape.from_sql, columns)
-    found = unfit_values(url, shape.from_sql, tuple(c for c in columns if preview or c.tagged != "unfit"))
+    # rows copied server to server carry every value as it is: a run need not look for the unfit ones
+    piped = not preview and config.source.reader == "copy" and passthrough.refusal(config) is None
+    found = {} if piped else unfit_values(url, shape.from_sql,
+                                          tuple(c for c in columns if preview or c.tagged != "unfit"))
     for i, c in enumerate(columns):
         if c.name not in found:
             continue
