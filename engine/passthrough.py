@@ -260,7 +260,7 @@ def _copy(task: PartitionTask, result: PartitionResult, src: _Session, dst: _Ses
     except psycopg2.Error as exc:
         counted.pipe.close()  # the producer then stops on a broken pipe
         producer.join()
-        if produced.get("error"):
+        if "error" in produced:  # the source failed first (the target then saw the stream cut short)
             raise produced["error"] from None
         error = _driver_error(exc, dst)
         if row_rejection(error):
@@ -269,8 +269,8 @@ def _copy(task: PartitionTask, result: PartitionResult, src: _Session, dst: _Ses
     finally:
         counted.pipe.close()
     producer.join()
-    if "error" in produced:  # the target may have taken a truncated stream: its transaction is rolled back
-        raise produced["error"]
+    if "error" in produced or "stopped" in produced:  # a truncated stream: the transaction is rolled back
+        raise produced.get("error") or TransientError(f"{what}: the target stopped reading the rows")
     if produced["rows"] != loaded:
         raise TargetError(f"{what}: the source sent {produced['rows']} rows and the target took {loaded}")
     result.rows_read, result.rows_loaded, result.bytes = produced["rows"], loaded, counted.bytes
@@ -285,8 +285,8 @@ def _produce(src: _Session, copy_sql: str, write_end: int, produced: dict[str, A
             cur.copy_expert(copy_sql, pipe)
             produced["rows"] = cur.rowcount
             cur.execute("COMMIT")
-    except BrokenPipeError:
-        produced["error"] = TransientError("the target stopped reading the rows")
+    except BrokenPipeError:  # the target's COPY failed: its error is the one to report
+        produced["stopped"] = True
     except psycopg2.Error as exc:
         produced["error"] = source.translate(_driver_error(exc, src), "reading the source")
     except BaseException as exc:

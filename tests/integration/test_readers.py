@@ -153,3 +153,20 @@ def test_a_row_the_target_refuses_under_the_copy_reader_is_quarantined_with_its_
     assert pg_rows(pg_db, "SELECT count(*), min(v) FROM public.c") == [(499, 0 + 1)]
     reasons = pg_rows(pg_db, "SELECT checks, reason FROM engine.quarantine WHERE job = 'copy_refused'")
     assert len(reasons) == 1 and "check_violation" in reasons[0][0] and "c_v_check" in reasons[0][1], reasons
+
+
+def test_a_refused_row_deep_in_a_large_copied_partition_is_quarantined(pg_source: str, pg_db: str,
+                                                                      tmp_path: Path) -> None:
+    """The target reports the refusal when the whole stream has gone through: the partition (100,000 rows) is
+    redone through batches, and only the refused row stays out."""
+    pg_exec(pg_source, "CREATE TABLE public.c (id integer PRIMARY KEY, v integer, pad text)",
+            "INSERT INTO public.c SELECT g, CASE WHEN g = 1000 THEN -1 ELSE g END, repeat('x', 200) "
+            "FROM generate_series(1, 100000) g")
+    pg_exec(pg_db, "CREATE TABLE public.c (id integer PRIMARY KEY, v integer CHECK (v >= 0), pad text)")
+    body = job_toml("copy_refused_deep", pg_source, "public.c", pg_db, "public.c",
+                    extra_source='partitions = 1\nreader = "copy"')
+    body = body.replace('mode = "append"', 'mode = "append"\ncreate = false')
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert report.status == "succeeded", report.error
+    assert (report.rows_loaded, report.rows_quarantined) == (99_999, 1)
+    assert pg_rows(pg_db, "SELECT count(*) FROM public.c WHERE v < 0") == [(0,)]
