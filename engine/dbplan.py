@@ -205,7 +205,8 @@ def orphan_check(config: JobConfig, db: DatabaseSchema) -> tuple[list[Orphans], 
 
 # ------------------------------------------------------------------------------------------------ engine plan
 
-def describe(config: JobConfig, db: DatabaseSchema, orphans: list[Orphans]) -> str:
+def describe(config: JobConfig, db: DatabaseSchema, orphans: list[Orphans], routes: dict[str, str] | None = None) -> str:
+    """`engine plan`'s text; `routes`: how each table's rows go, when the job chose `reader = "copy"`."""
     naming = config.target.naming
     lines = [f"job {config.job.name}: whole database {config.source_url} -> {config.target_url} "
              f"schema {config.target.schema_} [{config.target.mode}, naming {naming}, orphans {config.target.orphans}]"]
@@ -214,6 +215,7 @@ def describe(config: JobConfig, db: DatabaseSchema, orphans: list[Orphans]) -> s
         keys = f"pk ({', '.join(t.primary_key.columns)})" if t.primary_key else "no primary key"
         extra = [] if t.copy_data else ["schema only" if t.partition_key is None else "rows via its partitions"]
         extra += [f"{c} continues at {v}" for c, v in t.next_values.items()]
+        extra += [routes[t.name]] if routes and t.name in routes else []
         lines.append(f"    {t.name} -> {target_name(t.name, naming)}  ~{t.rows:,} rows, {len(t.columns)} columns, "
                      f"{keys}, {len(t.indexes)} index(es), {len(t.checks)} check(s)"
                      + (f"  [{'; '.join(extra)}]" if extra else ""))

@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import dbplan, pg, rulecheck
+from engine import dbplan, ddl, passthrough, pg, rulecheck
 from engine.config import JobConfig
+from engine.dbschema import DatabaseSchema
 from engine.errors import ConfigError, EngineError
 from engine.load import preflight, target_ddl
 from engine.model import Plan
@@ -109,8 +110,24 @@ def _explain_database(config: JobConfig) -> str:
     db = dbplan.read_database(config)
     found = dbplan.problems(config, db)
     orphans = dbplan.find_orphans(config.source_url, db) if not found else []
-    text = dbplan.describe(config, db, orphans)
+    text = dbplan.describe(config, db, orphans, _routes(config, db, orphans) if not found else {})
     return text + ("\nproblems:\n" + "\n".join(f"  - {p}" for p in found) if found else "")
+
+
+def _routes(config: JobConfig, db: DatabaseSchema, orphans: list[dbplan.Orphans]) -> dict[str, str]:
+    """Under `reader = "copy"`: how each table's rows will go, and why not server to server where they cannot."""
+    if config.source.reader != "copy":
+        return {}
+    from engine.migrate import table_job  # the run's own per-table job, as the run will make it
+
+    names = ddl.Names(db, config.target.naming)
+    routes = {}
+    for table in db.tables:
+        if table.copy_data:
+            job = table_job(config, db, names, table, config.target.schema_ or "public", config.job.name, orphans)
+            why = passthrough.refusal(job)
+            routes[table.name] = "rows server to server" if why is None else f"rows through batches: {why}"
+    return routes
 
 
 def _check_database(config: JobConfig) -> list[str]:

@@ -121,6 +121,18 @@ def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matche
     checked = run_cli("check", str(path))
     assert checked.returncode == 2
     assert "pattern 'invoices*' matches no table or view in the source" in checked.stdout
+    assert "server to server" not in result.stdout
+
+
+def test_plan_says_which_tables_go_server_to_server(tmp_path: Path, source: str, pg_db: str) -> None:
+    """Under `reader = "copy"`, each table's line says how its rows go, and why not where a table needs them."""
+    path = job(tmp_path, source, pg_db, tables=COPIED)
+    path.write_text(path.read_text() + '\n[tables.teams.transform]\nadd = { label = "id + 1" }\n')
+    result = run_cli("plan", str(path))
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if " -> " in line and "~" in line}
+    assert "rows server to server" in lines["customers"], lines["customers"]
+    assert "rows through batches: it has a transform" in lines["teams"], lines["teams"]
 
 
 def _orphans(source: str) -> None:
