@@ -399,6 +399,33 @@ def pandas_pg(ctx: Context) -> Case:
                 notes="creates its own table: numeric -> double precision, jsonb read as text")
 
 
+def _bare(ctx: Context, key: str, reader: str, source: str = "pg") -> Case:
+    """Rows to Arrow and straight back with nothing else (perf/bare.py), in the engine's environment: what the
+    libraries themselves spend, with their own types, beside what the engine spends doing its work too."""
+    target = key.replace("-", "_")
+    src = ctx.mysql.url(ctx.src_db) if source == "mysql" else ctx.src
+    argv = [str(ENGINE.parent / "python"), "-m", "perf.bare", "--reader", reader, "--src", src, "--dst",
+            ctx.dst, "--table", ctx.table, "--target", target, "--rows", str(ctx.rows)]
+    origin = "MariaDB, " if source == "mysql" else ""
+    missing = None if ENGINE.is_file() else f"{ENGINE.relative_to(ROOT)} missing (`make setup`)"
+    return Case(key, f"bare {origin}{'ConnectorX' if reader == 'connectorx' else 'ADBC'} read -> ADBC ingest "
+                "(50,000-row key ranges, 2 threads, nothing else)", argv, _drop(ctx, "TABLE", f"public.{target}"),
+                _counter(ctx, f"public.{target}"), ctx.rows, skip=(ctx.mysql_error if source == "mysql" else None)
+                or missing, source=source, notes="the libraries' own types, into a table ADBC creates; no checks")
+
+
+def bare_cx(ctx: Context) -> Case:
+    return _bare(ctx, "bare-cx", "connectorx")
+
+
+def bare_adbc(ctx: Context) -> Case:
+    return _bare(ctx, "bare-adbc", "adbc")
+
+
+def bare_mysql(ctx: Context) -> Case:
+    return _bare(ctx, "bare-mysql", "connectorx", "mysql")
+
+
 CASES: dict[str, Callable[[Context], Case]] = {
     "copy-limit": copy_limit, "engine": engine_defaults, "engine-adbc": engine_adbc,
     "engine-key": engine_keys, "engine-blocks": engine_blocks, "engine-key-shuffled": engine_keys_shuffled,
@@ -407,10 +434,11 @@ CASES: dict[str, Callable[[Context], Case]] = {
     "engine-unique-job": engine_unique_job, "engine-dask": engine_dask, "mariadb-limit": mariadb_limit,
     "engine-sqlite": engine_sqlite, "sqlite-limit": sqlite_limit, "sling-pg": sling_pg,
     "sling-mysql": sling_mysql, "pgloader-pg": pgloader_pg, "pgloader-mysql": pgloader_mysql, "dlt-pg": dlt_pg,
-    "polars-pg": polars_pg, "pandas-pg": pandas_pg,
+    "polars-pg": polars_pg, "pandas-pg": pandas_pg, "bare-cx": bare_cx,
+    "bare-adbc": bare_adbc, "bare-mysql": bare_mysql,
 }
 SMOKE_CASES = ("copy-limit", "engine", "engine-adbc", "engine-novalidate", "engine-nocheckpoints", "engine-mysql",
-               "engine-rules", "mariadb-limit", "engine-sqlite", "sqlite-limit")
+               "engine-rules", "mariadb-limit", "engine-sqlite", "sqlite-limit", "bare-adbc", "bare-mysql")
 
 
 def engine_source() -> str:

@@ -38,7 +38,7 @@ from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, markdown, summarize, write_results
 
 RESULTS = ROOT / "perf" / "results"
-MYSQL_CASES = {"engine-mysql", "sling-mysql", "pgloader-mysql", "mariadb-limit"}
+MYSQL_CASES = {"engine-mysql", "sling-mysql", "pgloader-mysql", "mariadb-limit", "bare-mysql"}
 SQLITE_CASES = {"engine-sqlite", "sqlite-limit"}
 GATING = {"copy-limit", "engine", "engine-novalidate", "engine-nocheckpoints", "engine-mysql"}
 

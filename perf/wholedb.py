@@ -553,10 +553,55 @@ def pgdump_db_pg(ctx: StarContext) -> DbCase:
                   "public", skip=f"{', '.join(missing)} not found" if missing else None, scratch=folder)
 
 
+def _limit_scripts(ctx: StarContext, folder: Path) -> str:
+    """The files of `mariadb-limit-db` in `folder`, and the script that runs them: the tables, then each table's
+    rows through a `mariadb` client piped into `psql`'s COPY, then keys and indexes, then foreign keys (two of a
+    step at a time, as the engine's two workers), then the sequences and the view."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    statements = pg_statements(ctx.rows)
+    tables = [s for s in statements if s.startswith("CREATE TABLE")]
+    keys = [s for s in statements if s.startswith("ALTER TABLE") and "FOREIGN KEY" not in s or
+            s.startswith("CREATE INDEX")]
+    fks = [s for s in statements if "FOREIGN KEY" in s]
+    finish = [s for s in statements if s.startswith("SELECT setval")] + [VIEW_SQL]
+    m, psql = ctx.mysql, f"psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)}"
+    (folder / "tables.sql").write_text("CREATE SCHEMA star;\n" + ";\n".join(tables) + ";\n", encoding="utf-8")
+    for table in sorted(TABLES, key=lambda t: -sizes(ctx.rows)[t.name]):  # the largest first
+        client = ["mariadb", "--quick", "--batch", "--raw", "--skip-column-names", f"--host={m.host}",
+                  f"--port={m.port}", f"--user={m.user}", f"--database={ctx.src_db}", "-e", f"SELECT * FROM {table.name}"]
+        into = f"COPY {table.name} FROM STDIN (FORMAT text, NULL 'NULL')"
+        (folder / f"rows-{len(list(folder.glob('rows-*')))}-{table.name}.sh").write_text(
+            f"set -euo pipefail\n{shlex.join(client)} | {psql} -c {shlex.quote(into)}\n", encoding="utf-8")
+    for kind, group in (("keys", keys), ("fks", fks)):
+        for number, statement in enumerate(group):
+            (folder / f"{kind}-{number:02d}.sql").write_text(statement + ";\n", encoding="utf-8")
+    (folder / "finish.sql").write_text(";\n".join(finish) + ";\n", encoding="utf-8")
+    each = "ls {} | sort | xargs -P 2 -n 1 {}"
+    return "\n".join([
+        "set -euo pipefail", f"cd {shlex.quote(str(folder))}", f"{psql} -f tables.sql",
+        each.format("rows-*.sh", "bash"), each.format("keys-*.sql", f"{psql} -f"),
+        each.format("fks-*.sql", f"{psql} -f"), f"{psql} -f finish.sql"])
+
+
+def mariadb_limit_db(ctx: StarContext) -> DbCase:
+    """MariaDB's own floor for the whole database: the `mariadb` client's raw output piped into COPY, table by
+    table, and PostgreSQL's own statements for the keys, indexes, foreign keys, sequences and view (what
+    `pg_statements` builds the source with); two at a time, as the engine's two workers. Nothing is checked on
+    the way: what is left between the engine and this is the engine's own work."""
+    script = _limit_scripts(ctx, ctx.workdir / "mariadb-limit-db")
+    env = {"PGOPTIONS": "-c search_path=star -c maintenance_work_mem=256MB -c TimeZone=UTC",
+           **({"MYSQL_PWD": ctx.mysql.password} if ctx.mysql.password else {})}
+    missing = [b for b in ("mariadb", "psql", "xargs") if not shutil.which(b)]
+    return DbCase("mariadb-limit-db", "MariaDB limit, whole database (mariadb --quick --batch --raw -> psql COPY, "
+                  "then PostgreSQL's own DDL; 2 at a time)", "mysql", ["bash", "-c", script], "star", env=env,
+                  skip=ctx.mysql_error or (f"{', '.join(missing)} not on PATH" if missing else None))
+
+
 CASES: dict[str, Callable[[StarContext], DbCase]] = {
     "engine-db-mysql": engine_db_mysql, "pgloader-db-mysql": pgloader_db_mysql, "engine-db-pg": engine_db_pg,
     "engine-db-pg-copy": engine_db_pg_copy, "pgloader-db-pg": pgloader_db_pg, "pgcopydb-db-pg": pgcopydb_db_pg,
-    "pgdump-db-pg": pgdump_db_pg,
+    "pgdump-db-pg": pgdump_db_pg, "mariadb-limit-db": mariadb_limit_db,
 }
 
 
@@ -632,6 +677,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
                    f"{'met' if times >= TARGET_VS_PGLOADER else 'NOT met'})")
     elif mysql or pgl:
         out.append("- engine-db-mysql vs pgloader-db-mysql: not measured (one of them did not run)")
+    out += _against_floor(by_case)
     for key in ("engine-db-pg", "engine-db-pg-copy"):
         pg = by_case.get(key)
         if pg and pg["wall_s_median"] and pg["baseline"]:
@@ -640,6 +686,22 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
                        f"(target <= {TARGET_VS_PG_PEER:g}x: {'met' if ratio <= TARGET_VS_PG_PEER else 'NOT met'})")
         elif pg or key == "engine-db-pg":
             out.append(f"- {key} vs the fastest PG -> PG tool: not measured (the engine or every peer did not run)")
+    return out
+
+
+def _against_floor(by_case: dict[str, dict[str, Any]]) -> list[str]:
+    """What the MariaDB target asks for against the source's own floor: a target below the floor cannot be met."""
+    floor, pgl, mysql = (by_case.get(k) for k in ("mariadb-limit-db", MYSQL_BASELINE, "engine-db-mysql"))
+    if not (floor and floor["wall_s_median"] and pgl and pgl["wall_s_median"]):
+        return []
+    aim = pgl["wall_s_median"] / TARGET_VS_PGLOADER
+    out = [f"- {TARGET_VS_PGLOADER:g}x faster than pgloader-db-mysql means {aim:.2f} s; MariaDB's own floor, "
+           f"mariadb-limit-db, took {floor['wall_s_median']:.2f} s ("
+           + ("the target is below the floor: no copy from this source can meet it here)"
+              if aim < floor["wall_s_median"] else "the target is above the floor)")]
+    if mysql and mysql["wall_s_median"]:
+        out.append(f"- engine-db-mysql takes {mysql['wall_s_median'] / floor['wall_s_median']:.2f}x "
+                   "mariadb-limit-db's time")
     return out
 
 

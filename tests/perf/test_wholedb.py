@@ -18,8 +18,10 @@ from perf.wholedb import (
     check_copy,
     ensure_mysql_star,
     ensure_pg_star,
+    mariadb_limit_db,
     pgdump_db_pg,
     sizes,
+    targets,
 )
 from tests.conftest import IN_CI
 
@@ -72,6 +74,26 @@ def test_star_schema_is_built_alike_and_the_check_tells_a_copy_that_differs(
         f"customer.c_custkey: sequence's next value 4 <= max key {sizes(ROWS)['customer']}",
         "orders: 1 secondary index(es), expected 2"]
     assert check_copy(pg_db, "star", ROWS)[0].startswith("tables missing: customer, lineitem")  # wrong schema
+
+    # MariaDB's own floor makes the same copy, with what PostgreSQL does itself (the source there has its own name)
+    floor = mariadb_limit_db(StarContext(pg, mysql, ROWS, my_source, ctx.dst_db, workdir=tmp_path))
+    if floor.skip and not IN_CI:
+        pytest.skip(floor.skip)
+    floor.reset(ctx)
+    done = subprocess.run(floor.argv, capture_output=True, text=True, timeout=300, env={**os.environ, **floor.env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert check_copy(pg_db, floor.schema, ROWS) == []
+
+
+def test_targets_set_the_mariadb_aim_against_the_source_floor() -> None:
+    def row(case: str, seconds: float) -> dict[str, object]:
+        return {"case": case, "wall_s_median": seconds, "baseline": None, "ratio_to_baseline": None}
+
+    said = targets([row("pgloader-db-mysql", 24.0), row("engine-db-mysql", 16.0), row("mariadb-limit-db", 10.0)])
+    assert said[0].endswith("(target >= 3x: NOT met)")
+    assert "means 8.00 s" in said[1] and "below the floor" in said[1]
+    assert said[2] == "- engine-db-mysql takes 1.60x mariadb-limit-db's time"
+    assert "above the floor" in targets([row("pgloader-db-mysql", 36.0), row("mariadb-limit-db", 10.0)])[1]
 
 
 
