@@ -90,20 +90,28 @@ def test_readme_perf_prose_quotes_the_saved_results() -> None:
 
 
 def test_readme_says_which_engine_source_the_perf_figures_measured() -> None:
-    """The results record the hash of engine/*.py they measured: the README names it and the commit it is, and
-    says plainly when that is not the current engine source."""
+    """The results record the hash of engine/*.py they measured: the README names it and the commit it is, for
+    the main table and for the scaling figures, and says plainly when the main table's is not the current one."""
     text = " ".join((ROOT / "README.md").read_text().split())
-    sources = _engine_sources(_results("latest.json")) | _engine_sources(_results("scaling-latest.json"))
-    assert len(sources) == 1, f"the saved results measured several engine sources: {sources}"
-    (measured,) = sources
-    found = re.search(r"measured on engine commit ([0-9a-f]{7,40}) \(engine source hash `([0-9a-f]{12})`", text)
+    (measured,) = _engine_sources(_results("latest.json"))
+    found = re.search(r"measured on engine commit ([0-9a-f]{7,40}) \(engine source hash `([0-9a-f]{12})`([^)]*)\)", text)
     assert found, "the README must name the engine commit and source hash its perf figures were measured on"
-    commit, quoted = found.groups()
+    commit, quoted, note = found.groups()
     assert quoted == measured
     if engine_source() != measured:
-        assert "**not the current engine source**" in text
+        assert "**not the current engine source**" in note
     else:
-        assert "not the current engine source" not in text
+        assert "not the current engine source" not in note
+    _assert_commit_measured(commit, measured)
+    (scaling,) = _engine_sources(_results("scaling-latest.json"))
+    found = re.search(r"scaling-latest.json`, measured on engine commit ([0-9a-f]{7,40}) with engine source hash "
+                      r"`([0-9a-f]{12})`", text)
+    assert found and found.group(2) == scaling, "the scaling figures name the engine source they measured"
+    _assert_commit_measured(found.group(1), scaling)
+
+
+def _assert_commit_measured(commit: str, measured: str) -> None:
+    """`commit`'s engine/*.py hash to `measured`."""
     shown = subprocess.run(["git", "ls-tree", "--name-only", commit, "engine/"], cwd=ROOT, capture_output=True,
                            text=True)
     if shown.returncode != 0:
