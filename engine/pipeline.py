@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ class Run:
         self.prior = (0, 0)  # rows read and quarantined by partitions finished before this invocation
         self.owner = uuid.uuid4().hex  # this invocation, as the run's owner
         self.lock_conn: pg.Connection  # the session holding the job's advisory lock
+        self.lent: list[pg.Connection] = []  # sessions borrowed from the idle ones (`_session`)
         self.rule_stats: dict[str, RuleStats] = {}  # [[validate.rules]]: merged over this invocation's partitions
         pipeline = config.pipeline
         self.on_target = Patience(pipeline.retries, pipeline.reconnect_for, (config.target_url,))
@@ -285,6 +287,20 @@ class Run:
         merge_all(self.rule_stats, result.rule_stats)
 
     def run(self) -> RunReport:
+        with ExitStack() as sessions:
+            return self._run(sessions)
+
+    def _session(self, sessions: ExitStack, autocommit: bool = False) -> pg.Connection:
+        """A new session, or for a table's run within a database run a reset idle one, given back when the run
+        ends well (its DISCARD ALL lets go of the job lock) and closed when it fails: a database of hundreds of
+        tables would otherwise open two sessions a table."""
+        if not self.within_database:
+            return pg.connect(self.target_url, autocommit=autocommit)
+        conn = sessions.enter_context(pg.connection(self.target_url, autocommit=autocommit))
+        self.lent.append(conn)
+        return conn
+
+    def _run(self, sessions: ExitStack) -> RunReport:
         config = self.config
         started = time.perf_counter()
         age = process_age()
@@ -296,9 +312,9 @@ class Run:
         preload_rules(config.transform, str(config.rules_dir), config.validate_.schema_ref)
         if not self.within_database:
             pg.forget_databases()  # this run sees the types created since the last one
-        self.lock_conn = with_retries(lambda: pg.connect(self.target_url, autocommit=True),
-                                      "connecting to the target", self.on_target, self.heard)
-        conn = with_retries(lambda: pg.connect(self.target_url), "connecting to the target", self.on_target, self.heard)
+        self.lock_conn = with_retries(lambda: self._session(sessions, autocommit=True), "connecting to the target",
+                                      self.on_target, self.heard)
+        conn = with_retries(lambda: self._session(sessions), "connecting to the target", self.on_target, self.heard)
         run_id = ""
         metrics = self.metrics
         metrics.start_sampler()
@@ -358,6 +374,8 @@ class Run:
             if self.observer is not None:
                 self.observer.stop()
             for c in (conn, self.lock_conn):
+                if any(c is lent for lent in self.lent):
+                    continue  # `sessions` gives it back, or closes it
                 try:
                     c.close()
                 except Exception:
