@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.datasets import COLUMNS, create_target
-from perf.db import Server, pg_count, pg_exec
+from perf.db import Server, mariadb_dump, pg_count, pg_exec
 
 ROOT = Path(__file__).resolve().parent.parent
 # The engine runs from its own environment, holding only its locked dependencies, as a user installs it; the
@@ -279,9 +279,7 @@ def mariadb_limit(ctx: Context) -> Case:
     """MariaDB's own floor: the `mariadb` client's raw tab-separated output piped into a text COPY."""
     m = ctx.mysql
     query = f"SELECT {', '.join(COLUMNS)} FROM {ctx.table}"
-    client = ["mariadb", "--quick", "--batch", "--raw", "--skip-column-names", f"--host={m.host}",
-              f"--port={m.port}", f"--user={m.user}", "--init-command=SET time_zone = '+00:00'",
-              f"--database={ctx.src_db}", "-e", query]
+    client = mariadb_dump(m, ctx.src_db, query, "--init-command=SET time_zone = '+00:00'")
     into = "COPY public.mariadb_limit FROM STDIN (FORMAT text, NULL 'NULL')"
     pipe = (f"set -o pipefail; {shlex.join(client)} | psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)} "
             f"-c {shlex.quote(into)}")

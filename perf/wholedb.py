@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from perf.cases import ENGINE, ROOT, engine_source
-from perf.db import Server, mysql_exec, pg_exec, pg_rows, pg_scalar
+from perf.db import Server, mariadb_dump, mysql_exec, pg_exec, pg_rows, pg_scalar
 from perf.measure import run_measured, wait_for_quiet
 from perf.report import CaseResult, write_results
 
@@ -239,25 +239,40 @@ def _values(table: Table, counts: dict[str, int], dialect: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ PostgreSQL
 
+def pg_tables() -> list[str]:
+    return [f"CREATE TABLE {t.name} ({', '.join(f'{c.name} {c.pg_type}' for c in t.columns)})" for t in TABLES]
+
+
+def pg_keys() -> list[str]:
+    """Primary keys, unique constraints and secondary indexes."""
+    out = [f"ALTER TABLE {t.name} ADD CONSTRAINT {t.name}_pkey PRIMARY KEY ({', '.join(t.primary_key)})"
+           for t in TABLES]
+    return out + [f"ALTER TABLE {i.table} ADD CONSTRAINT {i.name} UNIQUE ({', '.join(i.columns)})" if i.unique
+                  else f"CREATE INDEX {i.name} ON {i.table} ({', '.join(i.columns)})" for i in INDEXES]
+
+
+def pg_foreign_keys() -> list[str]:
+    return [f"ALTER TABLE {f.table} ADD CONSTRAINT {f.name} FOREIGN KEY ({', '.join(f.columns)}) "
+            f"REFERENCES {f.ref_table} ({', '.join(f.ref_columns)})" for f in FOREIGN_KEYS]
+
+
+def pg_sequences_and_view() -> list[str]:
+    """Explicit keys leave an identity's sequence at its start: set it past the largest key, as a live table's
+    is; then the view."""
+    return [f"SELECT setval(pg_get_serial_sequence('{t.name}', '{t.identity}'), (SELECT max({t.identity}) "
+            f"FROM {t.name}))" for t in TABLES if t.identity] + [VIEW_SQL]
+
+
 def pg_statements(rows: int) -> list[str]:
     """The whole PostgreSQL build, in order: tables, data, then keys, indexes and foreign keys (building
     them after the load is faster than maintaining them row by row), sequences, the view, VACUUM."""
     counts = sizes(rows)
-    out = [f"CREATE TABLE {t.name} ({', '.join(f'{c.name} {c.pg_type}' for c in t.columns)})" for t in TABLES]
+    out = pg_tables()
     for t in TABLES:
         names = ", ".join(c.name for c in t.columns)
         out += [f"INSERT INTO {t.name} ({names}) SELECT {_values(t, counts, 'pg')} "
                 f"FROM generate_series({lo}::bigint, {hi}::bigint) AS i" for lo, hi in _chunks(counts[t.name])]
-    out += [f"ALTER TABLE {t.name} ADD CONSTRAINT {t.name}_pkey PRIMARY KEY ({', '.join(t.primary_key)})"
-            for t in TABLES]
-    out += [f"ALTER TABLE {i.table} ADD CONSTRAINT {i.name} UNIQUE ({', '.join(i.columns)})" if i.unique
-            else f"CREATE INDEX {i.name} ON {i.table} ({', '.join(i.columns)})" for i in INDEXES]
-    out += [f"ALTER TABLE {f.table} ADD CONSTRAINT {f.name} FOREIGN KEY ({', '.join(f.columns)}) "
-            f"REFERENCES {f.ref_table} ({', '.join(f.ref_columns)})" for f in FOREIGN_KEYS]
-    # Explicit keys leave an identity's sequence at its start: set it past the largest key, as a live table's is.
-    out += [f"SELECT setval(pg_get_serial_sequence('{t.name}', '{t.identity}'), (SELECT max({t.identity}) "
-            f"FROM {t.name}))" for t in TABLES if t.identity]
-    return out + [VIEW_SQL, "VACUUM (FREEZE, ANALYZE)"]
+    return out + pg_keys() + pg_foreign_keys() + pg_sequences_and_view() + ["VACUUM (FREEZE, ANALYZE)"]
 
 
 def pg_marker(server: Server, database: str) -> str | None:
@@ -559,24 +574,19 @@ def _limit_scripts(ctx: StarContext, folder: Path) -> str:
     step at a time, as the engine's two workers), then the sequences and the view."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    statements = pg_statements(ctx.rows)
-    tables = [s for s in statements if s.startswith("CREATE TABLE")]
-    keys = [s for s in statements if s.startswith("ALTER TABLE") and "FOREIGN KEY" not in s or
-            s.startswith("CREATE INDEX")]
-    fks = [s for s in statements if "FOREIGN KEY" in s]
-    finish = [s for s in statements if s.startswith("SELECT setval")] + [VIEW_SQL]
-    m, psql = ctx.mysql, f"psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)}"
-    (folder / "tables.sql").write_text("CREATE SCHEMA star;\n" + ";\n".join(tables) + ";\n", encoding="utf-8")
-    for table in sorted(TABLES, key=lambda t: -sizes(ctx.rows)[t.name]):  # the largest first
-        client = ["mariadb", "--quick", "--batch", "--raw", "--skip-column-names", f"--host={m.host}",
-                  f"--port={m.port}", f"--user={m.user}", f"--database={ctx.src_db}", "-e", f"SELECT * FROM {table.name}"]
+    psql = f"psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(ctx.dst)}"
+    (folder / "tables.sql").write_text("".join(f"{s};\n" for s in ["CREATE SCHEMA star", *pg_tables()]),
+                                       encoding="utf-8")
+    largest_first = sorted(TABLES, key=lambda t: -sizes(ctx.rows)[t.name])
+    for number, table in enumerate(largest_first):
+        client = mariadb_dump(ctx.mysql, ctx.src_db, f"SELECT * FROM {table.name}")
         into = f"COPY {table.name} FROM STDIN (FORMAT text, NULL 'NULL')"
-        (folder / f"rows-{len(list(folder.glob('rows-*')))}-{table.name}.sh").write_text(
+        (folder / f"rows-{number}-{table.name}.sh").write_text(
             f"set -euo pipefail\n{shlex.join(client)} | {psql} -c {shlex.quote(into)}\n", encoding="utf-8")
-    for kind, group in (("keys", keys), ("fks", fks)):
+    for kind, group in (("keys", pg_keys()), ("fks", pg_foreign_keys())):
         for number, statement in enumerate(group):
             (folder / f"{kind}-{number:02d}.sql").write_text(statement + ";\n", encoding="utf-8")
-    (folder / "finish.sql").write_text(";\n".join(finish) + ";\n", encoding="utf-8")
+    (folder / "finish.sql").write_text("".join(f"{s};\n" for s in pg_sequences_and_view()), encoding="utf-8")
     each = "ls {} | sort | xargs -P 2 -n 1 {}"
     return "\n".join([
         "set -euo pipefail", f"cd {shlex.quote(str(folder))}", f"{psql} -f tables.sql",
@@ -587,7 +597,7 @@ def _limit_scripts(ctx: StarContext, folder: Path) -> str:
 def mariadb_limit_db(ctx: StarContext) -> DbCase:
     """MariaDB's own floor for the whole database: the `mariadb` client's raw output piped into COPY, table by
     table, and PostgreSQL's own statements for the keys, indexes, foreign keys, sequences and view (what
-    `pg_statements` builds the source with); two at a time, as the engine's two workers. Nothing is checked on
+    the source is built with); two at a time, as the engine's two workers. Nothing is checked on
     the way: what is left between the engine and this is the engine's own work."""
     script = _limit_scripts(ctx, ctx.workdir / "mariadb-limit-db")
     env = {"PGOPTIONS": "-c search_path=star -c maintenance_work_mem=256MB -c TimeZone=UTC",
