@@ -27,7 +27,7 @@ test-all: setup
 	$(VENV)/bin/pytest -q
 
 chaos: setup
-	$(VENV)/bin/pytest -q -m chaos tests/reliability/test_chaos.py
+	$(VENV)/bin/pytest -q -m chaos tests/reliability/test_chaos.py tests/reliability/test_chaos_restarts.py
 
 # ruff everywhere; mypy (strict about untyped defs) over engine, rules and perf, as pyproject.toml sets it.
 lint: setup

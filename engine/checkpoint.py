@@ -16,6 +16,7 @@ from typing import Any
 from engine import pg, quarantine
 from engine.errors import JobLockedError
 from engine.model import RunStatus
+from engine.report import RunReport
 from engine.urls import DatabaseUrl
 
 _SCHEMA_DDL = [
@@ -142,6 +143,22 @@ def claim_run(conn: pg.Connection, run_id: str, owner: str, doing: str) -> None:
                              f"took the job over after this one lost its connection); stopped before {doing}")
 
 
+def finished_by(conn: pg.Connection, run_id: str, owner: str) -> bool:
+    """Whether `owner` marked the run succeeded: its commit landed though its answer was lost with the session."""
+    rows = pg.fetch_all(conn, "SELECT status = 'succeeded' AND owner = $2 FROM engine.runs WHERE run_id = $1",
+                        (run_id, owner))
+    return bool(rows and rows[0][0])
+
+
+def succeeded_report(conn: pg.Connection, job: str, run_id: str | None = None) -> RunReport | None:
+    """The stored report of the job's run (or of run `run_id`) that succeeded, if one did."""
+    rows = pg.fetch_all(conn, """SELECT run_id, report::text FROM engine.runs WHERE job = $1 AND status = 'succeeded'
+                                 AND run_id = COALESCE($2, run_id) ORDER BY started_at DESC LIMIT 1""", (job, run_id))
+    if not rows:
+        return None
+    return RunReport.from_dict({**json.loads(rows[0][1] or "{}"), "job": job, "run_id": rows[0][0]})
+
+
 def latest_run(conn: pg.Connection, job: str) -> RunRecord | None:
     rows = pg.fetch_all(conn, """SELECT run_id, job, status, started_at, fingerprint, plan::text FROM engine.runs
                                  WHERE job = $1 ORDER BY started_at DESC, run_id DESC LIMIT 1""", (job,))
@@ -166,8 +183,10 @@ def take_over(conn: pg.Connection, run_id: str, owner: str) -> None:
 
 def set_status(conn: pg.Connection, run_id: str, status: RunStatus, report: dict[str, Any] | None = None,
                error: str | None = None) -> None:
+    # A success that committed stays one: a failure met after it (its answer lost, say) is not the run's.
     pg.execute(conn, """UPDATE engine.runs SET status = $2, report = COALESCE($3::jsonb, report), error = $4,
-                        finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END WHERE run_id = $1""",
+                        finished_at = CASE WHEN $2 = 'running' THEN NULL ELSE now() END
+                        WHERE run_id = $1 AND NOT ($2 = 'failed' AND status = 'succeeded')""",
                (run_id, status, json.dumps(report, default=str) if report is not None else None, error))
     conn.commit()
 

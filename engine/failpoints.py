@@ -21,9 +21,10 @@ from pathlib import Path
 
 from engine.errors import EngineError, TransientError
 
-POINTS = ("extract.batch", "transform.batch", "load.before_commit", "load.after_commit", "run.before_verify",
-          "replace.before_swap", "db.pre-data", "db.index", "db.indexes", "db.sequences", "db.fk", "db.validate", "db.view",
-          "db.trigger", "db.swap")
+POINTS = ("run.opened", "extract.batch", "transform.batch", "load.before_commit", "load.after_commit",
+          "run.before_verify", "run.after_commit", "run.after_finish", "replace.before_swap", "db.opening",
+          "db.pre-data", "db.index", "db.indexes", "db.sequences", "db.fk", "db.validate", "db.view", "db.trigger",
+          "db.swap")
 
 _counts: Counter[str] = Counter()
 _lock = threading.Lock()

@@ -25,6 +25,12 @@ T = TypeVar("T")
 Say = Callable[[str], None]
 
 MAX_PAUSE = 30.0  # seconds: the longest single wait between two looks at a server that is down
+STAYED_DOWN = "stayed unreachable for"
+
+
+def outlasted_patience(exc: BaseException) -> bool:
+    """Whether `exc` ends a wait for a server that stayed down for all of `reconnect_for` (not to be waited again)."""
+    return STAYED_DOWN in str(exc)
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ def wait_for_servers(patience: Patience, what: str, say: Say | None) -> float:
         was_down = True
         url, why = down[0]
         if waited >= patience.reconnect_for:
-            raise TransientError(f"{what}: {url} stayed unreachable for {waited:.0f}s "
+            raise TransientError(f"{what}: {url} {STAYED_DOWN} {waited:.0f}s "
                                  f"(pipeline.reconnect_for = {patience.reconnect_for:g}s): {why}")
         pause = min(delay * (0.5 + random.random()), MAX_PAUSE, patience.reconnect_for - waited)
         if say:

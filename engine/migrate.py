@@ -12,6 +12,7 @@ old one and swaps it in with one transaction.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -26,12 +28,12 @@ from engine import checkpoint, ddl, failpoints, pg
 from engine.config import JobConfig, parse_config
 from engine.dbplan import Orphans, orphan_check, problems, read_database, relation, upsert_key
 from engine.dbschema import DatabaseSchema, ForeignKey, Table
-from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, with_advice
+from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, SourceError, with_advice
 from engine.healing import Patience, with_retries
 from engine.metrics import Observer
 from engine.pipeline import peak_rss_mb, run_job
 from engine.report import RunReport
-from engine.source import Snapshot, shared_snapshot
+from engine.source import Snapshot, shared_snapshot, unreachable
 from engine.sql import PG_MAX_IDENT_BYTES, quote_ident
 from engine.urls import redact
 
@@ -67,7 +69,8 @@ class DatabaseRun:
         self.report = RunReport(config.job.name, "", mode=config.target.mode, source=str(config.source_url),
                                 target=f"{config.target_url} schema {self.schema}")
         self.tables: dict[str, dict[str, Any]] = {}
-        self.lock: pg.Connection  # the session holding the job's advisory lock
+        self.lock: pg.Connection  # the session holding the job's advisory lock, once `locked`
+        self.locked = False
         self.lock_use = threading.Lock()
         self.upserted_names: frozenset[str] = frozenset()
         self.snapshot: Snapshot | None = None  # a PostgreSQL source's, shared by every table
@@ -82,10 +85,6 @@ class DatabaseRun:
         if len(self.report.recoveries) < 100:
             self.report.recoveries.append(redact(message))
         self.say(message)
-
-    def connect(self) -> pg.Connection:
-        return with_retries(lambda: pg.connect(self.config.target_url), "connecting to the target", self.patience,
-                            self.say)
 
     def step(self, name: str, statements: list[str], kind: str, detail: str | None = None) -> None:
         """Run a step's statements and record it, in one transaction; a step already recorded is skipped. A server
@@ -184,6 +183,7 @@ class DatabaseRun:
             self._refuse_leftovers(conn, previous.run_id)
             checkpoint.set_status(conn, previous.run_id, "abandoned")
         self.say("reading the source's schema…")
+        failpoints.hit("db.opening")
         db = read_database(self.config)
         found = problems(self.config, db)
         if found:
@@ -209,14 +209,13 @@ class DatabaseRun:
     def run(self) -> RunReport:
         started = time.perf_counter()
         report = self.report
-        self.lock = with_retries(lambda: pg.connect(self.config.target_url, autocommit=True),
-                                 "connecting to the target", self.patience, self.heard)
         try:
-            conn = self.connect()
-            checkpoint.ensure_schema(conn)
-            checkpoint.try_lock_job(self.lock, self.config.job.name)
-            db, resumed = self.open_run(conn)
-            conn.close()
+            why = unreachable(self.config.source_url)
+            if why is not None:  # from the start: a mistake to report, not an outage to wait out
+                raise SourceError(f"cannot connect to the source {self.config.source_url}: {why}")
+            both = Patience(self.patience.retries, self.patience.reconnect_for,
+                            (self.config.source_url, self.config.target_url))  # it reads the source's schema
+            db, resumed = with_retries(self._open, "opening the run", both, self.heard)
             report.run_id, report.resumed = self.run_id, resumed
             self.migrate(db)
             report.status = "succeeded"
@@ -235,10 +234,30 @@ class DatabaseRun:
             report.wall_seconds = round(time.perf_counter() - started, 3)
             report.peak_rss_mb = round(peak_rss_mb(), 1)
             self._summarise()
-            try:
-                self.lock.close()
-            except Exception:
-                pass
+            if self.locked:
+                with suppress(Exception):
+                    self.lock.close()
+
+    def _open(self) -> tuple[DatabaseSchema, bool]:
+        """The engine's tables, the job's lock and the run, opened or resumed: retried whole after an outage (a run
+        an attempt opened before its answer was lost is resumed by the next)."""
+        with pg.connection(self.config.target_url) as conn:
+            checkpoint.ensure_schema(conn)
+            self._take_lock()
+            return self.open_run(conn)
+
+    def _take_lock(self) -> None:
+        if self.locked:  # by an earlier attempt: still held, or taken again if its session ended
+            self._hold_lock()
+            return
+        conn = pg.connect(self.config.target_url, autocommit=True)
+        try:
+            checkpoint.try_lock_job(conn, self.config.job.name)
+        except BaseException:
+            with suppress(Exception):
+                conn.close()
+            raise
+        self.lock, self.locked = conn, True
 
     def migrate(self, db: DatabaseSchema) -> None:
         names = ddl.Names(db, self.config.target.naming)
@@ -442,28 +461,38 @@ class DatabaseRun:
             self.tables[table.name] = json.loads(self.done[step][1] or "{}")
             return
         config = table_job(self.config, db, names, table, self.build, self.sub_job(db, table), orphans)
-        def latest() -> checkpoint.RunRecord | None:
-            with pg.connection(self.config.target_url) as conn:
-                return checkpoint.latest_run(conn, config.job.name)
-
-        previous = (with_retries(latest, f"reading the state of table {table.name}", self.patience, self.heard)
-                    if self.report.resumed else None)  # a fresh run's tables have run under no other
-        if previous is not None and previous.status == "succeeded":  # loaded; killed before its step was recorded
-            summary = {"run_id": previous.run_id, "resumed": True}
+        earlier = self._succeeded(config.job.name) if self.report.resumed else None  # a fresh run's tables ran nowhere else
+        if earlier is not None:  # loaded; killed before its step was recorded
+            summary: dict[str, Any] = {"run_id": earlier.run_id, "resumed": True}
         else:
             self.say(f"{table.name}: copying ~{table.rows:,} rows")
             # A table's run heals what it meets while it runs; one that ends on an outage (e.g. while it starts)
             # is waited out here and resumed from its checkpoints.
             patience = Patience(self.config.pipeline.retries, self.config.pipeline.reconnect_for,
                                 (self.config.source_url, self.config.target_url))
-            sub = with_retries(lambda: self._run_table(config, table), f"copying table {table.name}", patience,
-                               self.heard)
+            attempts = itertools.count()
+
+            def copy() -> RunReport:
+                # A run whose success committed but whose answer was lost with its session is not run again: its
+                # rows would be appended twice.
+                done = self._succeeded(config.job.name) if next(attempts) else None
+                return done if done is not None else self._run_table(config, table)
+
+            sub = with_retries(copy, f"copying table {table.name}", patience, self.heard)
             summary = {"run_id": sub.run_id, "rows_read": sub.rows_read, "rows_loaded": sub.rows_loaded,
                        "rows_quarantined": sub.rows_quarantined, "seconds": sub.wall_seconds,
                        "partitions": sub.partitions_total, "verification": sub.verification}
             self._add(sub)
         self.record(step, detail=json.dumps(summary))
         self.tables[table.name] = summary
+
+    def _succeeded(self, job: str) -> RunReport | None:
+        """The table's run, as stored, if it succeeded."""
+        def read() -> RunReport | None:
+            with pg.connection(self.config.target_url) as conn:
+                return checkpoint.succeeded_report(conn, job)
+
+        return with_retries(read, f"reading the state of {job}", self.patience, self.heard)
 
     def _run_table(self, config: JobConfig, table: Table) -> RunReport:
         self._snapshot_alive()

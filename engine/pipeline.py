@@ -23,15 +23,17 @@ from engine.catalog import describe_source
 from engine.cluster import dask_executor, explain_task_failure
 from engine.config import JobConfig
 from engine.errors import (
+    RESUME,
     ConfigError,
     EngineError,
     ErrorBudgetExceeded,
     JobLockedError,
     SnapshotLost,
     SourceError,
+    TransientError,
     with_advice,
 )
-from engine.healing import Patience, SnapshotKeeper, with_retries
+from engine.healing import Patience, SnapshotKeeper, outlasted_patience, wait_for_servers, with_retries
 from engine.load import prepare_target
 from engine.metrics import Observer, PartitionMetrics, RunMetrics, process_age
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
@@ -332,6 +334,7 @@ class Run:
                 self.marks["plan"] = time.time()
                 with metrics.phase("plan"):
                     run_id, plan, resumed = self.open_run(conn, report)
+                failpoints.hit("run.opened")
                 report.run_id, report.resumed = run_id, resumed
                 report.partitions_total = len(plan.partitions)
                 metrics.run_id, metrics.partitions_total = run_id, len(plan.partitions)
@@ -343,6 +346,7 @@ class Run:
                 staging = (staging if staging.is_absolute() else Path.cwd() / staging) / config.job.name / run_id
                 report.staging_dir = str(staging)
                 self._run_partitions(conn, plan, run_id, resumed, staging, report)
+                failpoints.hit("run.after_finish")
             report.status = "succeeded"
             self._startup(report)
             with metrics.phase("cleanup"):
@@ -439,6 +443,8 @@ class Run:
     def _finish(self, plan: Plan, run_id: str, target: LoadTarget, report: RunReport) -> None:
         """Verify, swap (replace mode) and mark the run done: one transaction, safe to retry."""
         with pg.connection(self.target_url) as conn:
+            if report.status == "succeeded" and checkpoint.finished_by(conn, run_id, self.owner):
+                return  # an earlier attempt committed below and filled the report; only the answer was lost
             finished = checkpoint.done_partitions(conn, run_id) if self.config.pipeline.checkpoints else None
             if finished is not None:  # the budget holds for the whole run, resumed or not
                 read, bad = sum(c.rows_read for c in finished.values()), sum(c.rows_quarantined for c in finished.values())
@@ -458,6 +464,7 @@ class Run:
             self._describe_healing(report)
             report.metrics = self.metrics.to_dict()
             checkpoint.set_status(conn, run_id, "succeeded", json.loads(report.to_json()))
+            failpoints.hit("run.after_commit")  # as if the commit's answer were lost with its connection
 
     def _startup(self, report: RunReport) -> None:
         """What happened before the first row moved, step by step: `process` is the process's age when the run
@@ -478,7 +485,7 @@ class Run:
         try:
             with pg.connection(self.target_url) as conn:
                 report.notes.extend(gc.after_success(conn, self.config))
-        except (OSError, EngineError) as exc:
+        except Exception as exc:  # the run's success is committed: a lost session here must not undo its report
             report.notes.append(f"cleanup skipped: {redact(str(exc))}")
 
     def _finish_metrics(self, report: RunReport, run_id: str | None) -> None:
@@ -497,7 +504,7 @@ class Run:
             if run_id:
                 with pg.connection(self.target_url) as conn:
                     checkpoint.save_metrics(conn, run_id, report.metrics)
-        except (OSError, EngineError) as exc:
+        except Exception as exc:  # as in `_cleanup`
             report.notes.append(f"metrics not saved: {redact(str(exc))}")
 
     def _rules_report(self, report: RunReport) -> None:
@@ -528,4 +535,55 @@ def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = 
     `progress` gets one line per event; an `observer` (see `engine.progress`) gets the live metrics and every
     event instead."""
     os.environ.setdefault("POLARS_MAX_THREADS", str(max(2, os.cpu_count() or 2)))
-    return Run(config, fresh, progress or (lambda _: None), observer, slots, within_database).run()
+    say = progress or (lambda _: None)
+    if within_database:  # the database run waits out its tables' outages itself (engine.migrate)
+        return Run(config, fresh, say, observer, slots, True).run()
+    return _run_healed(config, fresh, say, observer)
+
+
+def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observer | None) -> RunReport:
+    """A run that ends on a transient failure after it opened (a restart while it prepares the target, a session
+    found dead after one) is resumed once its servers answer, `pipeline.retries` times, as a database run does for
+    its tables. It resumes the run it had opened, never a new one, and not one whose success committed. A failure
+    before a run opened (a source refusing from the start) or after a whole `reconnect_for` of waiting ends it."""
+    patience = Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.source_url, config.target_url))
+    healed: list[str] = []
+    opened = ""
+
+    def heard(message: str) -> None:
+        healed.append(redact(message))
+        event = {"ts": round(time.time(), 3), "run_id": opened, "job": config.job.name,
+                 "table": str(config.target_table), "event": "message", "message": redact(message)}
+        if observer is not None:
+            observer.event(event)
+        else:
+            _say_line(say, event)
+
+    attempt = 0
+    while True:
+        done = _succeeded(config, opened) if opened else None
+        if done is not None:
+            return done
+        try:
+            report = Run(config, fresh and not opened, say, observer).run()
+            report.recoveries[:0] = healed
+            return report
+        except TransientError as exc:
+            failed = getattr(exc, "report", None)
+            opened = opened or (failed.run_id if isinstance(failed, RunReport) else "")
+            if not opened or attempt == patience.retries or outlasted_patience(exc):
+                raise
+            try:
+                waited = wait_for_servers(patience, "the run", heard)
+            except TransientError:
+                raise exc from None  # its own error says what happened and what to do
+            if not waited:
+                ended = str(exc).splitlines()[0].removesuffix(f"; {RESUME}")
+                heard(f"the run ended on {redact(ended)}; resuming it "
+                      f"(retry {attempt + 1}/{patience.retries})")
+            attempt += 1
+
+
+def _succeeded(config: JobConfig, run_id: str) -> RunReport | None:
+    with pg.connection(config.target_url) as conn:
+        return checkpoint.succeeded_report(conn, config.job.name, run_id)

@@ -75,6 +75,10 @@ class _Ticker:
             self.tick()
 
     def start(self) -> None:
+        """Start ticking; again after `stop` too (a run resumed within one invocation starts its observer again)."""
+        if self.thread.ident is not None:
+            self.done = threading.Event()
+            self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -45,6 +45,12 @@ class RunReport:
     metrics: dict[str, Any] = field(default_factory=dict)  # engine.metrics.RunMetrics.to_dict()
     # a whole-database run: tables (each one's rows and sub-run), steps, orphans, keys left NOT VALID, failures
     database: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        """A report as `to_json` stored it (keys it does not know, such as rows_per_second, are left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def rows_per_second(self) -> float:

@@ -109,6 +109,18 @@ def test_a_database_copied_server_to_server_killed_mid_table_resumes_exactly(
     assert next_values(pg_db, "app") == next_values(source, "public")
 
 
+@pytest.mark.parametrize("point", ["run.after_commit", "run.after_finish"])
+def test_a_table_whose_run_succeeded_unheard_is_not_copied_again(tmp_path: Path, source: str, pg_db: str,
+                                                                 point: str) -> None:
+    """A table's run whose success committed but whose answer was lost, or that failed after it, is retried as
+    succeeded: run again, it would append its rows a second time."""
+    path = job(tmp_path, source, pg_db, extra="workers = 1")
+    result = run_cli("run", str(path), env={"ENGINE_FAILPOINTS": f"{point}=raise@3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"failpoint {point}[^\n]*retry 1/", result.stderr), result.stderr[-3000:]
+    assert_same_rows(source, pg_db, "app", DATA_TABLES)
+
+
 def test_plan_lists_tables_views_sequences_and_check_names_a_pattern_that_matches_nothing(
         tmp_path: Path, source: str, pg_db: str) -> None:
     path = job(tmp_path, source, pg_db, tables='["*", "!scratch", "invoices*"]')

@@ -69,6 +69,28 @@ def test_a_source_refusing_connections_exits_69_saying_rerun_to_resume(pg_db: st
     assert "Traceback" not in failed.stderr
 
 
+def test_a_database_job_whose_source_refuses_from_the_start_exits_69_at_once(pg_db: str, tmp_path: Path) -> None:
+    """A source that never answered is a mistake in the job, reported at once; one that answered and went away is
+    an outage, waited out (tests/reliability/test_healing_database.py)."""
+    job = tmp_path / "db.toml"
+    job.write_text(f"""
+[job]
+name = "refused_db"
+[source]
+url = "postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
+tables = ["*"]
+[target]
+url = "{pg_db}"
+schema = "app"
+""")
+    failed = engine_run(job)
+    assert failed.returncode == 69, failed.stderr[-3000:]
+    error = error_line(failed.stderr)
+    assert "cannot connect to the source" in error and "refused" in error, error
+    assert "is unreachable" not in failed.stderr  # not waited for
+    assert "Traceback" not in failed.stderr
+
+
 BUGGY_RULES = """
 import polars as pl
 

@@ -92,6 +92,24 @@ def test_a_restart_of_the_target_alone_heals_and_the_job_lock_is_taken_again(pri
     assert_exact_copy(pg_source, private_target)
 
 
+def test_a_restart_while_the_run_opens_is_waited_out_and_the_run_it_opened_resumed(
+        private_pg: PostgresServer, private_source: str, private_target: str, tmp_path: Path) -> None:
+    """The run's sessions die after it planned and before its target is ready: the run ends on that, is resumed
+    (not planned again) once the server answers, and the report says so."""
+    make_items(private_source, ROWS)
+    job = _job(tmp_path, "restart_opening", private_source, private_target, strict=False)
+    run = Paused(job, "run.opened=pause@1", tmp_path)
+    private_pg.restart()
+    run.release()
+    code, out, err, report = run.finish()
+    assert code == 0, err[-3000:]
+    assert err.count("planning partitions") == 1 and "resuming run" in err, err[-3000:]
+    assert any(r.startswith(("the run ended on preparing the target table", "the run: ")) and "rerun" not in r
+               for r in report["recoveries"]), report["recoveries"]
+    assert pg_rows(private_target, "SELECT status FROM engine.runs") == [("succeeded",)]
+    assert_exact_copy(private_source, private_target)
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["retake", "strict"])
 def test_a_terminated_snapshot_session_is_retaken(strict: bool, pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_items(pg_source, ROWS)

@@ -34,7 +34,7 @@ staging_dir = "{ROOT / '.engine' / 'test-staging'}"
     return path
 
 
-@pytest.mark.parametrize("point", ["db.index@2", "db.indexes@2", "db.validate@2", "db.view@1", "db.swap"])
+@pytest.mark.parametrize("point", ["db.opening", "db.index@2", "db.indexes@2", "db.validate@2", "db.view@1", "db.swap"])
 def test_a_restart_during_a_whole_database_step_heals(point: str, private_pg: PostgresServer, private_source: str,
                                                       private_target: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

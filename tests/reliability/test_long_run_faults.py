@@ -191,3 +191,26 @@ def test_a_postgresql_source_cannot_be_truncated_under_a_run(pg_source: str, pg_
     assert code == 0, err[-3000:]
     assert len(report["snapshots"]) == 2
     assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_run_whose_success_committed_unheard_succeeds_and_loads_once(pg_source: str, pg_db: str,
+                                                                        tmp_path: Path) -> None:
+    """The commit of the run's status landed but its answer was lost with the session: the retry finds the run
+    finished by this process and reports it so, instead of refusing it as another's or loading it again."""
+    make_items(pg_source, 2000)
+    job = items_job(tmp_path, "unheard", pg_source, pg_db, partitions=2, workers=1)
+    done = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "run.after_commit=raise"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "failpoint run.after_commit; retry 1/" in done.stderr
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs WHERE job = 'unheard'") == [("succeeded",)]
+    assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_failure_after_the_success_committed_leaves_the_run_succeeded(pg_source: str, pg_db: str,
+                                                                        tmp_path: Path) -> None:
+    make_items(pg_source, 2000)
+    job = items_job(tmp_path, "late_failure", pg_source, pg_db, partitions=2, workers=1)
+    failed = run_cli("run", str(job), env={"ENGINE_FAILPOINTS": "run.after_finish=fatal"})
+    assert failed.returncode != 0 and "failpoint run.after_finish" in failed.stderr
+    assert pg_rows(pg_db, "SELECT status FROM engine.runs WHERE job = 'late_failure'") == [("succeeded",)]
+    assert_exact_copy(pg_source, pg_db)
