@@ -26,6 +26,9 @@ Say = Callable[[str], None]
 
 MAX_PAUSE = 30.0  # seconds: the longest single wait between two looks at a server that is down
 STAYED_DOWN = "stayed unreachable for"
+# Seconds a server that does not answer before a run has opened is looked for: more likely a mistake in the job
+# (a wrong port) than an outage, but long enough for a restart's gap. Once a run is open, `reconnect_for` holds.
+START_GRACE = 5.0
 
 
 def outlasted_patience(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from engine.config import JobConfig, parse_config
 from engine.dbplan import Orphans, orphan_check, problems, read_database, relation, upsert_key
 from engine.dbschema import DatabaseSchema, ForeignKey, Table
 from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, SourceError, with_advice
-from engine.healing import Patience, with_retries
+from engine.healing import START_GRACE, Patience, with_retries
 from engine.metrics import Observer
 from engine.pipeline import peak_rss_mb, run_job
 from engine.report import RunReport
@@ -210,9 +210,7 @@ class DatabaseRun:
         started = time.perf_counter()
         report = self.report
         try:
-            why = unreachable(self.config.source_url)
-            if why is not None:  # from the start: a mistake to report, not an outage to wait out
-                raise SourceError(f"cannot connect to the source {self.config.source_url}: {why}")
+            self._source_answers()
             both = Patience(self.patience.retries, self.patience.reconnect_for,
                             (self.config.source_url, self.config.target_url))  # it reads the source's schema
             db, resumed = with_retries(self._open, "opening the run", both, self.heard)
@@ -237,6 +235,14 @@ class DatabaseRun:
             if self.locked:
                 with suppress(Exception):
                     self.lock.close()
+
+    def _source_answers(self) -> None:
+        """A source down from the start is looked for `START_GRACE` seconds, not all of `reconnect_for`."""
+        deadline = time.monotonic() + min(START_GRACE, self.patience.reconnect_for)
+        while (why := unreachable(self.config.source_url)) is not None:
+            if time.monotonic() > deadline:
+                raise SourceError(f"cannot connect to the source {self.config.source_url}: {why}")
+            time.sleep(0.5)
 
     def _open(self) -> tuple[DatabaseSchema, bool]:
         """The engine's tables, the job's lock and the run, opened or resumed: retried whole after an outage (a run

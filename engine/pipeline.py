@@ -33,7 +33,14 @@ from engine.errors import (
     TransientError,
     with_advice,
 )
-from engine.healing import Patience, SnapshotKeeper, outlasted_patience, wait_for_servers, with_retries
+from engine.healing import (
+    START_GRACE,
+    Patience,
+    SnapshotKeeper,
+    outlasted_patience,
+    wait_for_servers,
+    with_retries,
+)
 from engine.load import prepare_target
 from engine.metrics import Observer, PartitionMetrics, RunMetrics, process_age
 from engine.model import LoadTarget, PartitionResult, PartitionTask, Plan
@@ -542,10 +549,11 @@ def run_job(config: JobConfig, fresh: bool = False, progress: Progress | None = 
 
 
 def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observer | None) -> RunReport:
-    """A run that ends on a transient failure after it opened (a restart while it prepares the target, a session
-    found dead after one) is resumed once its servers answer, `pipeline.retries` times, as a database run does for
-    its tables. It resumes the run it had opened, never a new one, and not one whose success committed. A failure
-    before a run opened (a source refusing from the start) or after a whole `reconnect_for` of waiting ends it."""
+    """A run that ends on a transient failure (a restart while it plans or prepares the target, a session found
+    dead after one) is resumed once its servers answer, `pipeline.retries` times, as a database run does for its
+    tables. It resumes the run it had opened, never a new one, and not one whose success committed. Before a run
+    opened, a server is looked for `START_GRACE` seconds only (a source refusing from the start is a mistake to
+    report); a failure after a whole `reconnect_for` of waiting ends it."""
     patience = Patience(config.pipeline.retries, config.pipeline.reconnect_for, (config.source_url, config.target_url))
     healed: list[str] = []
     opened = ""
@@ -571,10 +579,11 @@ def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observe
         except TransientError as exc:
             failed = getattr(exc, "report", None)
             opened = opened or (failed.run_id if isinstance(failed, RunReport) else "")
-            if not opened or attempt == patience.retries or outlasted_patience(exc):
+            if attempt == patience.retries or outlasted_patience(exc):
                 raise
+            brief = dataclasses.replace(patience, reconnect_for=min(START_GRACE, patience.reconnect_for))
             try:
-                waited = wait_for_servers(patience, "the run", heard)
+                waited = wait_for_servers(patience, "the run", heard) if opened else wait_for_servers(brief, "", None)
             except TransientError:
                 raise exc from None  # its own error says what happened and what to do
             if not waited:
