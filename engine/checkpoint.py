@@ -119,7 +119,11 @@ def hold_lock(conn: pg.Connection, url: DatabaseUrl, job: str) -> pg.Connection 
     except Exception:
         pass
     fresh = pg.connect(url, autocommit=True)
-    try_lock_job(fresh, job)
+    try:
+        try_lock_job(fresh, job)
+    except BaseException:
+        fresh.close()
+        raise
     return fresh
 
 

@@ -474,8 +474,9 @@ class DatabaseRun:
             self.say(f"{table.name}: copying ~{table.rows:,} rows")
             # A table's run heals what it meets while it runs; one that ends on an outage (e.g. while it starts)
             # is waited out here and resumed from its checkpoints.
-            patience = Patience(self.config.pipeline.retries, self.config.pipeline.reconnect_for,
-                                (self.config.source_url, self.config.target_url))
+            patience = (Patience(self.config.pipeline.retries, self.config.pipeline.reconnect_for,
+                                 (self.config.source_url, self.config.target_url))
+                        if config.pipeline.checkpoints else Patience(0))  # without checkpoints: redone, rows twice
             attempts = itertools.count()
 
             def copy() -> RunReport:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ class Run:
     def __init__(self, config: JobConfig, fresh: bool, progress: Progress, observer: Observer | None = None,
                  slots: threading.Semaphore | None = None, within_database: bool = False) -> None:
         self.config, self.fresh = config, fresh
+        self.resuming = ""  # the run an earlier attempt of this command opened: resumed, or the run stops
         self.slots = slots  # partitions in flight, shared with the other tables' runs of a whole database
         self.within_database = within_database  # a table's run: the database's made the engine's tables and types
         self.metrics = RunMetrics(config.job.name, str(config.target_table))
@@ -161,6 +163,9 @@ class Run:
         job = self.config.job.name
         previous = checkpoint.latest_run(conn, job)
         unfinished = previous is not None and previous.status in ("running", "failed")
+        if self.resuming and (not unfinished or previous is None or previous.run_id != self.resuming):
+            raise JobLockedError(f"run {self.resuming} was taken over by another process while this one waited for "
+                                 "the servers; that process runs the job now")
         if unfinished and previous is not None and not self.fresh and self.config.pipeline.checkpoints:
             if previous.fingerprint != fingerprint(self.config):
                 raise ConfigError(str(self.config.path), [
@@ -341,8 +346,8 @@ class Run:
                 self.marks["plan"] = time.time()
                 with metrics.phase("plan"):
                     run_id, plan, resumed = self.open_run(conn, report)
-                failpoints.hit("run.opened")
                 report.run_id, report.resumed = run_id, resumed
+                failpoints.hit("run.opened")
                 report.partitions_total = len(plan.partitions)
                 metrics.run_id, metrics.partitions_total = run_id, len(plan.partitions)
                 self.snapshots = SnapshotKeeper(
@@ -567,19 +572,24 @@ def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observe
         else:
             _say_line(say, event)
 
+    # Without checkpoints an opened run cannot be resumed, only redone (rows twice); under a strict snapshot it
+    # must not be read on as of another: those runs end on the failure, for the user to rerun.
+    resumable = config.pipeline.checkpoints and config.source.snapshot != "strict"
     attempt = 0
     while True:
-        done = _succeeded(config, opened) if opened else None
+        done = with_retries(partial(_succeeded, config, opened), "the run", patience, heard) if opened else None
         if done is not None:
             return done
         try:
-            report = Run(config, fresh and not opened, say, observer).run()
+            run = Run(config, fresh and not opened, say, observer)
+            run.resuming = opened
+            report = run.run()
             report.recoveries[:0] = healed
             return report
         except TransientError as exc:
             failed = getattr(exc, "report", None)
             opened = opened or (failed.run_id if isinstance(failed, RunReport) else "")
-            if attempt == patience.retries or outlasted_patience(exc):
+            if attempt == patience.retries or outlasted_patience(exc) or (opened and not resumable):
                 raise
             brief = dataclasses.replace(patience, reconnect_for=min(START_GRACE, patience.reconnect_for))
             try:

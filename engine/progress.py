@@ -68,17 +68,17 @@ class _Ticker:
     def __init__(self, every: float, tick: Any) -> None:
         self.every, self.tick = every, tick
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self.thread = threading.Thread(target=self._loop, args=(self.done,), name="progress", daemon=True)
 
-    def _loop(self) -> None:
-        while not self.done.wait(self.every):
+    def _loop(self, done: threading.Event) -> None:
+        while not done.wait(self.every):
             self.tick()
 
     def start(self) -> None:
         """Start ticking; again after `stop` too (a run resumed within one invocation starts its observer again)."""
         if self.thread.ident is not None:
             self.done = threading.Event()
-            self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+            self.thread = threading.Thread(target=self._loop, args=(self.done,), name="progress", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:

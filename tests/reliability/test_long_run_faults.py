@@ -17,7 +17,7 @@ import pytest
 
 from engine.localpg import PostgresServer
 from tests.conftest import IN_CI, job_toml, mariadb_exec, pg_exec, pg_rows, run_cli, write_job
-from tests.reliability.harness import TABLE_DDL, Paused, assert_exact_copy, items_job, make_items
+from tests.reliability.harness import TABLE_DDL, CuttingProxy, Paused, assert_exact_copy, items_job, make_items
 
 
 @pytest.fixture
@@ -214,3 +214,20 @@ def test_a_failure_after_the_success_committed_leaves_the_run_succeeded(pg_sourc
     assert failed.returncode != 0 and "failpoint run.after_finish" in failed.stderr
     assert pg_rows(pg_db, "SELECT status FROM engine.runs WHERE job = 'late_failure'") == [("succeeded",)]
     assert_exact_copy(pg_source, pg_db)
+
+
+def test_a_run_without_checkpoints_is_not_resumed_by_itself(pg_source: str, pg_db: str, tmp_path: Path) -> None:
+    """Without checkpoints a run cannot be resumed, only redone (what it had committed, twice): after a failure
+    it ends; with them, the same failure is resumed within the command."""
+    make_items(pg_source, 20000)
+    proxy = CuttingProxy(pg_source, after_bytes=300_000, cuts=1000)  # every partition's read is cut
+    try:
+        ended = {}
+        for checkpoints in ("false", "true"):
+            job = items_job(tmp_path, f"cut_{checkpoints}", proxy.url(pg_source), pg_db, partitions=4, workers=1,
+                            extra=f"retries = 1\ncheckpoints = {checkpoints}")
+            ended[checkpoints] = run_cli("run", str(job))
+    finally:
+        proxy.close()
+    assert ended["false"].returncode == 69 and "resuming it" not in ended["false"].stderr, ended["false"].stderr
+    assert ended["true"].returncode == 69 and "resuming it (retry 1/1)" in ended["true"].stderr, ended["true"].stderr
