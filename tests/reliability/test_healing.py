@@ -110,6 +110,22 @@ def test_a_restart_while_the_run_opens_is_waited_out_and_the_run_it_opened_resum
     assert_exact_copy(private_source, private_target)
 
 
+def test_a_run_taken_over_while_it_waited_stops_instead_of_resuming(
+        private_pg: PostgresServer, private_source: str, private_target: str, tmp_path: Path) -> None:
+    """The restart drops the run's lock; another process runs the job with --fresh meanwhile. The first one,
+    back, must not resume (nor start afresh and load the rows a second time): it stops, exit 3."""
+    make_items(private_source, ROWS)
+    job = _job(tmp_path, "taken_over", private_source, private_target, strict=False)
+    run = Paused(job, "run.opened=pause@1", tmp_path)
+    private_pg.restart()
+    other = run_cli("run", str(job), "--fresh")
+    assert other.returncode == 0, other.stderr[-3000:]
+    run.release()
+    code, out, err, report = run.finish()
+    assert code == 3 and "was taken over by another process" in err, err[-3000:]
+    assert_exact_copy(private_source, private_target)
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["retake", "strict"])
 def test_a_terminated_snapshot_session_is_retaken(strict: bool, pg_source: str, pg_db: str, tmp_path: Path) -> None:
     make_items(pg_source, ROWS)
