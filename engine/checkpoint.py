@@ -154,10 +154,12 @@ def finished_by(conn: pg.Connection, run_id: str, owner: str) -> bool:
     return bool(rows and rows[0][0])
 
 
-def succeeded_report(conn: pg.Connection, job: str, run_id: str | None = None) -> RunReport | None:
+def succeeded_report(url: DatabaseUrl, job: str, run_id: str | None = None) -> RunReport | None:
     """The stored report of the job's run (or of run `run_id`) that succeeded, if one did."""
-    rows = pg.fetch_all(conn, """SELECT run_id, report::text FROM engine.runs WHERE job = $1 AND status = 'succeeded'
-                                 AND run_id = COALESCE($2, run_id) ORDER BY started_at DESC LIMIT 1""", (job, run_id))
+    with pg.connection(url) as conn:
+        rows = pg.fetch_all(conn, """SELECT run_id, report::text FROM engine.runs WHERE job = $1
+                                     AND status = 'succeeded' AND run_id = COALESCE($2, run_id)
+                                     ORDER BY started_at DESC LIMIT 1""", (job, run_id))
     if not rows:
         return None
     return RunReport.from_dict({**json.loads(rows[0][1] or "{}"), "job": job, "run_id": rows[0][0]})

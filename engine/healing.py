@@ -10,6 +10,7 @@ times. Each attempt starts over (a partition redoes its transaction; the server 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,11 @@ class Patience:
     reconnect_for: float = 0.0
     servers: Sequence[DatabaseUrl] = ()
     base_delay: float = 0.5
+
+
+def at_start(patience: Patience) -> Patience:
+    """`patience` for servers not yet heard from: `START_GRACE` seconds of looking, not all of `reconnect_for`."""
+    return dataclasses.replace(patience, reconnect_for=min(START_GRACE, patience.reconnect_for))
 
 
 def wait_for_servers(patience: Patience, what: str, say: Say | None) -> float:

@@ -28,8 +28,8 @@ from engine import checkpoint, ddl, failpoints, pg
 from engine.config import JobConfig, parse_config
 from engine.dbplan import Orphans, orphan_check, problems, read_database, relation, upsert_key
 from engine.dbschema import DatabaseSchema, ForeignKey, Table
-from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, SourceError, with_advice
-from engine.healing import START_GRACE, Patience, with_retries
+from engine.errors import ConfigError, EngineError, OrphanRows, SnapshotLost, SourceError, TransientError, with_advice
+from engine.healing import Patience, at_start, wait_for_servers, with_retries
 from engine.metrics import Observer
 from engine.pipeline import peak_rss_mb, run_job
 from engine.report import RunReport
@@ -238,11 +238,11 @@ class DatabaseRun:
 
     def _source_answers(self) -> None:
         """A source down from the start is looked for `START_GRACE` seconds, not all of `reconnect_for`."""
-        deadline = time.monotonic() + min(START_GRACE, self.patience.reconnect_for)
-        while (why := unreachable(self.config.source_url)) is not None:
-            if time.monotonic() > deadline:
-                raise SourceError(f"cannot connect to the source {self.config.source_url}: {why}")
-            time.sleep(0.5)
+        try:
+            wait_for_servers(at_start(Patience(0, self.patience.reconnect_for, (self.config.source_url,))), "", None)
+        except TransientError:
+            raise SourceError(f"cannot connect to the source {self.config.source_url}: "
+                              f"{unreachable(self.config.source_url)}") from None
 
     def _open(self) -> tuple[DatabaseSchema, bool]:
         """The engine's tables, the job's lock and the run, opened or resumed: retried whole after an outage (a run
@@ -495,11 +495,8 @@ class DatabaseRun:
 
     def _succeeded(self, job: str) -> RunReport | None:
         """The table's run, as stored, if it succeeded."""
-        def read() -> RunReport | None:
-            with pg.connection(self.config.target_url) as conn:
-                return checkpoint.succeeded_report(conn, job)
-
-        return with_retries(read, f"reading the state of {job}", self.patience, self.heard)
+        return with_retries(partial(checkpoint.succeeded_report, self.config.target_url, job),
+                            f"reading the state of {job}", self.patience, self.heard)
 
     def _run_table(self, config: JobConfig, table: Table) -> RunReport:
         self._snapshot_alive()

@@ -35,9 +35,9 @@ from engine.errors import (
     with_advice,
 )
 from engine.healing import (
-    START_GRACE,
     Patience,
     SnapshotKeeper,
+    at_start,
     outlasted_patience,
     wait_for_servers,
     with_retries,
@@ -563,21 +563,20 @@ def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observe
     healed: list[str] = []
     opened = ""
 
+    notices = RunMetrics(config.job.name, str(config.target_table))  # said between attempts, as a run says them
+    notices.listeners.append(observer.event if observer is not None else partial(_say_line, say))
+
     def heard(message: str) -> None:
         healed.append(redact(message))
-        event = {"ts": round(time.time(), 3), "run_id": opened, "job": config.job.name,
-                 "table": str(config.target_table), "event": "message", "message": redact(message)}
-        if observer is not None:
-            observer.event(event)
-        else:
-            _say_line(say, event)
+        notices.emit("message", message=redact(message))
 
     # Without checkpoints an opened run cannot be resumed, only redone (rows twice); under a strict snapshot it
     # must not be read on as of another: those runs end on the failure, for the user to rerun.
     resumable = config.pipeline.checkpoints and config.source.snapshot != "strict"
     attempt = 0
     while True:
-        done = with_retries(partial(_succeeded, config, opened), "the run", patience, heard) if opened else None
+        done = (with_retries(partial(checkpoint.succeeded_report, config.target_url, config.job.name, opened),
+                             "the run", patience, heard) if opened else None)
         if done is not None:
             return done
         try:
@@ -591,9 +590,11 @@ def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observe
             opened = opened or (failed.run_id if isinstance(failed, RunReport) else "")
             if attempt == patience.retries or outlasted_patience(exc) or (opened and not resumable):
                 raise
-            brief = dataclasses.replace(patience, reconnect_for=min(START_GRACE, patience.reconnect_for))
             try:
-                waited = wait_for_servers(patience, "the run", heard) if opened else wait_for_servers(brief, "", None)
+                if opened:
+                    waited = wait_for_servers(patience, "the run", heard)
+                else:  # servers not yet heard from: looked for briefly and quietly
+                    waited = wait_for_servers(at_start(patience), "", None)
             except TransientError:
                 raise exc from None  # its own error says what happened and what to do
             if not waited:
@@ -602,7 +603,3 @@ def _run_healed(config: JobConfig, fresh: bool, say: Progress, observer: Observe
                       f"(retry {attempt + 1}/{patience.retries})")
             attempt += 1
 
-
-def _succeeded(config: JobConfig, run_id: str) -> RunReport | None:
-    with pg.connection(config.target_url) as conn:
-        return checkpoint.succeeded_report(conn, config.job.name, run_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, job_toml, pg_rows, write_job
 from tests.reliability.harness import CuttingProxy, assert_exact_copy, items_job, make_items
+from tests.reliability.test_healing_database import _job as database_job
 
 ENGINE = Path(sys.executable).parent / "engine"  # the console script the package installs
 
@@ -72,17 +73,7 @@ def test_a_source_refusing_connections_exits_69_saying_rerun_to_resume(pg_db: st
 def test_a_database_job_whose_source_refuses_from_the_start_exits_69_at_once(pg_db: str, tmp_path: Path) -> None:
     """A source that never answered is a mistake in the job, reported at once; one that answered and went away is
     an outage, waited out (tests/reliability/test_healing_database.py)."""
-    job = tmp_path / "db.toml"
-    job.write_text(f"""
-[job]
-name = "refused_db"
-[source]
-url = "postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
-tables = ["*"]
-[target]
-url = "{pg_db}"
-schema = "app"
-""")
+    job = database_job(tmp_path, f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere", pg_db)
     failed = engine_run(job)
     assert failed.returncode == 69, failed.stderr[-3000:]
     error = error_line(failed.stderr)
