@@ -165,23 +165,33 @@ def _sample_keys(task: PartitionTask, frame: pl.DataFrame, failed: pl.Series) ->
     return [f"partition {task.partition.id} row {i}" for i in rows]
 
 
+def verdicts(frame: pl.DataFrame, checks: list[RowCheck]) -> pl.DataFrame:
+    """Column c{i}: true where the row passes check i. Quick tests first, in one query; the full tests only
+    where a quick one did not pass the whole batch."""
+    if not checks:
+        return pl.DataFrame()
+    first = frame.select((c.passes if c.quick is None else c.quick).alias(f"c{i}") for i, c in enumerate(checks))
+    again = [i for i, c in enumerate(checks) if c.quick is not None and not first.get_column(f"c{i}").all()]
+    return first.with_columns(frame.select(checks[i].passes.alias(f"c{i}") for i in again)) if again else first
+
+
 def check_batch(task: PartitionTask, frame: pl.DataFrame, result: PartitionResult
                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The batch's rows that `reject` rules refuse and those that only `warn` rules fail (BAD_ROWS_SCHEMA
     both), one per row with every reason of its kind."""
     checks = _checks(task, frame.schema)
     rules = {r.name: r for r in task.rules}
-    verdicts = frame.select(c.passes.alias(f"c{i}") for i, c in enumerate(checks)) if checks else pl.DataFrame()
-    passing = {c.rule.name: verdicts.get_column(f"c{i}") for i, c in enumerate(checks)}
+    passes = verdicts(frame, checks)
+    passing = {c.rule.name: passes.get_column(f"c{i}") for i, c in enumerate(checks)}
     passing.update(_unique_passes(task, frame))
     values = {c.rule.name: c.value for c in checks}
-    counts = pl.DataFrame(passing).select(pl.all().not_().sum()).row(0) if passing else ()
     parts: dict[str, list[pl.DataFrame]] = {"reject": [], "warn": []}
-    for (name, ok), n in zip(passing.items(), counts, strict=True):
+    for name, ok in passing.items():
         rule, stats = rules[name], result.rule_stats[name]
-        if not n:  # the usual case, settled by one count per rule for the whole batch
+        if ok.all():  # the usual case: every row passes
             stats.add(frame.height)
             continue
+        n = frame.height - int(ok.sum())
         failed = ~ok
         label = ", ".join(rule.columns_used) or "(row)"
         shown = frame.filter(failed).select(values.get(name, _joined(rule))).to_series()
@@ -205,11 +215,14 @@ def _joined(rule: Rule) -> pl.Expr:
     return pl.concat_str([pl.col(c).cast(pl.String).fill_null("null") for c in rule.columns_used], separator="|")
 
 
+_NO_BAD_ROWS = pl.DataFrame(schema=BAD_ROWS_SCHEMA)
+
+
 def merge_bad(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Several rules' failing rows as one row each, reasons in rule order."""
     parts = [p for p in parts if p.height]
     if not parts:
-        return pl.DataFrame(schema=BAD_ROWS_SCHEMA)
+        return _NO_BAD_ROWS
     return (pl.concat(parts).group_by(ROW_INDEX, maintain_order=True)
             .agg(pl.col("checks").str.join(", "), pl.col("columns").unique(maintain_order=True).str.join(", "),
                  pl.col("reason").str.join("; ")).sort(ROW_INDEX).cast(BAD_ROWS_SCHEMA))  # type: ignore[arg-type]

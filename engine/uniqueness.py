@@ -78,6 +78,17 @@ class Bitmap:
         if len(offsets):
             self.bits.scatter(offsets, True)  # in place
 
+    def added_if_new(self, offsets: pl.Series) -> bool:
+        """Adds the offsets if, as a key range read in order usually gives them, they rise strictly (so no two
+        are alike) and none was added before: a few passes over the batch, no hashing."""
+        n = len(offsets)
+        if offsets.null_count() or not (offsets.slice(1) > offsets.slice(0, n - 1)).all():
+            return False
+        if self.bits.gather(offsets).any():
+            return False
+        self.add(offsets)
+        return True
+
 
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0) -> None:
@@ -122,6 +133,8 @@ class HashIndex:
             own = self.pending.get(partition)
             if own is None:
                 own = self.pending[partition] = keys()
+            if isinstance(own, Bitmap) and own.added_if_new(hashes):
+                return pl.repeat(False, len(hashes), eager=True)
             k = pl.col("k")  # one query a batch: on a busy machine each one waits for Polars' threads
             seen = own.found(k) if self.local else pl.lit(self._seen(hashes))
             flags = pl.DataFrame({"k": hashes}).with_columns(

@@ -14,7 +14,7 @@ from engine.config import parse_config
 from engine.errors import ConfigError
 from engine.quarantine import ROW_INDEX
 from engine.rulejob import over_budget, quarantine_sql, schema_verdicts
-from engine.rulerun import merge_bad
+from engine.rulerun import merge_bad, verdicts
 from engine.rulesets import compile_checks, polars_type
 from engine.rulestats import RuleStats
 from engine.uniqueness import Bitmap, HashIndex
@@ -35,8 +35,8 @@ def _problems(*rules: dict[str, Any]) -> str:
 def _verdicts(frame: pl.DataFrame, *rules: dict[str, Any], keys: dict[str, pl.DataFrame] | None = None
               ) -> dict[str, list[bool]]:
     checks = compile_checks(list(_config(*rules).validate_.rules), frame.schema, keys or {})
-    out = frame.select(c.passes.alias(c.rule.name) for c in checks)
-    return {name: out.get_column(name).to_list() for name in out.columns}
+    out = verdicts(frame, checks)  # as a batch is judged: quick tests first
+    return {c.rule.name: out.get_column(f"c{i}").to_list() for i, c in enumerate(checks)}
 
 
 def test_errors_name_the_rule_key() -> None:
@@ -111,6 +111,29 @@ def test_dtype_must_convert_without_loss() -> None:
         polars_type("money")
 
 
+def test_integer_dtypes_are_judged_by_range() -> None:
+    frame = pl.DataFrame({"i": [-2**40, -32768, 32767, 40000, None], "s": [1, 2, 3, 4, 5]},
+                         schema={"i": pl.Int64, "s": pl.Int16})
+    verdicts_ = _verdicts(frame, {"name": "small", "kind": "dtype", "column": "i", "type": "smallint"},
+                          {"name": "int", "kind": "dtype", "column": "i", "type": "integer"},
+                          {"name": "wider", "kind": "dtype", "column": "s", "type": "integer"})
+    assert verdicts_ == {"small": [False, True, True, False, True], "int": [False, True, True, True, True],
+                         "wider": [True] * 5}
+    huge = pl.DataFrame({"u": [2**63 + 5, 7]}, schema={"u": pl.UInt64})
+    assert _verdicts(huge, {"name": "b", "kind": "dtype", "column": "u", "type": "bigint"}) == {"b": [False, True]}
+
+
+@pytest.mark.parametrize(("values", "bounds", "expected"), [
+    (["ééé", "abcd", "éééé"], {"max": 3}, [True, False, False]),  # 6 bytes, 3 characters: passes
+    (["ééé", "abcd", "éééé"], {"min": 4}, [False, True, True]),
+    (["abc", "de"], {"max": 3}, [True, True]),  # every row settled by the quick test in bytes
+    (["aé", "a"], {"min": 1, "max": 2}, [True, True]),
+])
+def test_length_counts_characters_not_bytes(values: list[str], bounds: dict[str, int], expected: list[bool]) -> None:
+    frame = pl.DataFrame({"s": values})
+    assert _verdicts(frame, {"name": "l", "kind": "length", "column": "s", **bounds}) == {"l": expected}
+
+
 def test_range_on_timestamps_and_composite_references() -> None:
     frame = pl.DataFrame({"t": ["2023-12-31 23:00:00", "2024-06-01 00:00:00"], "a": [1, 2], "b": ["x", "y"]}
                          ).with_columns(pl.col("t").str.to_datetime(time_zone="UTC"))
@@ -176,6 +199,12 @@ def test_a_local_index_checks_a_partition_against_itself_only() -> None:
     assert len(index) == 2 and len(index.committed) == 0  # partition 0's keys are let go when it commits
     index.forget(1)
     assert index.check_and_add(pl.Series([1, 2], dtype=pl.UInt32), 1, bits).to_list() == [False, False]
+    # keys in rising order (a range read in key order) take the quick way unless one was seen before
+    assert index.check_and_add(pl.Series([3, 50, 60], dtype=pl.UInt32), 1, bits).to_list() == [False] * 3
+    assert index.check_and_add(pl.Series([4, 50, 70], dtype=pl.UInt32), 1, bits).to_list() == [False, True, False]
+    assert index.check_and_add(pl.Series([70, 71], dtype=pl.UInt32), 1, bits).to_list() == [True, False]
+    assert index.check_and_add(pl.Series([80, 80], dtype=pl.UInt32), 1, bits).to_list() == [False, True]
+    assert len(index) == 9
 
 
 def test_budgets_and_schema_verdicts() -> None:
