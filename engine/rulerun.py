@@ -14,6 +14,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -45,7 +46,8 @@ def start_partition(task: PartitionTask, result: PartitionResult) -> None:
                 _expected[(task.run_id, task.partition.id, rule.name)] = future
     for rule in task.rules:
         if isinstance(rule, UniqueRule) and rule.scope != "batch":
-            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule), task.plan.source_rows)
+            index = uniqueness.index_for(task.run_id, rule.name, partition_local(task, rule), task.plan.source_rows,
+                                         Path(task.staging_dir) / "unique")
             index.forget(task.partition.id)
 
 

@@ -1,13 +1,15 @@
 """Uniqueness across a whole run: a memory-bounded index of 64-bit key hashes, shared by the run's partitions.
 
-Each key is kept as its 64-bit hash (8 bytes a key: 80 MB at 10M keys) in sorted runs of up to `RUN_CAP` keys,
-merged as a binary counter merges (two runs of about one size become one), so a key is copied a few times, not
-once a partition. In front of the runs sits a one-bit-per-slot filter over the hashes' top bits (at most
-`FILTER_BITS`, 16 MB): a key whose slot is clear was never added, so most of a batch's new keys are settled by
-one lookup, and only the rest are searched for in the runs. A partition's keys stay apart (`pending`) until it
-commits: a retried partition drops its failed attempt's keys, so its rows are not mistaken for duplicates of
-themselves, while the partitions in flight still see each other's keys. Two distinct keys share a hash with
-probability about n²/2⁶⁵ (3 in a million at 10M keys): such a row would be reported as a duplicate.
+Each key is kept as its 64-bit hash in sorted runs, merged as a binary counter merges (two runs of about one size
+become one), so a key is copied a few times, not once a partition. Runs of the keys of committed partitions that
+grow past half of `RUN_CAP` are written to a file in the run's staging folder (`SpilledRun`, 8 bytes a key on
+disk): memory holds one hash in 512 of them. In front of the runs sits a blocked Bloom filter (`KeyFilter`, 16
+bits a planned key: 20 MB at 10M keys): a key it has not seen is settled by one lookup, and only about one new
+key in a hundred is searched for in the runs, on disk by reading the one 4 KB block that can hold it. A
+partition's keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed
+attempt's keys, so its rows are not mistaken for duplicates of themselves, while the partitions in flight still
+see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵ (3 in a million at 10M
+keys): such a row would be reported as a duplicate.
 
 When the partitions split the source on the rule's own columns (a key or keyset range over a column the rule
 includes), two partitions never share a key: the index is `local`, each partition checks only its own keys and
@@ -17,16 +19,21 @@ is a closed range of one integer key keeps its keys as bits over that range (`Bi
 
 from __future__ import annotations
 
+import bisect
+import os
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
 
-RUN_CAP = 1 << 21
+RUN_CAP = 1 << 20  # keys of the largest run merged in memory (8 MB)
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
-FILTER_BITS = 1 << 27  # the largest filter: 16 MB, about 7% of its slots set at 10M keys
+FILTER_BITS_PER_KEY = 16
+BLOCK = 512  # hashes in a block of a run on disk: 4 KB, the one read a search needs
 
 
 class KeySet(Protocol):
@@ -35,18 +42,61 @@ class KeySet(Protocol):
     def add(self, keys: pl.Series) -> None: ...
 
 
+class SpilledRun:
+    """A sorted run of hashes in a file: memory keeps only each block's first hash, and a search reads the one
+    block that can hold the hash."""
+
+    def __init__(self, folder: Path, hashes: pl.Series) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = hashes.rechunk().to_arrow()
+        fd, name = tempfile.mkstemp(prefix="unique-", suffix=".hashes", dir=folder)
+        with os.fdopen(fd, "wb") as out:
+            out.write(memoryview(data.buffers()[1])[data.offset * 8:(data.offset + len(data)) * 8])
+        self.path, self.size = Path(name), len(data)
+        self.firsts = hashes.gather_every(BLOCK)
+        self.fd = os.open(name, os.O_RDONLY)
+
+    def holds(self, value: int, blocks_before: int) -> bool:
+        """Whether `value` is in the run, given how many blocks start at or below it (`firsts` searched)."""
+        if blocks_before == 0:
+            return False
+        start = (blocks_before - 1) * BLOCK * 8
+        keys = memoryview(os.pread(self.fd, BLOCK * 8, start)).cast("Q")
+        at = bisect.bisect_left(keys, value)
+        return at < len(keys) and keys[at] == value
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
 class SortedRuns:
-    def __init__(self) -> None:
+    def __init__(self, spill_to: Path | None = None) -> None:
         self.runs: list[pl.Series] = []  # each sorted, larger ones first
+        self.spilled: list[SpilledRun] = []
+        self.spill_to = spill_to  # where runs of half RUN_CAP or more go (None: they stay in memory)
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self.runs)
+        return sum(len(r) for r in self.runs) + sum(r.size for r in self.spilled)
 
     def found(self, hashes: pl.Expr) -> pl.Expr:
-        """True where the hash is in a run (by binary search), as one expression: one query for all runs."""
+        """True where the hash is in a run held in memory (by binary search), as one expression: one query for
+        all of them (runs on disk: `found_on_disk`)."""
         hits = [pl.lit(run).gather(pl.lit(run).search_sorted(hashes.fill_null(0)).clip(0, len(run) - 1)) == hashes
                 for run in self.runs]
         return pl.any_horizontal(hits).fill_null(False) if hits else hashes.is_in([]).fill_null(False)
+
+    def found_on_disk(self, hashes: pl.Series, found: pl.Series) -> pl.Series:
+        """`found`, and true where a hash not found yet is in a run on disk: one block read a run and hash."""
+        missing = found.not_().arg_true()
+        if not self.spilled or not len(missing):
+            return found
+        values = hashes.gather(missing)
+        blocks = pl.select(pl.lit(run.firsts).search_sorted(pl.lit(values), side="right").alias(str(i))
+                           for i, run in enumerate(self.spilled))
+        hits = [any(run.holds(v, b) for run, b in zip(self.spilled, row, strict=True))
+                for v, row in zip(values.to_list(), blocks.iter_rows(), strict=True)]
+        return found.scatter(missing, pl.Series(hits, dtype=pl.Boolean))
 
     def add(self, hashes: pl.Series) -> None:
         if len(hashes):
@@ -56,6 +106,41 @@ class SortedRuns:
             last, before = self.runs.pop(), self.runs.pop()
             self.runs.append(pl.DataFrame({"h": before}).merge_sorted(pl.DataFrame({"h": last}), key="h")
                              .to_series())
+        if self.spill_to is not None:  # by size, wherever they are: a batch may bring a run larger than RUN_CAP
+            self.spilled += [SpilledRun(self.spill_to, r) for r in self.runs if len(r) >= RUN_CAP // 2]
+            self.runs = [r for r in self.runs if len(r) < RUN_CAP // 2]
+
+    def close(self) -> None:
+        for run in self.spilled:
+            run.close()
+        self.spilled = []
+
+
+class KeyFilter:
+    """A Bloom filter over 64-bit hashes: a key sets three bits, at places taken from its hash's two halves
+    and their sum. "Never added" is certain; "maybe" is wrong for about three new keys in a thousand at the
+    planned count. A check is three gathers, an insert three scatters of true (repeats need no care)."""
+
+    def __init__(self, expected_keys: int) -> None:
+        self.bits = Bitmap(max(1 << 16, expected_keys * FILTER_BITS_PER_KEY))
+
+    def places(self, h: pl.Expr) -> list[pl.Expr]:
+        """The three bits of each hash, as columns p0, p1, p2."""
+        span, half = len(self.bits.bits), 1 << 32
+        high, low = h // half, h % half
+        return [(part * span // half).cast(pl.UInt32).alias(f"p{i}")
+                for i, part in enumerate((high, low, (high + low) % half))]
+
+    def maybe(self) -> pl.Expr:
+        """Over columns p0, p1, p2: false where the hash was never added (a null hash: never added)."""
+        return pl.all_horizontal(self.bits.found(pl.col(f"p{i}")) for i in range(3)).fill_null(False)
+
+    def store(self, places: pl.DataFrame) -> None:
+        """Add the hashes whose places are the rows of `places` (no nulls)."""
+        self.bits.add(pl.concat(places.get_column(f"p{i}") for i in range(3)))
+
+    def add(self, hashes: pl.Series) -> None:
+        self.store(pl.DataFrame({"h": hashes.drop_nulls()}).select(self.places(pl.col("h"))))
 
 
 class Bitmap:
@@ -91,11 +176,9 @@ class Bitmap:
 
 
 class HashIndex:
-    def __init__(self, local: bool = False, expected_keys: int = 0) -> None:
-        self.committed = SortedRuns()
-        # about 8 slots a key; a local index searches no runs and needs none
-        width = 0 if local else min(FILTER_BITS, max(1 << 16, 8 * expected_keys)).bit_length() - 1
-        self.filter, self.shift = Bitmap(1 << width), 64 - width
+    def __init__(self, local: bool = False, expected_keys: int = 0, spill_to: Path | None = None) -> None:
+        self.committed = SortedRuns(spill_to)
+        self.filter = KeyFilter(0 if local else expected_keys)  # a local index searches no runs: no filter used
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
         self.local = local
@@ -120,7 +203,7 @@ class HashIndex:
         hashes = hashes.cast(pl.UInt64).drop_nulls()
         with self.lock:
             self.committed.add(hashes)
-            self.filter.add(self._slots(hashes))
+            self.filter.add(hashes)
 
     def seeded_all(self) -> None:
         self.seeded = True
@@ -135,44 +218,58 @@ class HashIndex:
                 own = self.pending[partition] = keys()
             if isinstance(own, Bitmap) and own.added_if_new(hashes):
                 return pl.repeat(False, len(hashes), eager=True)
-            k = pl.col("k")  # one query a batch: on a busy machine each one waits for Polars' threads
-            seen = own.found(k) if self.local else pl.lit(self._seen(hashes))
-            flags = pl.DataFrame({"k": hashes}).with_columns(
-                dup=(seen | k.is_first_distinct().not_()) & k.is_not_null())
-            fresh = flags.get_column("k").filter(~flags.get_column("dup") & flags.get_column("k").is_not_null())
-            own.add(fresh)
-            if not self.local:
-                self.filter.add(self._slots(fresh))
-        return flags.get_column("dup")
+            dup = self._local_repeats(own, hashes) if self.local else self._shared_repeats(hashes)
+            own.add(hashes.filter(dup.not_() & hashes.is_not_null()))
+        return dup
 
-    def _slots(self, hashes: pl.Series) -> pl.Series:
-        return (hashes // (1 << self.shift)).cast(pl.UInt32)
+    @staticmethod
+    def _local_repeats(own: KeySet, keys: pl.Series) -> pl.Series:
+        k = pl.col("k")  # one query a batch: on a busy machine each one waits for Polars' threads
+        return pl.DataFrame({"k": keys}).select((own.found(k) | k.is_first_distinct().not_()) & k.is_not_null()
+                                                ).to_series()
 
-    def _seen(self, hashes: pl.Series) -> pl.Series:
-        """Searched for in the runs only where the filter's slot is set (a clear slot: never added)."""
-        maybe = self.filter.contains(self._slots(hashes))
-        at = maybe.arg_true()
-        seen = pl.repeat(False, len(hashes), eager=True)
+    def _shared_repeats(self, hashes: pl.Series) -> pl.Series:
+        """In one query: repeats within the batch, the filter's answer for each first occurrence (taken before the
+        batch's keys are added: adding a key seen before changes nothing) and the hashes' places in the filter.
+        The runs are searched only where the filter says maybe."""
+        h = pl.col("h")
+        first = h.is_first_distinct() & h.is_not_null()
+        flags = pl.LazyFrame({"h": hashes}).with_columns(self.filter.places(h)).select(
+            "p0", "p1", "p2", pl.col("h").is_not_null().alias("known"), repeat=first.not_() & h.is_not_null(),
+            maybe=first & self.filter.maybe()).collect()
+        repeats, at = flags.get_column("repeat").clone(), flags.get_column("maybe").arg_true()
         if len(at):
-            candidates = pl.lit(hashes.gather(at))
-            every = [self.committed, *self.pending.values()]  # a shared index's keys are all hashes in runs
-            found = [r.found(candidates) for r in every if isinstance(r, SortedRuns) and r.runs]
-            if found:
-                seen.scatter(at, pl.select(pl.any_horizontal(found)).to_series())
-        return seen
+            repeats.scatter(at, self._found(hashes.gather(at)))
+        self.filter.store(flags.filter("known"))
+        return repeats
+
+    def _found(self, candidates: pl.Series) -> pl.Series:
+        """True where the hash is in a run: in memory (a committed partition's or one in flight), or on disk."""
+        every = [self.committed, *self.pending.values()]  # a shared index's keys are all hashes in runs
+        found = [r.found(pl.lit(candidates)) for r in every if isinstance(r, SortedRuns) and r.runs]
+        hits = pl.select(pl.any_horizontal(found)).to_series() if found else pl.repeat(False, len(candidates),
+                                                                                        eager=True)
+        return self.committed.found_on_disk(candidates, hits)
+
+    def close(self) -> None:
+        self.committed.close()
 
 
 _indexes: dict[tuple[str, str], HashIndex] = {}
 _indexes_lock = threading.Lock()
 
 
-def index_for(run_id: str, rule: str, local: bool = False, expected_keys: int = 0) -> HashIndex:
+def index_for(run_id: str, rule: str, local: bool = False, expected_keys: int = 0,
+              spill_to: Path | None = None) -> HashIndex:
     """The run's index for `rule`, made by the first caller's word: `local` (see above), sized for about
-    `expected_keys`."""
+    `expected_keys`, its large runs written to `spill_to`."""
     with _indexes_lock:
         index = _indexes.get((run_id, rule))
         if index is None:
-            index = _indexes[(run_id, rule)] = HashIndex(local, expected_keys)
+            if spill_to is not None and not any(run == run_id for run, _ in _indexes):
+                for left in spill_to.glob("unique-*.hashes"):  # the run's files from a process that was killed
+                    left.unlink(missing_ok=True)
+            index = _indexes[(run_id, rule)] = HashIndex(local, expected_keys, spill_to)
         return index
 
 
@@ -185,7 +282,7 @@ def committed(run_id: str, partition: int) -> None:
 
 
 def drop_run(run_id: str) -> None:
-    """Free a finished run's indexes."""
+    """Free a finished run's indexes and delete their files."""
     with _indexes_lock:
         for key in [k for k in _indexes if k[0] == run_id]:
-            del _indexes[key]
+            _indexes.pop(key).close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,12 @@ def compare(rows: int, batch_rows: int) -> dict[str, Any]:
 
 
 def unique_memory(rows: int, batch_rows: int) -> dict[str, Any]:
-    index = HashIndex(expected_keys=rows)  # as the engine sizes it: from the plan's row count
+    with tempfile.TemporaryDirectory(prefix="rules-bench-") as folder:
+        return _unique_memory(rows, batch_rows, Path(folder))
+
+
+def _unique_memory(rows: int, batch_rows: int, folder: Path) -> dict[str, Any]:
+    index = HashIndex(expected_keys=rows, spill_to=folder)  # as the engine makes it: sized by the plan's rows
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     for offset in range(0, rows, batch_rows):
@@ -118,8 +124,10 @@ def unique_memory(rows: int, batch_rows: int) -> dict[str, Any]:
             index.committed_partition(partition)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"rows": rows, "batch_rows": batch_rows, "seconds": round(seconds, 1), "keys": len(index),
-            "peak_rss_growth_mb": round(after - before, 1), "peak_rss_mb": round(after, 1)}
+    held, on_disk = len(index), sum(r.size for r in index.committed.spilled)
+    index.close()
+    return {"rows": rows, "batch_rows": batch_rows, "seconds": round(seconds, 1), "keys": held,
+            "keys_on_disk": on_disk, "peak_rss_growth_mb": round(after - before, 1), "peak_rss_mb": round(after, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_unique:  # first: the process's peak is still the start-up's
         u = out["unique"] = unique_memory(args.unique_rows, args.batch)
         print(f"job-wide uniqueness, {u['rows']:,} keys in {args.batch:,}-row batches: {u['seconds']} s, peak RSS "
-              f"+{u['peak_rss_growth_mb']} MB (process peak {u['peak_rss_mb']} MB)")
+              f"+{u['peak_rss_growth_mb']} MB (process peak {u['peak_rss_mb']} MB), {u['keys_on_disk']:,} keys "
+              "in files by the end")
     e = out["engines"] = compare(args.rows, args.batch)
     print(f"{e['rules']} row rules over {e['rows']:,} rows in {e['batch_rows']:,}-row batches: plain Polars "
           f"{e['polars_s']} s, Pandera {e['pandera_s']} s ({e['pandera_over_polars']}x)")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from engine import uniqueness
 from engine.config import load_config
 from engine.errors import ErrorBudgetExceeded, RuleFailed
 from engine.explain import check
@@ -205,6 +207,33 @@ def test_uniqueness_over_the_partition_key_is_checked_within_each_partition(
     assert pg_rows(pg_db, "SELECT count(*) FROM engine.quarantine") == [(duplicates,)]
     assert pg_rows(pg_db, "SELECT count(*), count(DISTINCT (id, tag)) FROM public.events") == [
         (4005 - duplicates, 4005 - duplicates - 1)]  # the two NULL-key rows are alike and both loaded
+
+
+def test_job_wide_uniqueness_finds_repeats_among_keys_written_to_disk(
+        pg_source: str, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With runs this small, the keys of the partitions committed first are on disk by the time the last one
+    repeats them: each repeat is found (one of the same partition too), and the files are gone after the run."""
+    monkeypatch.setattr(uniqueness, "RUN_CAP", 256)
+    monkeypatch.setattr(uniqueness, "BLOCK", 8)
+    spilled: list[Path] = []
+    write = uniqueness.SpilledRun.__init__
+
+    def written(run: uniqueness.SpilledRun, folder: Path, hashes: pl.Series) -> None:
+        write(run, folder, hashes)
+        spilled.append(run.path)
+
+    monkeypatch.setattr(uniqueness.SpilledRun, "__init__", written)
+    pg_exec(pg_source, "CREATE TABLE public.tags (id bigint, tag text)",
+            "INSERT INTO public.tags SELECT i, 't' || i FROM generate_series(1, 4000) i",
+            "INSERT INTO public.tags VALUES (4001, 't5'), (4002, 't1500'), (4003, 't3999'), (4004, NULL), "
+            "(4005, NULL)")
+    body = job_toml("tags", pg_source, "public.tags", pg_db, "public.tags",
+                    extra_source='partition_on = "id"\npartitions = 4', extra="workers = 1\nbatch_rows = 1000")
+    body += "\n[validate]\nmax_error_rate = 1.0\n" + _rule(name="u", kind="unique", columns=["tag"], scope="job")
+    report = run_job(load_config(write_job(tmp_path, body)))
+    assert {r["rule"]: r["failures"] for r in report.rules} == {"u": 3}
+    assert set(_quarantined(pg_db)) == {4001, 4002, 4003}
+    assert len(spilled) >= 4 and not any(path.exists() for path in spilled)
 
 
 def test_target_scope_uniqueness_sees_rows_already_loaded(source: str, pg_db: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from engine import uniqueness
 from engine.config import parse_config
 from engine.errors import ConfigError
 from engine.quarantine import ROW_INDEX
@@ -17,7 +18,7 @@ from engine.rulejob import over_budget, quarantine_sql, schema_verdicts
 from engine.rulerun import merge_bad, verdicts
 from engine.rulesets import compile_checks, polars_type
 from engine.rulestats import RuleStats
-from engine.uniqueness import Bitmap, HashIndex
+from engine.uniqueness import Bitmap, HashIndex, KeyFilter
 
 
 def _config(*rules: dict[str, Any]) -> Any:
@@ -186,6 +187,55 @@ def test_hash_index_finds_repeats_and_forgets_a_retried_partition() -> None:
     index.committed_partition(3)
     assert len(index) == 5005 and len(index.committed.runs) < 8
     assert index.check_and_add(pl.Series([10, 5009, 5010], dtype=pl.UInt64), 4).to_list() == [True, True, False]
+
+
+def test_a_shared_index_finds_repeats_in_runs_written_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """Committed runs past half of RUN_CAP go to files (searched one block at a time): every repeat is still
+    found, at a block's first and last hash and between, on disk, in memory and in flight; closing deletes them."""
+    monkeypatch.setattr(uniqueness, "RUN_CAP", 64)
+    monkeypatch.setattr(uniqueness, "BLOCK", 4)
+    index = HashIndex(expected_keys=2000, spill_to=tmp_path / "unique")
+    hashes = pl.int_range(0, 2000, eager=True).hash(11)
+    for partition in range(20):  # 100 keys a partition, in batches of 50
+        for start in (0, 50):
+            batch = hashes.slice(partition * 100 + start, 50)
+            assert not index.check_and_add(batch, partition).any()
+        index.committed_partition(partition)
+    assert len(index.committed.spilled) > 3 and sum(r.size for r in index.committed.spilled) > 1500
+    assert len(list((tmp_path / "unique").iterdir())) == len(index.committed.spilled)
+    ordered = hashes.sort()
+    probe = pl.concat([ordered.head(9), ordered.tail(9), hashes.gather([7, 777, 1999]), hashes.gather([5])])
+    fresh = pl.int_range(5000, 5200, eager=True).hash(11)
+    verdict = index.check_and_add(pl.concat([probe, fresh]), 20)
+    assert verdict.head(len(probe)).all() and not verdict.tail(len(fresh)).any()
+    assert index.check_and_add(fresh.head(3), 21).to_list() == [True] * 3  # partition 20 is in flight
+    assert len(index) == 2000 + 200
+    index.close()
+    assert not list((tmp_path / "unique").iterdir())
+
+
+def test_a_resumed_run_deletes_the_files_its_killed_process_left(tmp_path: Path) -> None:
+    (tmp_path / "unique-left.hashes").write_bytes(b"\0" * 64)
+    (tmp_path / "rejected.parquet").write_bytes(b"kept")
+    uniqueness.index_for("resumed", "u", expected_keys=10, spill_to=tmp_path)
+    uniqueness.index_for("resumed", "v", expected_keys=10, spill_to=tmp_path)
+    uniqueness.drop_run("resumed")
+    assert [p.name for p in tmp_path.iterdir()] == ["rejected.parquet"]
+
+
+def test_the_key_filter_never_misses_and_rarely_guesses() -> None:
+    keys = pl.int_range(0, 100_000, eager=True).hash(3)
+    others = pl.int_range(100_000, 200_000, eager=True).hash(3)
+    bloom = KeyFilter(expected_keys=100_000)
+    bloom.add(keys)
+
+    def maybe(hashes: pl.Series) -> pl.Series:
+        return pl.DataFrame({"h": hashes}).with_columns(bloom.places(pl.col("h"))).select(bloom.maybe()).to_series()
+
+    assert maybe(keys).all()
+    assert maybe(others).mean() < 0.01  # type: ignore[operator]
+    assert not maybe(pl.Series([None], dtype=pl.UInt64)).any()
 
 
 def test_a_local_index_checks_a_partition_against_itself_only() -> None:
