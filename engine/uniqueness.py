@@ -3,9 +3,10 @@
 Each key is kept as its 64-bit hash in sorted runs, merged as a binary counter merges (two runs of about one size
 become one), so a key is copied a few times, not once a partition. Runs of the keys of committed partitions that
 grow past half of `RUN_CAP` are written to a file in the run's staging folder (`SpilledRun`, 8 bytes a key on
-disk): memory holds one hash in 512 of them. In front of the runs sits a blocked Bloom filter (`KeyFilter`, 16
-bits a planned key: 20 MB at 10M keys): a key it has not seen is settled by one lookup, and only about one new
-key in a hundred is searched for in the runs, on disk by reading the one 4 KB block that can hold it. A
+disk): memory holds one hash in 512 of them. In front of the runs sits a Bloom filter (`KeyFilter`, three bits a
+key, 16 bits a planned key: 20 MB at 10M keys): a key it has not seen is settled in the batch's one query, and
+only about three new keys in a thousand are searched for in the runs, on disk by reading the one 4 KB block
+that can hold each. A
 partition's keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed
 attempt's keys, so its rows are not mistaken for duplicates of themselves, while the partitions in flight still
 see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵ (3 in a million at 10M
