@@ -31,7 +31,7 @@ from typing import Protocol
 import polars as pl
 import pyarrow as pa
 
-RUN_CAP = 1 << 20  # keys of the largest run merged in memory (8 MB)
+RUN_CAP = 1 << 19  # keys of the largest run merged in memory (4 MB)
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
 FILTER_BITS_PER_KEY = 16
 BLOCK = 512  # hashes in a block of a run on disk: 4 KB, the one read a search needs
