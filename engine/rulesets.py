@@ -55,7 +55,7 @@ class RowCheck:
     passes: pl.Expr  # true where the row passes
     value: pl.Expr  # the value shown for a failing row
     # A cheaper test that implies `passes` where true: tried first, and `passes` runs only on a batch where
-    # it is not true throughout (a length in bytes before one in characters).
+    # it is not true throughout (a length in bytes before one in characters: counting characters reads them).
     quick: pl.Expr | None = None
 
 
@@ -79,16 +79,20 @@ def _bound(value: object, dtype: pl.DataType) -> pl.Expr:
     return pl.lit(value)
 
 
-def _int_bounds(dtype: pl.DataType) -> tuple[int, int]:
-    bits = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32}
-    width = bits[dtype.base_type()]  # type: ignore[index]
+# the integer types whose range a literal bound can be compared with (UInt64's upper half would turn Int64)
+_INT_WIDTHS: dict[type[pl.DataType], int] = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.UInt8: 8,
+                                              pl.UInt16: 16, pl.UInt32: 32}
+
+
+def _int_bounds(dtype: type[pl.DataType]) -> tuple[int, int]:
+    width = _INT_WIDTHS[dtype]
     return (0, (1 << width) - 1) if dtype.is_unsigned_integer() else (-(1 << (width - 1)), (1 << (width - 1)) - 1)
 
 
 def _dtype(rule: DtypeRule, c: pl.Expr, source: pl.DataType) -> pl.Expr:
     target, max_len = polars_type(rule.type)
-    if source.is_integer() and target.is_integer() and source != pl.UInt64:  # a range check: no cast, no compare
-        (low, high), (lowest, highest) = _int_bounds(target), _int_bounds(source)
+    if source.base_type() in _INT_WIDTHS and target.base_type() in _INT_WIDTHS:  # one range check, no casts
+        (low, high), (lowest, highest) = _int_bounds(target.base_type()), _int_bounds(source.base_type())
         return pl.lit(True) if low <= lowest and highest <= high else c.is_between(low, high)
     converted = c.cast(target, strict=False)
     ok = converted.is_not_null()
@@ -114,13 +118,26 @@ def _range(rule: RangeRule, c: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return ok
 
 
-def _length(rule: LengthRule, c: pl.Expr, measure: str = "len_chars", per_char: int = 1) -> pl.Expr:
-    """Characters within bounds; with `measure` "len_bytes" and `per_char` 4, the quick test: a UTF-8 character
-    takes one to four bytes, so a length in bytes within the bounds stretched that way implies one in characters."""
-    n = getattr(c.cast(pl.String).str, measure)()
+def _length(rule: LengthRule, c: pl.Expr) -> pl.Expr:
+    n = c.cast(pl.String).str.len_chars()
     ok = pl.lit(True)
     if rule.min is not None:
-        ok = ok & (n >= rule.min * per_char)
+        ok = ok & (n >= rule.min)
+    if rule.max is not None:
+        ok = ok & (n <= rule.max)
+    return ok
+
+
+def _length_in_bytes(rule: LengthRule, c: pl.Expr) -> pl.Expr | None:
+    """A quick test implying `_length`: a UTF-8 character takes one to four bytes, so at most `max` bytes hold
+    at most `max` characters, and at least 4 × `min` bytes at least `min`. None for a rule with only a minimum
+    above one, which short ASCII values would fail in bytes, running both tests."""
+    if rule.max is None and (rule.min or 0) > 1:
+        return None
+    n = c.cast(pl.String).str.len_bytes()
+    ok = pl.lit(True)
+    if rule.min is not None:
+        ok = ok & (n >= (rule.min if rule.min <= 1 else 4 * rule.min))
     if rule.max is not None:
         ok = ok & (n <= rule.max)
     return ok
@@ -182,7 +199,7 @@ def row_check(rule: Rule, schema: pl.Schema, keys: pl.DataFrame | None = None) -
     passes = _passes(rule, schema, keys)
     if passes is None:
         return None
-    quick = _length(rule, pl.col(rule.column), "len_bytes", 4) if isinstance(rule, LengthRule) else None
+    quick = _length_in_bytes(rule, pl.col(rule.column)) if isinstance(rule, LengthRule) else None
     if not isinstance(rule, NotNullRule) and rule.columns_used:  # NULL passes every other rule
         nulls = pl.any_horizontal(pl.col(c).is_null() for c in rule.columns_used)
         passes, quick = nulls | passes, None if quick is None else nulls | quick

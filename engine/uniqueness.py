@@ -2,15 +2,15 @@
 
 Each key is kept as its 64-bit hash in sorted runs, merged as a binary counter merges (two runs of about one size
 become one), so a key is copied a few times, not once a partition. Runs of the keys of committed partitions that
-grow past half of `RUN_CAP` are written to a file in the run's staging folder (`SpilledRun`, 8 bytes a key on
-disk): memory holds one hash in 512 of them. In front of the runs sits a Bloom filter (`KeyFilter`, three bits a
-key, 16 bits a planned key: 20 MB at 10M keys): a key it has not seen is settled in the batch's one query, and
-only about three new keys in a thousand are searched for in the runs, on disk by reading the one 4 KB block
-that can hold each. A
-partition's keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed
-attempt's keys, so its rows are not mistaken for duplicates of themselves, while the partitions in flight still
-see each other's keys. Two distinct keys share a hash with probability about n²/2⁶⁵ (3 in a million at 10M
-keys): such a row would be reported as a duplicate.
+grow past half of `RUN_CAP` are written, one after another, to a file in the run's staging folder (`SpilledRun`,
+8 bytes a key on disk): memory holds one hash in 512 of them. In front of the runs sits a Bloom filter
+(`KeyFilter`, three bits a key, 16 bits a planned key: 20 MB at 10M keys, at most 32 MB): a key it has not seen
+is settled in the batch's one query, and only about five new keys in a thousand at the planned count are
+searched for in the runs, on disk by reading, in each run, the one 4 KB block that can hold it. A partition's
+keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed attempt's keys, so
+its rows are not mistaken for duplicates of themselves, while the partitions in flight still see each other's
+keys. Two distinct keys share a hash with probability about n²/2⁶⁵ (3 in a million at 10M keys): such a row
+would be reported as a duplicate.
 
 When the partitions split the source on the rule's own columns (a key or keyset range over a column the rule
 includes), two partitions never share a key: the index is `local`, each partition checks only its own keys and
@@ -21,6 +21,7 @@ is a closed range of one integer key keeps its keys as bits over that range (`Bi
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import tempfile
 import threading
@@ -34,6 +35,7 @@ import pyarrow as pa
 RUN_CAP = 1 << 19  # keys of the largest run merged in memory (4 MB)
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
 FILTER_BITS_PER_KEY = 16
+FILTER_CAP = 1 << 28  # bits (32 MB): past 16M keys the filter fills up and more new keys are searched for
 BLOCK = 512  # hashes in a block of a run on disk: 4 KB, the one read a search needs
 
 
@@ -43,32 +45,48 @@ class KeySet(Protocol):
     def add(self, keys: pl.Series) -> None: ...
 
 
-class SpilledRun:
-    """A sorted run of hashes in a file: memory keeps only each block's first hash, and a search reads the one
-    block that can hold the hash."""
+class SpillFile:
+    """The file a shared index writes its large runs to, one after another: one descriptor however many runs."""
 
-    def __init__(self, folder: Path, hashes: pl.Series) -> None:
+    def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        self.fd, name = tempfile.mkstemp(prefix="unique-", suffix=".hashes", dir=folder)
+        self.path, self.end = Path(name), 0
+
+    def append(self, data: memoryview) -> int:
+        """Writes `data` after the runs before it; returns where it starts."""
+        start = written = self.end
+        while written < start + len(data):
+            written += os.pwrite(self.fd, data[written - start:], written)
+        self.end = written
+        return start
+
+    def read(self, start: int, length: int) -> bytes:
+        return os.pread(self.fd, length, start)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+class SpilledRun:
+    """A sorted run of hashes in a spill file: memory keeps only each block's first hash, and a search reads the
+    one block of the run that can hold the hash."""
+
+    def __init__(self, file: SpillFile, hashes: pl.Series) -> None:
         data = hashes.rechunk().to_arrow()
-        fd, name = tempfile.mkstemp(prefix="unique-", suffix=".hashes", dir=folder)
-        with os.fdopen(fd, "wb") as out:
-            out.write(memoryview(data.buffers()[1])[data.offset * 8:(data.offset + len(data)) * 8])
-        self.path, self.size = Path(name), len(data)
+        self.file, self.size = file, len(data)
+        self.start = file.append(memoryview(data.buffers()[1])[data.offset * 8:(data.offset + len(data)) * 8])
         self.firsts = hashes.gather_every(BLOCK)
-        self.fd = os.open(name, os.O_RDONLY)
 
     def holds(self, value: int, blocks_before: int) -> bool:
         """Whether `value` is in the run, given how many blocks start at or below it (`firsts` searched)."""
         if blocks_before == 0:
             return False
-        start = (blocks_before - 1) * BLOCK * 8
-        keys = memoryview(os.pread(self.fd, BLOCK * 8, start)).cast("Q")
+        first = (blocks_before - 1) * BLOCK
+        keys = memoryview(self.file.read(self.start + first * 8, min(BLOCK, self.size - first) * 8)).cast("Q")
         at = bisect.bisect_left(keys, value)
         return at < len(keys) and keys[at] == value
-
-    def close(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
 
 
 class SortedRuns:
@@ -76,6 +94,7 @@ class SortedRuns:
         self.runs: list[pl.Series] = []  # each sorted, larger ones first
         self.spilled: list[SpilledRun] = []
         self.spill_to = spill_to  # where runs of half RUN_CAP or more go (None: they stay in memory)
+        self.file: SpillFile | None = None  # made at the first run written
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs) + sum(r.size for r in self.spilled)
@@ -88,7 +107,7 @@ class SortedRuns:
         return pl.any_horizontal(hits).fill_null(False) if hits else hashes.is_in([]).fill_null(False)
 
     def found_on_disk(self, hashes: pl.Series, found: pl.Series) -> pl.Series:
-        """`found`, and true where a hash not found yet is in a run on disk: one block read a run and hash."""
+        """`found`, and true where a hash not found yet is in a run on disk: one block read a run, until found."""
         missing = found.not_().arg_true()
         if not self.spilled or not len(missing):
             return found
@@ -108,22 +127,29 @@ class SortedRuns:
             self.runs.append(pl.DataFrame({"h": before}).merge_sorted(pl.DataFrame({"h": last}), key="h")
                              .to_series())
         if self.spill_to is not None:  # by size, wherever they are: a batch may bring a run larger than RUN_CAP
-            self.spilled += [SpilledRun(self.spill_to, r) for r in self.runs if len(r) >= RUN_CAP // 2]
-            self.runs = [r for r in self.runs if len(r) < RUN_CAP // 2]
+            kept = []
+            for run in self.runs:
+                if len(run) < RUN_CAP // 2:
+                    kept.append(run)
+                    continue
+                self.file = self.file or SpillFile(self.spill_to)
+                self.spilled.append(SpilledRun(self.file, run))
+            self.runs = kept
 
     def close(self) -> None:
-        for run in self.spilled:
-            run.close()
-        self.spilled = []
+        if self.file is not None:
+            self.file.close()
+        self.file, self.spilled = None, []
 
 
 class KeyFilter:
     """A Bloom filter over 64-bit hashes: a key sets three bits, at places taken from its hash's two halves
-    and their sum. "Never added" is certain; "maybe" is wrong for about three new keys in a thousand at the
+    and their sum. "Never added" is certain; "maybe" is wrong for about five new keys in a thousand at the
     planned count. A check is three gathers, an insert three scatters of true (repeats need no care)."""
 
     def __init__(self, expected_keys: int) -> None:
-        self.bits = Bitmap(max(1 << 16, expected_keys * FILTER_BITS_PER_KEY))
+        # an unknown count (an estimate of 0) gets the room of a million keys: pages never set cost no memory
+        self.bits = Bitmap(min(FILTER_CAP, max(1 << 20, expected_keys) * FILTER_BITS_PER_KEY))
 
     def places(self, h: pl.Expr) -> list[pl.Expr]:
         """The three bits of each hash, as columns p0, p1, p2."""
@@ -154,9 +180,6 @@ class Bitmap:
     def __len__(self) -> int:
         return int(self.bits.sum())
 
-    def contains(self, offsets: pl.Series) -> pl.Series:
-        return self.bits.gather(offsets).fill_null(False)
-
     def found(self, offsets: pl.Expr) -> pl.Expr:
         return pl.lit(self.bits).gather(offsets).fill_null(False)
 
@@ -168,7 +191,7 @@ class Bitmap:
         """Adds the offsets if, as a key range read in order usually gives them, they rise strictly (so no two
         are alike) and none was added before: a few passes over the batch, no hashing."""
         n = len(offsets)
-        if offsets.null_count() or not (offsets.slice(1) > offsets.slice(0, n - 1)).all():
+        if offsets.null_count() or (n > 1 and not (offsets.slice(1) > offsets.slice(0, n - 1)).all()):
             return False
         if self.bits.gather(offsets).any():
             return False
@@ -179,7 +202,7 @@ class Bitmap:
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0, spill_to: Path | None = None) -> None:
         self.committed = SortedRuns(spill_to)
-        self.filter = KeyFilter(0 if local else expected_keys)  # a local index searches no runs: no filter used
+        self.filter = KeyFilter(0 if local else expected_keys)  # a local index's stays unused and untouched
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
         self.local = local
@@ -238,7 +261,7 @@ class HashIndex:
         flags = pl.LazyFrame({"h": hashes}).with_columns(self.filter.places(h)).select(
             "p0", "p1", "p2", pl.col("h").is_not_null().alias("known"), repeat=first.not_() & h.is_not_null(),
             maybe=first & self.filter.maybe()).collect()
-        repeats, at = flags.get_column("repeat").clone(), flags.get_column("maybe").arg_true()
+        repeats, at = flags.get_column("repeat"), flags.get_column("maybe").arg_true()
         if len(at):
             repeats.scatter(at, self._found(hashes.gather(at)))
         self.filter.store(flags.filter("known"))
@@ -286,4 +309,5 @@ def drop_run(run_id: str) -> None:
     """Free a finished run's indexes and delete their files."""
     with _indexes_lock:
         for key in [k for k in _indexes if k[0] == run_id]:
-            _indexes.pop(key).close()
+            with contextlib.suppress(OSError):  # a file left behind goes when the run's folder does
+                _indexes.pop(key).close()

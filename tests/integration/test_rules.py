@@ -218,9 +218,9 @@ def test_job_wide_uniqueness_finds_repeats_among_keys_written_to_disk(
     spilled: list[Path] = []
     write = uniqueness.SpilledRun.__init__
 
-    def written(run: uniqueness.SpilledRun, folder: Path, hashes: pl.Series) -> None:
-        write(run, folder, hashes)
-        spilled.append(run.path)
+    def written(run: uniqueness.SpilledRun, file: uniqueness.SpillFile, hashes: pl.Series) -> None:
+        write(run, file, hashes)
+        spilled.append(file.path)
 
     monkeypatch.setattr(uniqueness.SpilledRun, "__init__", written)
     pg_exec(pg_source, "CREATE TABLE public.tags (id bigint, tag text)",

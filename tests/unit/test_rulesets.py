@@ -120,8 +120,10 @@ def test_integer_dtypes_are_judged_by_range() -> None:
                           {"name": "wider", "kind": "dtype", "column": "s", "type": "integer"})
     assert verdicts_ == {"small": [False, True, True, False, True], "int": [False, True, True, True, True],
                          "wider": [True] * 5}
-    huge = pl.DataFrame({"u": [2**63 + 5, 7]}, schema={"u": pl.UInt64})
-    assert _verdicts(huge, {"name": "b", "kind": "dtype", "column": "u", "type": "bigint"}) == {"b": [False, True]}
+    huge = pl.DataFrame({"u": [2**63 + 5, 7], "w": [2**70, 7]}, schema={"u": pl.UInt64, "w": pl.Int128})
+    assert _verdicts(huge, {"name": "b", "kind": "dtype", "column": "u", "type": "bigint"},
+                     {"name": "w", "kind": "dtype", "column": "w", "type": "bigint"}) == {"b": [False, True],
+                                                                                            "w": [False, True]}
 
 
 @pytest.mark.parametrize(("values", "bounds", "expected"), [
@@ -129,6 +131,8 @@ def test_integer_dtypes_are_judged_by_range() -> None:
     (["ééé", "abcd", "éééé"], {"min": 4}, [False, True, True]),
     (["abc", "de"], {"max": 3}, [True, True]),  # every row settled by the quick test in bytes
     (["aé", "a"], {"min": 1, "max": 2}, [True, True]),
+    (["", "a"], {"min": 1}, [False, True]),  # one byte or more: exactly one character or more
+    (["abcdefghij", "ab", "éé"], {"min": 3}, [True, False, False]),  # no quick test: only the characters
 ])
 def test_length_counts_characters_not_bytes(values: list[str], bounds: dict[str, int], expected: list[bool]) -> None:
     frame = pl.DataFrame({"s": values})
@@ -203,7 +207,7 @@ def test_a_shared_index_finds_repeats_in_runs_written_to_disk(tmp_path: Path, mo
             assert not index.check_and_add(batch, partition).any()
         index.committed_partition(partition)
     assert len(index.committed.spilled) > 3 and sum(r.size for r in index.committed.spilled) > 1500
-    assert len(list((tmp_path / "unique").iterdir())) == len(index.committed.spilled)
+    assert len(list((tmp_path / "unique").iterdir())) == 1  # the runs one after another in one file
     ordered = hashes.sort()
     probe = pl.concat([ordered.head(9), ordered.tail(9), hashes.gather([7, 777, 1999]), hashes.gather([5])])
     fresh = pl.int_range(5000, 5200, eager=True).hash(11)
@@ -222,6 +226,15 @@ def test_a_resumed_run_deletes_the_files_its_killed_process_left(tmp_path: Path)
     uniqueness.index_for("resumed", "v", expected_keys=10, spill_to=tmp_path)
     uniqueness.drop_run("resumed")
     assert [p.name for p in tmp_path.iterdir()] == ["rejected.parquet"]
+
+
+def test_the_key_filter_is_capped_and_its_places_stay_in_it() -> None:
+    bloom = KeyFilter(expected_keys=10**9)
+    extremes = pl.Series([0, 2**32 - 1, 2**32, 2**63, 2**64 - 1], dtype=pl.UInt64)
+    places = pl.DataFrame({"h": extremes}).select(bloom.places(pl.col("h")))
+    assert len(bloom.bits.bits) == uniqueness.FILTER_CAP
+    assert places.max_horizontal().max() < uniqueness.FILTER_CAP  # type: ignore[operator]
+    assert places.get_column("p0").tail(1).item() > uniqueness.FILTER_CAP // 2  # the high half spreads them
 
 
 def test_the_key_filter_never_misses_and_rarely_guesses() -> None:
@@ -254,7 +267,12 @@ def test_a_local_index_checks_a_partition_against_itself_only() -> None:
     assert index.check_and_add(pl.Series([4, 50, 70], dtype=pl.UInt32), 1, bits).to_list() == [False, True, False]
     assert index.check_and_add(pl.Series([70, 71], dtype=pl.UInt32), 1, bits).to_list() == [True, False]
     assert index.check_and_add(pl.Series([80, 80], dtype=pl.UInt32), 1, bits).to_list() == [False, True]
-    assert len(index) == 9
+    assert index.check_and_add(pl.Series([], dtype=pl.UInt32), 1, bits).to_list() == []
+    assert index.check_and_add(pl.Series([81], dtype=pl.UInt32), 1, bits).to_list() == [False]
+    assert index.check_and_add(pl.Series([81], dtype=pl.UInt32), 1, bits).to_list() == [True]
+    assert index.check_and_add(pl.Series([83, None, 82, 82], dtype=pl.UInt32), 1, bits).to_list() == [
+        False, False, False, True]
+    assert len(index) == 12
 
 
 def test_budgets_and_schema_verdicts() -> None:
