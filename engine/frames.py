@@ -37,6 +37,13 @@ def arrow(frame_: pl.DataFrame) -> pa.Table:
     return frame_.to_arrow()
 
 
+def value_bytes(values: pl.Series) -> memoryview:
+    """The bytes of a fixed-width series without nulls, in memory order (what a file of its values holds)."""
+    data = values.rechunk().to_arrow()
+    width = data.type.bit_width // 8
+    return memoryview(data.buffers()[1])[data.offset * width:(data.offset + len(data)) * width]
+
+
 def mask(keep: pl.Series) -> pa.Array:
     """A Polars boolean series as an Arrow filter."""
     return keep.to_arrow()

@@ -32,6 +32,8 @@ from typing import Protocol
 import polars as pl
 import pyarrow as pa
 
+from engine import frames
+
 RUN_CAP = 1 << 19  # keys of the largest run merged in memory (4 MB)
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
 FILTER_BITS_PER_KEY = 16
@@ -74,9 +76,8 @@ class SpilledRun:
     one block of the run that can hold the hash."""
 
     def __init__(self, file: SpillFile, hashes: pl.Series) -> None:
-        data = hashes.rechunk().to_arrow()
-        self.file, self.size = file, len(data)
-        self.start = file.append(memoryview(data.buffers()[1])[data.offset * 8:(data.offset + len(data)) * 8])
+        self.file, self.size = file, len(hashes)
+        self.start = file.append(frames.value_bytes(hashes))
         self.firsts = hashes.gather_every(BLOCK)
 
     def holds(self, value: int, blocks_before: int) -> bool:
