@@ -68,22 +68,22 @@ class _Ticker:
     def __init__(self, every: float, tick: Any) -> None:
         self.every, self.tick = every, tick
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._loop, args=(self.done,), name="progress", daemon=True)
+        self.thread: threading.Thread | None = None
 
     def _loop(self, done: threading.Event) -> None:
         while not done.wait(self.every):
             self.tick()
 
     def start(self) -> None:
-        """Start ticking; again after `stop` too (a run resumed within one invocation starts its observer again)."""
-        if self.thread.ident is not None:
-            self.done = threading.Event()
-            self.thread = threading.Thread(target=self._loop, args=(self.done,), name="progress", daemon=True)
+        """Start ticking; again after `stop` too (a run resumed within one invocation starts its observer again),
+        with an event of its own, so a thread that has not noticed the last stop yet cannot tick on."""
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(self.done,), name="progress", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.done.set()
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=5)
 
 

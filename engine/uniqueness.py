@@ -149,7 +149,7 @@ class KeyFilter:
     planned count. A check is three gathers, an insert three scatters of true (repeats need no care)."""
 
     def __init__(self, expected_keys: int) -> None:
-        # an unknown count (an estimate of 0) gets the room of a million keys: pages never set cost no memory
+        # an unknown count (an estimate of 0) gets the room of a million keys (2 MB)
         self.bits = Bitmap(min(FILTER_CAP, max(1 << 20, expected_keys) * FILTER_BITS_PER_KEY))
 
     def places(self, h: pl.Expr) -> list[pl.Expr]:
@@ -203,7 +203,7 @@ class Bitmap:
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0, spill_to: Path | None = None) -> None:
         self.committed = SortedRuns(spill_to)
-        self.filter = KeyFilter(0 if local else expected_keys)  # a local index's stays unused and untouched
+        self.filter = None if local else KeyFilter(expected_keys)  # a local index searches no runs
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
         self.local = local
@@ -228,7 +228,8 @@ class HashIndex:
         hashes = hashes.cast(pl.UInt64).drop_nulls()
         with self.lock:
             self.committed.add(hashes)
-            self.filter.add(hashes)
+            if self.filter is not None:
+                self.filter.add(hashes)
 
     def seeded_all(self) -> None:
         self.seeded = True
@@ -257,15 +258,16 @@ class HashIndex:
         """In one query: repeats within the batch, the filter's answer for each first occurrence (taken before the
         batch's keys are added: adding a key seen before changes nothing) and the hashes' places in the filter.
         The runs are searched only where the filter says maybe."""
-        h = pl.col("h")
+        bloom, h = self.filter, pl.col("h")
+        assert bloom is not None  # a shared index has one
         first = h.is_first_distinct() & h.is_not_null()
-        flags = pl.LazyFrame({"h": hashes}).with_columns(self.filter.places(h)).select(
+        flags = pl.LazyFrame({"h": hashes}).with_columns(bloom.places(h)).select(
             "p0", "p1", "p2", pl.col("h").is_not_null().alias("known"), repeat=first.not_() & h.is_not_null(),
-            maybe=first & self.filter.maybe()).collect()
+            maybe=first & bloom.maybe()).collect()
         repeats, at = flags.get_column("repeat"), flags.get_column("maybe").arg_true()
         if len(at):
             repeats.scatter(at, self._found(hashes.gather(at)))
-        self.filter.store(flags.filter("known"))
+        bloom.store(flags.filter("known"))
         return repeats
 
     def _found(self, candidates: pl.Series) -> pl.Series:
