@@ -5,11 +5,13 @@ staged files) and shown live by `engine.progress`.
 - per partition: worker, start and end, rows, bytes (Arrow, as read), retries, and the time spent reading,
   transforming, validating, loading and committing;
 - every second, from a sampler thread: rows and bytes read so far, resident memory, and how full the stage
-  queues are; the sampler's own CPU time is recorded too (`sampler_cpu_seconds`);
+  queues are; the sampler's own CPU time is recorded too (`sampler_cpu_seconds`), and it gives freed heap pages
+  back to the system (`memory.release_free_pages`);
 - failed rows per validation rule.
 
 The sampler reads /proc/self/statm (one small read) and a few counters each second; batches add to the
-counters under a lock once per batch, so the cost stays far below a millisecond per second of run.
+counters under a lock once per batch, so the cost stays far below a millisecond per second of run, plus a heap
+trim of a few ms when memory has grown (`memory.HeapKeeper`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from engine.memory import HeapKeeper
 
 MAX_SAMPLES = 1200  # a saved series keeps at most this many points (older ones are thinned out evenly)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -150,6 +154,7 @@ class RunMetrics:
     _done: tuple[int, int] = (0, 0)  # rows and bytes of the partitions finished so far
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _heap: HeapKeeper = field(default_factory=lambda: HeapKeeper(rss_mb), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- live counters --------------------------------------------------------------------------------------
@@ -236,6 +241,7 @@ class RunMetrics:
     def _sample_loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
+            self._heap.tick(self.samples[-1]["rss_mb"])  # the holes batches leave in the heap stay resident
             if len(self.samples) > 4 * MAX_SAMPLES:  # hours-long runs: keep memory flat
                 self.samples[:] = thin(self.samples, 2 * MAX_SAMPLES)
         self.sampler_cpu_seconds = round(time.thread_time(), 4)
