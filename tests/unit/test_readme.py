@@ -177,8 +177,8 @@ def test_readme_validation_figures_quote_the_saved_results() -> None:
         assert found.group(2) == current or current.startswith("**not") and found.group(2).startswith(current + ":")
     extra = _results("rules-10m-unique.json")["engine-unique-job"]
     assert found and _engine_sources({"engine-unique-job": extra}) == {found.group(1)}
-    quoted.append(f"{extra['peak_rss_mb_all'][0]:.0f} and {extra['peak_rss_mb_all'][1]:.0f} MB in two more of the same "
-                  "engine source")
+    more = [f"{mb:.0f}" for mb in extra["peak_rss_mb_all"]]
+    quoted.append(f"{', '.join(more[:-1])} and {more[-1]} MB in {len(more)} more runs of the same engine source")
     ab = _results("rules-ab.json")
     pairs = [r / p for r, p in zip(ab["engine-rules"]["wall_s_all"], ab["engine-novalidate"]["wall_s_all"], strict=True)]
     quoted.append(f"Run by run, the rules' ratio ranged from {min(pairs):.2f} to {max(pairs):.2f}")
