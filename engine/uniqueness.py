@@ -4,7 +4,8 @@ Each key is kept as its 64-bit hash in sorted runs, merged as a binary counter m
 become one), so a key is copied a few times, not once a partition. Runs of the keys of committed partitions that
 grow past half of `RUN_CAP` are written, one after another, to a file in the run's staging folder (`SpilledRun`,
 8 bytes a key on disk): memory holds one hash in 512 of them. In front of the runs sits a Bloom filter
-(`KeyFilter`, three bits a key, 16 bits a planned key: 20 MB at 10M keys, at most 32 MB): a key it has not seen
+(`KeyFilter`, three bits a key, 16 bits a planned key — the source's rows, and the target's for target scope:
+20 MB at 10M keys, at most 32 MB): a key it has not seen
 is settled in the batch's one query, and only about five new keys in a thousand at the planned count are
 searched for in the runs, on disk by reading, in each run, the one 4 KB block that can hold it. A partition's
 keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed attempt's keys, so
@@ -203,6 +204,7 @@ class Bitmap:
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0, spill_to: Path | None = None) -> None:
         self.committed = SortedRuns(spill_to)
+        self.expected_keys = expected_keys
         self.filter = None if local else KeyFilter(expected_keys)  # a local index searches no runs
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
@@ -222,6 +224,14 @@ class HashIndex:
             runs = self.pending.pop(partition, None)
             for run in runs.runs if isinstance(runs, SortedRuns) and not self.local else []:
                 self.committed.add(run)
+
+    def expect_more(self, keys: int) -> None:
+        """Before seeding: `keys` more than planned will be added (a target's rows), so the filter is made that
+        much larger; a filter sized for the source's rows alone would let most new keys through to the runs."""
+        with self.lock:
+            if self.filter is not None and keys > 0 and not len(self):
+                self.expected_keys += keys
+                self.filter = KeyFilter(self.expected_keys)
 
     def seed(self, hashes: pl.Series) -> None:
         """Keys committed before the run (target scope) or before a resume: added as if committed."""

@@ -244,6 +244,29 @@ def test_target_scope_uniqueness_sees_rows_already_loaded(source: str, pg_db: st
     assert set(_quarantined(pg_db)) == {6, 7}  # 6 is in the target already, 7 repeats 1
 
 
+def test_target_scope_sizes_its_filter_for_the_rows_already_in_the_target(
+        source: str, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter sized for the source's rows alone would be full of the target's keys, and let most new keys
+    through to the runs: it is made again, before seeding, for the target's rows as well."""
+    pg_exec(pg_db, "CREATE TABLE public.orders (id bigint, customer_id integer, status text, amount numeric(12,2), "
+                   "email text, code text)",
+            "INSERT INTO public.orders SELECT 1000 + i, 1, 'new', 1, 'x' || i || '@t.net', 'EUR' "
+            "FROM generate_series(1, 5000) i", "INSERT INTO public.orders VALUES (100, 1, 'new', 1, 'e@z.net', 'EUR')",
+            "ANALYZE public.orders")
+    sized: list[int] = []
+    make = uniqueness.KeyFilter.__init__
+
+    def recorded(bloom: uniqueness.KeyFilter, expected_keys: int) -> None:
+        make(bloom, expected_keys)
+        sized.append(expected_keys)
+
+    monkeypatch.setattr(uniqueness.KeyFilter, "__init__", recorded)
+    rule = _rule(name="email_unique", kind="unique", columns=["email"], scope="target")
+    run_job(load_config(_job(tmp_path, source, pg_db, rule, partitions=2, workers=1)))
+    assert set(_quarantined(pg_db)) == {6, 7}
+    assert len(sized) == 2 and sized[0] < 5000 and sized[1] == sized[0] + 5001, sized
+
+
 def test_reconcile_catches_a_transform_that_changes_amounts(source: str, pg_db: str, tmp_path: Path) -> None:
     rule = _rule(name="amount_total", kind="reconcile", column="amount", agg="sum")
     assert run_job(load_config(_job(tmp_path, source, pg_db, rule, partitions=2))).status == "succeeded"
