@@ -44,6 +44,11 @@ def value_bytes(values: pl.Series) -> memoryview:
     return memoryview(data.buffers()[1])[data.offset * width:(data.offset + len(data)) * width]
 
 
+def uint64_series(data: bytes) -> pl.Series:
+    """Unsigned 64-bit values from their bytes in memory order (what `value_bytes` wrote), without a copy."""
+    return pl.Series(pa.Array.from_buffers(pa.uint64(), len(data) // 8, [None, pa.py_buffer(data)]))
+
+
 def mask(keep: pl.Series) -> pa.Array:
     """A Polars boolean series as an Arrow filter."""
     return keep.to_arrow()

@@ -2,11 +2,11 @@
 
 Each key is kept as its 64-bit hash in sorted runs, merged as a binary counter merges (two runs of about one size
 become one), so a key is copied a few times, not once a partition. Runs of the keys of committed partitions that
-grow past half of `RUN_CAP` are written, one after another, to a file in the run's staging folder (`SpilledRun`,
-8 bytes a key on disk): memory holds one hash in 512 of them. In front of the runs sits a Bloom filter
-(`KeyFilter`, three bits a key, 16 bits a planned key — the source's rows, and the target's for target scope:
-20 MB at 10M keys, at most 32 MB): a key it has not seen
-is settled in the batch's one query, and only about five new keys in a thousand at the planned count are
+grow past half of `RUN_CAP` are written to files of their own in the run's staging folder (`SpilledRun`, 8 bytes a
+key on disk), and merge on disk the same way, a chunk at a time: about log2(keys / RUN_CAP) files, of which memory
+holds one hash in 512. In front of the runs sits a Bloom filter (`KeyFilter`, three bits a key, 16 bits a planned
+key — the source's rows, and the target's for target scope: 20 MB at 10M keys, at most 32 MB): a key it has not
+seen is settled in the batch's one query, and only about five new keys in a thousand at the planned count are
 searched for in the runs, on disk by reading, in each run, the one 4 KB block that can hold it. A partition's
 keys stay apart (`pending`, in memory) until it commits: a retried partition drops its failed attempt's keys, so
 its rows are not mistaken for duplicates of themselves, while the partitions in flight still see each other's
@@ -26,7 +26,7 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +40,7 @@ BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a
 FILTER_BITS_PER_KEY = 16
 FILTER_CAP = 1 << 28  # bits (32 MB): past 16M keys the filter fills up and more new keys are searched for
 BLOCK = 512  # hashes in a block of a run on disk: 4 KB, the one read a search needs
+MERGE_CHUNK = 1 << 16  # hashes read at a time from each run on disk a merge reads (512 KB)
 
 
 class KeySet(Protocol):
@@ -48,55 +49,69 @@ class KeySet(Protocol):
     def add(self, keys: pl.Series) -> None: ...
 
 
-class SpillFile:
-    """The file a shared index writes its large runs to, one after another: one descriptor however many runs."""
+class SpilledRun:
+    """A sorted run of hashes in a file of its own: memory keeps only each block's first hash, and a search reads
+    the one block of the run that can hold the hash. Written from a stream of sorted pieces (a merge's output)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, pieces: Iterable[pl.Series]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.fd, name = tempfile.mkstemp(prefix="unique-", suffix=".hashes", dir=folder)
-        self.path, self.end = Path(name), 0
-
-    def append(self, data: memoryview) -> int:
-        """Writes `data` after the runs before it; returns where it starts."""
-        start = written = self.end
-        while written < start + len(data):
-            written += os.pwrite(self.fd, data[written - start:], written)
-        self.end = written
-        return start
-
-    def read(self, start: int, length: int) -> bytes:
-        return os.pread(self.fd, length, start)
-
-    def close(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
-
-
-class SpilledRun:
-    """A sorted run of hashes in a spill file: memory keeps only each block's first hash, and a search reads the
-    one block of the run that can hold the hash."""
-
-    def __init__(self, file: SpillFile, hashes: pl.Series) -> None:
-        self.file, self.size = file, len(hashes)
-        self.start = file.append(frames.value_bytes(hashes))
-        self.firsts = hashes.gather_every(BLOCK)
+        self.path, self.size = Path(name), 0
+        firsts = []
+        for piece in pieces:
+            firsts.append(piece.slice(-self.size % BLOCK).gather_every(BLOCK))  # the blocks starting in it
+            data = frames.value_bytes(piece)
+            while data:
+                data = data[os.write(self.fd, data):]
+            self.size += len(piece)
+        self.firsts = pl.concat(firsts) if firsts else pl.Series(dtype=pl.UInt64)
 
     def holds(self, value: int, blocks_before: int) -> bool:
         """Whether `value` is in the run, given how many blocks start at or below it (`firsts` searched)."""
         if blocks_before == 0:
             return False
         first = (blocks_before - 1) * BLOCK
-        keys = memoryview(self.file.read(self.start + first * 8, min(BLOCK, self.size - first) * 8)).cast("Q")
+        keys = memoryview(os.pread(self.fd, min(BLOCK, self.size - first) * 8, first * 8)).cast("Q")
         at = bisect.bisect_left(keys, value)
         return at < len(keys) and keys[at] == value
+
+    def chunks(self, keys: int) -> Iterator[pl.Series]:
+        """The run's hashes in order, `keys` at a time."""
+        for start in range(0, self.size, keys):
+            yield frames.uint64_series(os.pread(self.fd, min(keys, self.size - start) * 8, start * 8))
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+def merged(before: SpilledRun, last: SpilledRun, folder: Path) -> SpilledRun:
+    """One run of two on disk, read and written a chunk at a time: memory holds a few chunks, never a run."""
+    return SpilledRun(folder, merge_streams(before.chunks(MERGE_CHUNK), last.chunks(MERGE_CHUNK)))
+
+
+def merge_streams(left: Iterator[pl.Series], right: Iterator[pl.Series]) -> Iterator[pl.Series]:
+    """Two streams of sorted chunks as one: whatever is at or below both current chunks' last hash is settled."""
+    a, b = next(left, None), next(right, None)
+    while a is not None and b is not None:
+        bound = min(a[-1], b[-1])
+        upto_a, upto_b = a.search_sorted(bound, side="right"), b.search_sorted(bound, side="right")
+        yield pl.DataFrame({"h": a.head(upto_a)}).merge_sorted(pl.DataFrame({"h": b.head(upto_b)}), key="h"
+                                                               ).to_series()
+        a, b = a.slice(upto_a), b.slice(upto_b)
+        a = a if len(a) else next(left, None)
+        b = b if len(b) else next(right, None)
+    for rest, stream in ((a, left), (b, right)):
+        while rest is not None:
+            yield rest
+            rest = next(stream, None)
 
 
 class SortedRuns:
     def __init__(self, spill_to: Path | None = None) -> None:
         self.runs: list[pl.Series] = []  # each sorted, larger ones first
-        self.spilled: list[SpilledRun] = []
+        self.spilled: list[SpilledRun] = []  # larger ones first
         self.spill_to = spill_to  # where runs of half RUN_CAP or more go (None: they stay in memory)
-        self.file: SpillFile | None = None  # made at the first run written
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs) + sum(r.size for r in self.spilled)
@@ -134,14 +149,23 @@ class SortedRuns:
                 if len(run) < RUN_CAP // 2:
                     kept.append(run)
                     continue
-                self.file = self.file or SpillFile(self.spill_to)
-                self.spilled.append(SpilledRun(self.file, run))
+                self.spilled.append(SpilledRun(self.spill_to, [run]))
+                self._merge_spilled(self.spill_to)
             self.runs = kept
 
+    def _merge_spilled(self, folder: Path) -> None:
+        """Runs on disk merge as those in memory do, so a search reads a block in each of about
+        log2(keys / RUN_CAP) runs, not in one per half RUN_CAP keys; each key is rewritten as often."""
+        while len(self.spilled) > 1 and self.spilled[-2].size <= 2 * self.spilled[-1].size:
+            last, before = self.spilled.pop(), self.spilled.pop()
+            self.spilled.append(merged(before, last, folder))
+            before.close()
+            last.close()
+
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        self.file, self.spilled = None, []
+        for run in self.spilled:
+            run.close()
+        self.spilled = []
 
 
 class KeyFilter:

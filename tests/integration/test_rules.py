@@ -5,6 +5,7 @@ the target, reconciliation, completeness, schema, `engine check` and the validat
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -218,9 +219,9 @@ def test_job_wide_uniqueness_finds_repeats_among_keys_written_to_disk(
     spilled: list[Path] = []
     write = uniqueness.SpilledRun.__init__
 
-    def written(run: uniqueness.SpilledRun, file: uniqueness.SpillFile, hashes: pl.Series) -> None:
-        write(run, file, hashes)
-        spilled.append(file.path)
+    def written(run: uniqueness.SpilledRun, folder: Path, pieces: Iterable[pl.Series]) -> None:
+        write(run, folder, pieces)
+        spilled.append(run.path)
 
     monkeypatch.setattr(uniqueness.SpilledRun, "__init__", written)
     pg_exec(pg_source, "CREATE TABLE public.tags (id bigint, tag text)",

@@ -18,7 +18,7 @@ from engine.rulejob import over_budget, quarantine_sql, schema_verdicts
 from engine.rulerun import merge_bad, verdicts
 from engine.rulesets import compile_checks, polars_type
 from engine.rulestats import RuleStats
-from engine.uniqueness import Bitmap, HashIndex, KeyFilter
+from engine.uniqueness import Bitmap, HashIndex, KeyFilter, SortedRuns
 
 
 def _config(*rules: dict[str, Any]) -> Any:
@@ -206,8 +206,10 @@ def test_a_shared_index_finds_repeats_in_runs_written_to_disk(tmp_path: Path, mo
             batch = hashes.slice(partition * 100 + start, 50)
             assert not index.check_and_add(batch, partition).any()
         index.committed_partition(partition)
-    assert len(index.committed.spilled) > 3 and sum(r.size for r in index.committed.spilled) > 1500
-    assert len(list((tmp_path / "unique").iterdir())) == 1  # the runs one after another in one file
+    spilled = index.committed.spilled
+    assert sum(r.size for r in spilled) > 1500 and len(spilled) <= 6  # merged on disk: about log2(2000 / 32)
+    assert [r.size for r in spilled] == sorted((r.size for r in spilled), reverse=True)
+    assert len(list((tmp_path / "unique").iterdir())) == len(spilled)  # a file a run; merged ones deleted
     ordered = hashes.sort()
     probe = pl.concat([ordered.head(9), ordered.tail(9), hashes.gather([7, 777, 1999]), hashes.gather([5])])
     fresh = pl.int_range(5000, 5200, eager=True).hash(11)
@@ -217,6 +219,33 @@ def test_a_shared_index_finds_repeats_in_runs_written_to_disk(tmp_path: Path, mo
     assert len(index) == 2000 + 200
     index.close()
     assert not list((tmp_path / "unique").iterdir())
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_runs_on_disk_merge_a_chunk_at_a_time_into_one_sorted_run(tmp_path: Path, chunk: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any chunk size, runs of unequal length, repeats across them, one run exhausted long before the other: the
+    merged run holds every hash in order, its block firsts are every BLOCK-th of them, and the two files are gone
+    once the merge is taken."""
+    monkeypatch.setattr(uniqueness, "BLOCK", 4)
+    monkeypatch.setattr(uniqueness, "MERGE_CHUNK", chunk)
+    left = pl.Series([1, 5, 5, 9, 200, 201, 202, 203, 204, 205], dtype=pl.UInt64)
+    right = pl.Series([0, 5, 6, 7, 8, 10, 11], dtype=pl.UInt64)
+    folder = tmp_path / "unique"
+    runs = SortedRuns(folder)
+    a = uniqueness.SpilledRun(folder, [left.head(3), left.slice(3)])  # written in pieces, as a merge writes
+    b = uniqueness.SpilledRun(folder, [right])
+    runs.spilled = [a, b]
+    runs._merge_spilled(folder)
+    [both] = runs.spilled
+    whole = pl.concat([left, right]).sort()
+    assert pl.concat(both.chunks(5)).to_list() == whole.to_list()
+    assert both.firsts.to_list() == whole.gather_every(4).to_list()
+    assert [p.name for p in folder.iterdir()] == [both.path.name]
+    blocks = both.firsts.search_sorted(pl.Series([0, 7, 204, 3], dtype=pl.UInt64), side="right").to_list()
+    assert [both.holds(v, n) for v, n in zip([0, 7, 204, 3], blocks, strict=True)] == [True, True, True, False]
+    runs.close()
+    assert not list(folder.iterdir())
 
 
 def test_a_resumed_run_deletes_the_files_its_killed_process_left(tmp_path: Path) -> None:
