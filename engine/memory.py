@@ -8,8 +8,8 @@ time, so no environment variable or re-exec is needed; on other C libraries this
 
 Pages freed in the middle of a heap stay resident until `malloc_trim` gives them back: batches of different
 sizes, freed in another order than made, leave such holes, tens of MB of them when Polars' work interleaves
-with the readers' (the peak of a job-wide unique rule at 1M rows fell from about 320 to 290 MB). The run's
-1 s sampler asks a `HeapKeeper` to trim whenever memory has grown since its last trim.
+with the readers'. The run's 1 s sampler asks a `HeapKeeper` to trim whenever memory has grown since its last
+trim.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ def tune_allocator() -> None:
         _libc = libc if hasattr(libc, "malloc_trim") else None
     except (OSError, AttributeError):
         pass
-
 
 
 class HeapKeeper:

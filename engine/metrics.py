@@ -6,7 +6,7 @@ staged files) and shown live by `engine.progress`.
   transforming, validating, loading and committing;
 - every second, from a sampler thread: rows and bytes read so far, resident memory, and how full the stage
   queues are; the sampler's own CPU time is recorded too (`sampler_cpu_seconds`), and it gives freed heap pages
-  back to the system (`memory.release_free_pages`);
+  back to the system when memory has grown (`memory.HeapKeeper`);
 - failed rows per validation rule.
 
 The sampler reads /proc/self/statm (one small read) and a few counters each second; batches add to the

@@ -58,12 +58,16 @@ class SpilledRun:
         self.fd, name = tempfile.mkstemp(prefix="unique-", suffix=".hashes", dir=folder)
         self.path, self.size = Path(name), 0
         firsts = []
-        for piece in pieces:
-            firsts.append(piece.slice(-self.size % BLOCK).gather_every(BLOCK))  # the blocks starting in it
-            data = frames.value_bytes(piece)
-            while data:
-                data = data[os.write(self.fd, data):]
-            self.size += len(piece)
+        try:
+            for piece in pieces:
+                firsts.append(piece.slice(-self.size % BLOCK).gather_every(BLOCK))  # the blocks starting in it
+                data = frames.value_bytes(piece)
+                while data:
+                    data = data[os.write(self.fd, data):]
+                self.size += len(piece)
+        except BaseException:
+            self.close()
+            raise
         self.firsts = pl.concat(firsts) if firsts else pl.Series(dtype=pl.UInt64)
 
     def holds(self, value: int, blocks_before: int) -> bool:
@@ -157,8 +161,8 @@ class SortedRuns:
         """Runs on disk merge as those in memory do, so a search reads a block in each of about
         log2(keys / RUN_CAP) runs, not in one per half RUN_CAP keys; each key is rewritten as often."""
         while len(self.spilled) > 1 and self.spilled[-2].size <= 2 * self.spilled[-1].size:
-            last, before = self.spilled.pop(), self.spilled.pop()
-            self.spilled.append(merged(before, last, folder))
+            before, last = self.spilled[-2:]
+            self.spilled[-2:] = [merged(before, last, folder)]  # a failed merge (disk full) loses no run
             before.close()
             last.close()
 

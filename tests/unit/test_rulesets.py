@@ -248,6 +248,24 @@ def test_runs_on_disk_merge_a_chunk_at_a_time_into_one_sorted_run(tmp_path: Path
     assert not list(folder.iterdir())
 
 
+def test_a_merge_that_fails_on_disk_loses_no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills during a merge fails the batch, but the runs it was merging stay searched."""
+    folder = tmp_path / "unique"
+    runs = SortedRuns(folder)
+    runs.spilled = [uniqueness.SpilledRun(folder, [pl.Series([1, 3], dtype=pl.UInt64)]),
+                    uniqueness.SpilledRun(folder, [pl.Series([2, 4], dtype=pl.UInt64)])]
+
+    def full(*_: object) -> uniqueness.SpilledRun:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(uniqueness, "merged", full)
+    with pytest.raises(OSError, match="No space"):
+        runs._merge_spilled(folder)
+    probe = pl.Series([1, 2, 3, 4, 5], dtype=pl.UInt64)
+    assert runs.found_on_disk(probe, pl.repeat(False, 5, eager=True)).to_list() == [True] * 4 + [False]
+    runs.close()
+
+
 def test_a_resumed_run_deletes_the_files_its_killed_process_left(tmp_path: Path) -> None:
     (tmp_path / "unique-left.hashes").write_bytes(b"\0" * 64)
     (tmp_path / "rejected.parquet").write_bytes(b"kept")
