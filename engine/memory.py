@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Callable
 
 _M_TRIM_THRESHOLD = -1
@@ -45,13 +46,22 @@ def tune_allocator() -> None:
 
 class HeapKeeper:
     """Gives freed heap pages back whenever resident memory has grown by `step_mb` since it last did (so a run
-    whose memory holds still costs nothing; a trim is about 4 ms of CPU)."""
+    whose memory holds still costs nothing; a trim is about 4 ms of CPU). One for the process (`HEAP`): the heap
+    is the process's, however many runs sample it side by side."""
 
-    def __init__(self, rss_mb: Callable[[], float], step_mb: float = 8.0) -> None:
-        self.rss_mb, self.step_mb = rss_mb, step_mb
+    def __init__(self, step_mb: float = 8.0) -> None:
+        self.step_mb = step_mb
         self.level = 0.0  # resident memory after the last trim
+        self._lock = threading.Lock()
 
-    def tick(self, rss: float) -> None:
-        if _libc is not None and rss >= self.level + self.step_mb:
-            _libc.malloc_trim(0)
-            self.level = self.rss_mb()
+    def tick(self, rss: float, rss_now: Callable[[], float]) -> None:
+        """`rss`: resident MB as just sampled; `rss_now` reads it again after a trim."""
+        if _libc is None or rss < self.level + self.step_mb:
+            return
+        with self._lock:
+            if rss >= self.level + self.step_mb:  # not trimmed meanwhile by another run's sampler
+                _libc.malloc_trim(0)
+                self.level = rss_now()
+
+
+HEAP = HeapKeeper()

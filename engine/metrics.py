@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.memory import HeapKeeper
+from engine.memory import HEAP
 
 MAX_SAMPLES = 1200  # a saved series keeps at most this many points (older ones are thinned out evenly)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -154,7 +154,6 @@ class RunMetrics:
     _done: tuple[int, int] = (0, 0)  # rows and bytes of the partitions finished so far
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
-    _heap: HeapKeeper = field(default_factory=lambda: HeapKeeper(rss_mb), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- live counters --------------------------------------------------------------------------------------
@@ -241,7 +240,7 @@ class RunMetrics:
     def _sample_loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
-            self._heap.tick(self.samples[-1]["rss_mb"])  # the holes batches leave in the heap stay resident
+            HEAP.tick(self.samples[-1]["rss_mb"], rss_mb)  # the holes batches leave in the heap stay resident
             if len(self.samples) > 4 * MAX_SAMPLES:  # hours-long runs: keep memory flat
                 self.samples[:] = thin(self.samples, 2 * MAX_SAMPLES)
         self.sampler_cpu_seconds = round(time.thread_time(), 4)

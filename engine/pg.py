@@ -314,13 +314,6 @@ def table_columns(conn: Connection, table: TableName) -> dict[str, str] | None:
     return {r[0]: r[1] for r in rows} if rows else None
 
 
-def estimated_rows(conn: Connection, table: TableName) -> int:
-    """The planner's row count of a table (0 when never analyzed): cheap, for sizing, never for checks."""
-    rows = fetch_all(conn, "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
-                     (table.quoted(),))
-    return int(rows[0][0]) if rows else 0
-
-
 def unique_keys(conn: Connection, table: TableName) -> list[set[str]]:
     """The column sets of a table's unique indexes (without predicates) and primary key."""
     rows = fetch_all(conn, """

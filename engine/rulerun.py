@@ -96,36 +96,31 @@ def _seed(task: PartitionTask, rule: UniqueRule, index: uniqueness.HashIndex, sc
     """Before the run's first batch: scope "target" adds the keys already in the target table; scope "job" of a
     resumed run adds those of the partitions committed before the resume (selected by the partition key).
     The keys are read and hashed a stream of batches at a time: only their hashes are held."""
-    sql, target_rows = _seed_sql(task, rule)
-    index.expect_more(target_rows)
+    sql = _seed_sql(task, rule)
     if sql is not None:
         for batch in pg.stream_batches(parse_url(task.target_url), [], sql, 16 << 20):
             rows = frames.frame(batch).select(pl.col(c).cast(schema[c], strict=False) for c in rule.columns)
             index.seed(key_hashes(rows, rule.columns))
-    index.seeded_all()
+    index.seeded_all(beyond_plan=rule.scope == "target")
 
 
-def _seed_sql(task: PartitionTask, rule: UniqueRule) -> tuple[str | None, int]:
-    """The query for the keys to seed (None: none), and for scope "target" the target's estimated row count
-    (a resumed "job" run seeds keys of its own planned rows)."""
+def _seed_sql(task: PartitionTask, rule: UniqueRule) -> str | None:
     cols = ", ".join(quote_ident(c) for c in rule.columns)
     with pg.connection(parse_url(task.target_url)) as conn:
-        table, where, rows = task.target.table, "", 0
+        table, where = task.target.table, ""
         if rule.scope == "job":
             done = checkpoint.done_partitions(conn, task.run_id)
             key = task.plan.target_key
             ranges = [p.where(quote_ident(key)).removeprefix(" WHERE ") for p in task.plan.partitions
                       if p.id in done] if key else []
             if not ranges:
-                return None, 0
+                return None
             table = task.target.write_table
             where = "" if "" in ranges else " WHERE " + " OR ".join(f"({r})" for r in ranges)
         existing = pg.table_columns(conn, table)
-        if existing is not None and rule.scope == "target":
-            rows = pg.estimated_rows(conn, table)
     if existing is None or any(c not in existing for c in rule.columns):
-        return None, 0
-    return f"SELECT {cols} FROM {table.quoted()}{where}", rows
+        return None
+    return f"SELECT {cols} FROM {table.quoted()}{where}"
 
 
 def _unique_passes(task: PartitionTask, frame: pl.DataFrame) -> dict[str, pl.Series]:

@@ -38,6 +38,7 @@ from engine import frames
 RUN_CAP = 1 << 19  # keys of the largest run merged in memory (4 MB)
 BITMAP_CAP = 1 << 24  # bits (2 MB) a partition's range may span to be kept as a bitmap
 FILTER_BITS_PER_KEY = 16
+FILTER_MIN_KEYS = 1 << 20  # the room of an unknown count (an estimate of 0): 2 MB
 FILTER_CAP = 1 << 28  # bits (32 MB): past 16M keys the filter fills up and more new keys are searched for
 BLOCK = 512  # hashes in a block of a run on disk: 4 KB, the one read a search needs
 MERGE_CHUNK = 1 << 16  # hashes read at a time from each run on disk a merge reads (512 KB)
@@ -94,14 +95,18 @@ def merged(before: SpilledRun, last: SpilledRun, folder: Path) -> SpilledRun:
     return SpilledRun(folder, merge_streams(before.chunks(MERGE_CHUNK), last.chunks(MERGE_CHUNK)))
 
 
+def merge_sorted(a: pl.Series, b: pl.Series) -> pl.Series:
+    """Two sorted series as one."""
+    return pl.DataFrame({"h": a}).merge_sorted(pl.DataFrame({"h": b}), key="h").to_series()
+
+
 def merge_streams(left: Iterator[pl.Series], right: Iterator[pl.Series]) -> Iterator[pl.Series]:
     """Two streams of sorted chunks as one: whatever is at or below both current chunks' last hash is settled."""
     a, b = next(left, None), next(right, None)
     while a is not None and b is not None:
         bound = min(a[-1], b[-1])
         upto_a, upto_b = a.search_sorted(bound, side="right"), b.search_sorted(bound, side="right")
-        yield pl.DataFrame({"h": a.head(upto_a)}).merge_sorted(pl.DataFrame({"h": b.head(upto_b)}), key="h"
-                                                               ).to_series()
+        yield merge_sorted(a.head(upto_a), b.head(upto_b))
         a, b = a.slice(upto_a), b.slice(upto_b)
         a = a if len(a) else next(left, None)
         b = b if len(b) else next(right, None)
@@ -145,17 +150,18 @@ class SortedRuns:
         while (len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1])
                and len(self.runs[-2]) + len(self.runs[-1]) <= RUN_CAP):
             last, before = self.runs.pop(), self.runs.pop()
-            self.runs.append(pl.DataFrame({"h": before}).merge_sorted(pl.DataFrame({"h": last}), key="h")
-                             .to_series())
+            self.runs.append(merge_sorted(before, last))
         if self.spill_to is not None:  # by size, wherever they are: a batch may bring a run larger than RUN_CAP
-            kept = []
-            for run in self.runs:
-                if len(run) < RUN_CAP // 2:
-                    kept.append(run)
-                    continue
-                self.spilled.append(SpilledRun(self.spill_to, [run]))
+            for run in [r for r in self.runs if len(r) >= RUN_CAP // 2]:
+                self.spilled.append(SpilledRun(self.spill_to, [run]))  # a failed write leaves it in memory
+                self.runs = [r for r in self.runs if r is not run]
                 self._merge_spilled(self.spill_to)
-            self.runs = kept
+
+    def hashes(self) -> Iterator[pl.Series]:
+        """Every hash held, a run or a chunk at a time."""
+        yield from self.runs
+        for run in self.spilled:
+            yield from run.chunks(MERGE_CHUNK)
 
     def _merge_spilled(self, folder: Path) -> None:
         """Runs on disk merge as those in memory do, so a search reads a block in each of about
@@ -168,7 +174,8 @@ class SortedRuns:
 
     def close(self) -> None:
         for run in self.spilled:
-            run.close()
+            with contextlib.suppress(OSError):  # the others' files are closed all the same
+                run.close()
         self.spilled = []
 
 
@@ -179,7 +186,7 @@ class KeyFilter:
 
     def __init__(self, expected_keys: int) -> None:
         # an unknown count (an estimate of 0) gets the room of a million keys (2 MB)
-        self.bits = Bitmap(min(FILTER_CAP, max(1 << 20, expected_keys) * FILTER_BITS_PER_KEY))
+        self.bits = Bitmap(min(FILTER_CAP, max(FILTER_MIN_KEYS, expected_keys) * FILTER_BITS_PER_KEY))
 
     def places(self, h: pl.Expr) -> list[pl.Expr]:
         """The three bits of each hash, as columns p0, p1, p2."""
@@ -232,7 +239,7 @@ class Bitmap:
 class HashIndex:
     def __init__(self, local: bool = False, expected_keys: int = 0, spill_to: Path | None = None) -> None:
         self.committed = SortedRuns(spill_to)
-        self.expected_keys = expected_keys
+        self.planned_keys = expected_keys
         self.filter = None if local else KeyFilter(expected_keys)  # a local index searches no runs
         self.pending: dict[int, KeySet] = {}  # partition -> keys of its attempt in flight
         self.lock = threading.Lock()
@@ -248,29 +255,28 @@ class HashIndex:
             self.pending.pop(partition, None)
 
     def committed_partition(self, partition: int) -> None:
-        with self.lock:
-            runs = self.pending.pop(partition, None)
+        with self.lock:  # its keys leave `pending` only once all are committed (a full disk loses none)
+            runs = self.pending.get(partition)
             for run in runs.runs if isinstance(runs, SortedRuns) and not self.local else []:
                 self.committed.add(run)
-
-    def expect_more(self, keys: int) -> None:
-        """Before seeding: `keys` more than planned will be added (a target's rows), so the filter is made that
-        much larger; a filter sized for the source's rows alone would let most new keys through to the runs."""
-        with self.lock:
-            if self.filter is not None and keys > 0 and not len(self):
-                self.expected_keys += keys
-                self.filter = KeyFilter(self.expected_keys)
+            self.pending.pop(partition, None)
 
     def seed(self, hashes: pl.Series) -> None:
-        """Keys committed before the run (target scope) or before a resume: added as if committed."""
-        hashes = hashes.cast(pl.UInt64).drop_nulls()
+        """Keys committed before the run (target scope) or before a resume: added as if committed (the filter
+        learns them in `seeded_all`)."""
         with self.lock:
-            self.committed.add(hashes)
-            if self.filter is not None:
-                self.filter.add(hashes)
+            self.committed.add(hashes.cast(pl.UInt64).drop_nulls())
 
-    def seeded_all(self) -> None:
-        self.seeded = True
+    def seeded_all(self, beyond_plan: bool = False) -> None:
+        """Seeding is over: the filter learns the seeded keys, made anew for them as well when they are
+        `beyond_plan` (a target's rows, which a filter sized for the source's alone would fill)."""
+        with self.lock:
+            if self.filter is not None and len(self.committed):
+                if beyond_plan:
+                    self.filter = KeyFilter(self.planned_keys + len(self.committed))
+                for hashes in self.committed.hashes():
+                    self.filter.add(hashes)
+            self.seeded = True
 
     def check_and_add(self, hashes: pl.Series, partition: int, keys: Callable[[], KeySet] = SortedRuns) -> pl.Series:
         """True where the hash was seen before (earlier in this batch, in an earlier batch or another partition);

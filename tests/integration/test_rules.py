@@ -248,24 +248,27 @@ def test_target_scope_uniqueness_sees_rows_already_loaded(source: str, pg_db: st
 def test_target_scope_sizes_its_filter_for_the_rows_already_in_the_target(
         source: str, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A filter sized for the source's rows alone would be full of the target's keys, and let most new keys
-    through to the runs: it is made again, before seeding, for the target's rows as well."""
+    through to the runs: once seeded, it is made again for the target's rows as well, and learns them all (the
+    target's 100 and 5,000 others, none analyzed: no statistics needed)."""
+    monkeypatch.setattr(uniqueness, "FILTER_MIN_KEYS", 1)
     pg_exec(pg_db, "CREATE TABLE public.orders (id bigint, customer_id integer, status text, amount numeric(12,2), "
                    "email text, code text)",
             "INSERT INTO public.orders SELECT 1000 + i, 1, 'new', 1, 'x' || i || '@t.net', 'EUR' "
-            "FROM generate_series(1, 5000) i", "INSERT INTO public.orders VALUES (100, 1, 'new', 1, 'e@z.net', 'EUR')",
-            "ANALYZE public.orders")
-    sized: list[int] = []
-    make = uniqueness.KeyFilter.__init__
+            "FROM generate_series(1, 5000) i", "INSERT INTO public.orders VALUES (100, 1, 'new', 1, 'e@z.net', 'EUR')")
+    sized: list[tuple[int, int]] = []
+    done = uniqueness.HashIndex.seeded_all
 
-    def recorded(bloom: uniqueness.KeyFilter, expected_keys: int) -> None:
-        make(bloom, expected_keys)
-        sized.append(expected_keys)
+    def recorded(index: uniqueness.HashIndex, beyond_plan: bool = False) -> None:
+        done(index, beyond_plan)
+        assert index.filter is not None
+        sized.append((index.planned_keys, len(index.filter.bits.bits)))
 
-    monkeypatch.setattr(uniqueness.KeyFilter, "__init__", recorded)
+    monkeypatch.setattr(uniqueness.HashIndex, "seeded_all", recorded)
     rule = _rule(name="email_unique", kind="unique", columns=["email"], scope="target")
     run_job(load_config(_job(tmp_path, source, pg_db, rule, partitions=2, workers=1)))
-    assert set(_quarantined(pg_db)) == {6, 7}
-    assert len(sized) == 2 and sized[0] < 5000 and sized[1] == sized[0] + 5001, sized
+    assert set(_quarantined(pg_db)) == {6, 7}  # 6 is in the target already, 7 repeats 1
+    [(planned, bits)] = sized
+    assert planned < 5000 and bits == (planned + 5001) * uniqueness.FILTER_BITS_PER_KEY
 
 
 def test_reconcile_catches_a_transform_that_changes_amounts(source: str, pg_db: str, tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import time
 
 import pytest
 
 import engine  # noqa: F401  (importing the engine tunes the allocator)
-from engine import memory
+from engine import memory, metrics
 from engine.metrics import rss_mb
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
@@ -34,20 +35,35 @@ def _holes(megabytes: int) -> list[int]:
 
 def test_a_trim_gives_back_freed_pages_only_once_memory_has_grown() -> None:
     assert memory._libc is not None, "the engine's import should have tuned glibc's malloc"
-    keeper = memory.HeapKeeper(rss_mb, step_mb=16)
+    keeper = memory.HeapKeeper(step_mb=16)
     pins = _holes(64)
     try:
         before = rss_mb()
-        keeper.tick(before)  # far above a level of 0: trims
+        keeper.tick(before, rss_mb)  # far above a level of 0: trims
         assert rss_mb() < before - 40, "the freed 64 MB should have left the resident set"
         assert keeper.level == pytest.approx(rss_mb(), abs=8)
 
         pins += _holes(64)
         grown = rss_mb()
-        keeper.tick(keeper.level + 1)  # within the step: no trim, the holes stay resident
+        keeper.tick(keeper.level + 1, rss_mb)  # within the step: no trim, the holes stay resident
         assert rss_mb() > grown - 8
-        keeper.tick(grown)
+        keeper.tick(grown, rss_mb)
         assert rss_mb() < grown - 40
     finally:
         for pin in pins:
             _libc.free(pin)
+
+
+def test_the_run_sampler_offers_every_sample_to_the_heap_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
+    offered: list[float] = []
+
+    class Recorder:
+        def tick(self, rss: float, rss_now: object) -> None:
+            offered.append(rss)
+
+    monkeypatch.setattr(metrics, "HEAP", Recorder())
+    run = metrics.RunMetrics("j", "t", interval=0.05)
+    run.start_sampler()
+    time.sleep(0.4)
+    run.stop_sampler()
+    assert len(offered) >= 3 and offered == [s["rss_mb"] for s in run.samples][:len(offered)]

@@ -266,6 +266,30 @@ def test_a_merge_that_fails_on_disk_loses_no_run(tmp_path: Path, monkeypatch: py
     runs.close()
 
 
+def test_a_commit_that_cannot_write_its_keys_to_disk_loses_none(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partition's first run fails to be written (a full disk): its keys, and those of its other run, are
+    still found; and once the disk has room again the same commit takes them all."""
+    monkeypatch.setattr(uniqueness, "RUN_CAP", 8)
+    index = HashIndex(expected_keys=100, spill_to=tmp_path / "unique")
+    first, second = pl.int_range(0, 6, eager=True).hash(5), pl.int_range(6, 8, eager=True).hash(5)
+    assert not index.check_and_add(first, 0).any() and not index.check_and_add(second, 0).any()
+    write = uniqueness.SpilledRun.__init__
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(uniqueness.SpilledRun, "__init__", full)
+    with pytest.raises(OSError, match="No space"):
+        index.committed_partition(0)
+    assert index.check_and_add(pl.concat([first, second]), 1).all()
+    monkeypatch.setattr(uniqueness.SpilledRun, "__init__", write)
+    index.committed_partition(0)
+    assert 0 not in index.pending and index.committed.spilled
+    assert index.check_and_add(pl.concat([first, second]), 2).all()
+    index.close()
+
+
 def test_a_resumed_run_deletes_the_files_its_killed_process_left(tmp_path: Path) -> None:
     (tmp_path / "unique-left.hashes").write_bytes(b"\0" * 64)
     (tmp_path / "rejected.parquet").write_bytes(b"kept")
