@@ -17,12 +17,12 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Callable
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _tuned = False
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _libc: ctypes.CDLL | None = None
 
 
@@ -44,24 +44,35 @@ def tune_allocator() -> None:
         pass
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now: one read of /proc/self/statm (psutil where there is no /proc)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE / 2**20
+    except OSError:
+        import psutil
+
+        return float(psutil.Process().memory_info().rss) / 2**20
+
+
 class HeapKeeper:
     """Gives freed heap pages back whenever resident memory has grown by `step_mb` since it last did (so a run
-    whose memory holds still costs nothing; a trim is about 4 ms of CPU). One for the process (`HEAP`): the heap
-    is the process's, however many runs sample it side by side."""
+    whose memory holds still costs nothing). One for the process (`HEAP`): the heap is the process's, however many
+    runs sample it side by side."""
 
     def __init__(self, step_mb: float = 8.0) -> None:
         self.step_mb = step_mb
         self.level = 0.0  # resident memory after the last trim
         self._lock = threading.Lock()
 
-    def tick(self, rss: float, rss_now: Callable[[], float]) -> None:
-        """`rss`: resident MB as just sampled; `rss_now` reads it again after a trim."""
+    def tick(self, rss: float) -> None:
+        """`rss`: resident MB as just sampled."""
         if _libc is None or rss < self.level + self.step_mb:
             return
         with self._lock:
             if rss >= self.level + self.step_mb:  # not trimmed meanwhile by another run's sampler
                 _libc.malloc_trim(0)
-                self.level = rss_now()
+                self.level = rss_mb()
 
 
 HEAP = HeapKeeper()

@@ -11,7 +11,7 @@ staged files) and shown live by `engine.progress`.
 
 The sampler reads /proc/self/statm (one small read) and a few counters each second; batches add to the
 counters under a lock once per batch, so the cost stays far below a millisecond per second of run, plus a heap
-trim of a few ms when memory has grown (`memory.HeapKeeper`).
+trim when memory has grown (`memory.HeapKeeper`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.memory import HEAP
+from engine.memory import HEAP, rss_mb
 
 MAX_SAMPLES = 1200  # a saved series keeps at most this many points (older ones are thinned out evenly)
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class _Counters:
@@ -67,17 +66,6 @@ def queue_depths() -> dict[str, int]:
         if stage.is_alive():
             depths[stage.name] = depths.get(stage.name, 0) + stage.out.qsize()
     return depths
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now: one read of /proc/self/statm (psutil where there is no /proc)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE / 2**20
-    except OSError:
-        import psutil
-
-        return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def process_age() -> float | None:
@@ -240,7 +228,7 @@ class RunMetrics:
     def _sample_loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample()
-            HEAP.tick(self.samples[-1]["rss_mb"], rss_mb)  # the holes batches leave in the heap stay resident
+            HEAP.tick(self.samples[-1]["rss_mb"])  # the holes batches leave in the heap stay resident
             if len(self.samples) > 4 * MAX_SAMPLES:  # hours-long runs: keep memory flat
                 self.samples[:] = thin(self.samples, 2 * MAX_SAMPLES)
         self.sampler_cpu_seconds = round(time.thread_time(), 4)

@@ -262,18 +262,19 @@ class HashIndex:
             self.pending.pop(partition, None)
 
     def seed(self, hashes: pl.Series) -> None:
-        """Keys committed before the run (target scope) or before a resume: added as if committed (the filter
-        learns them in `seeded_all`)."""
+        """Keys committed before the run (target scope) or before a resume: added as if committed."""
+        hashes = hashes.cast(pl.UInt64).drop_nulls()
         with self.lock:
-            self.committed.add(hashes.cast(pl.UInt64).drop_nulls())
+            self.committed.add(hashes)
+            if self.filter is not None:
+                self.filter.add(hashes)
 
     def seeded_all(self, beyond_plan: bool = False) -> None:
-        """Seeding is over: the filter learns the seeded keys, made anew for them as well when they are
-        `beyond_plan` (a target's rows, which a filter sized for the source's alone would fill)."""
+        """Seeding is over. Keys `beyond_plan` (a target's rows, which a filter sized for the source's alone would
+        fill) get a filter made anew for them as well, taught from the runs: their count is known only now."""
         with self.lock:
-            if self.filter is not None and len(self.committed):
-                if beyond_plan:
-                    self.filter = KeyFilter(self.planned_keys + len(self.committed))
+            if beyond_plan and self.filter is not None and len(self.committed):
+                self.filter = KeyFilter(self.planned_keys + len(self.committed))
                 for hashes in self.committed.hashes():
                     self.filter.add(hashes)
             self.seeded = True

@@ -7,7 +7,7 @@
    engine's compiled plain Polars expressions (`engine.rulesets`, one `select` per batch). Same verdicts.
 2. Job-wide uniqueness: `engine.uniqueness.HashIndex` fed `--unique-rows` distinct keys batch by batch; the
    growth of this process's peak RSS and the time taken.
-Results: perf/results/rules-bench.json.
+Results: perf/results/rules-bench.json (`--out` names another file).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from engine.uniqueness import HashIndex
 from perf.cases import EVERY_KIND
 from perf.run import row_count
 
-RESULTS = Path(__file__).resolve().parent / "results" / "rules-bench.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 STATUSES = ["new", "paid", "shipped", "delivered", "cancelled", "refunded"]
 
 
@@ -124,10 +124,11 @@ def _unique_memory(rows: int, batch_rows: int, folder: Path) -> dict[str, Any]:
             index.committed_partition(partition)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    held, on_disk = len(index), sum(r.size for r in index.committed.spilled)
+    held, on_disk, runs = len(index), sum(r.size for r in index.committed.spilled), len(index.committed.spilled)
     index.close()
     return {"rows": rows, "batch_rows": batch_rows, "seconds": round(seconds, 1), "keys": held,
-            "keys_on_disk": on_disk, "peak_rss_growth_mb": round(after - before, 1), "peak_rss_mb": round(after, 1)}
+            "keys_on_disk": on_disk, "runs_on_disk": runs, "peak_rss_growth_mb": round(after - before, 1),
+            "peak_rss_mb": round(after, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,18 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8192, help="rows per batch, as the engine's default batch_rows")
     p.add_argument("--unique-rows", type=row_count, default=10_000_000)
     p.add_argument("--no-unique", action="store_true", help="skip the uniqueness run")
+    p.add_argument("--out", default="rules-bench", help="results file name in perf/results (without .json)")
     args = p.parse_args(argv)
     out: dict[str, Any] = {}
     if not args.no_unique:  # first: the process's peak is still the start-up's
         u = out["unique"] = unique_memory(args.unique_rows, args.batch)
         print(f"job-wide uniqueness, {u['rows']:,} keys in {args.batch:,}-row batches: {u['seconds']} s, peak RSS "
               f"+{u['peak_rss_growth_mb']} MB (process peak {u['peak_rss_mb']} MB), {u['keys_on_disk']:,} keys "
-              "in files by the end")
+              f"in {u['runs_on_disk']} files by the end")
     e = out["engines"] = compare(args.rows, args.batch)
     print(f"{e['rules']} row rules over {e['rows']:,} rows in {e['batch_rows']:,}-row batches: plain Polars "
           f"{e['polars_s']} s, Pandera {e['pandera_s']} s ({e['pandera_over_polars']}x)")
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {RESULTS}")
+    path = RESULTS / f"{args.out}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path}")
     return 0
 
 

@@ -156,11 +156,16 @@ def test_readme_wholedb_tables_are_their_latest_json(block: str) -> None:
 
 
 def test_readme_validation_figures_quote_the_saved_results() -> None:
-    """The Validation section's figures are those of rules-bench.json, rules-ab.json and rules-10m.json."""
+    """The Validation section's figures are those of rules-bench.json, rules-bench-30m.json, rules-ab.json,
+    rules-10m.json and rules-10m-unique.json."""
     text = " ".join((ROOT / "README.md").read_text().split())
     bench = json.loads((ROOT / "perf" / "results" / "rules-bench.json").read_text())
     unique, engines = bench["unique"], bench["engines"]
+    wide = json.loads((ROOT / "perf" / "results" / "rules-bench-30m.json").read_text())["unique"]
     quoted = [f"took {unique['seconds']} s and +{unique['peak_rss_growth_mb']} MB of peak memory",
+              f"{unique['keys_on_disk']:,} of the keys in {unique['runs_on_disk']} files by the end",
+              f"took {wide['seconds']} s and +{wide['peak_rss_growth_mb']} MB of peak memory, "
+              f"in {wide['runs_on_disk']} files",
               f"took {engines['pandera_over_polars']:.2f}x the time",
               f"{engines['pandera_s']} s vs {engines['polars_s']} s"]
     for name in ("rules-ab.json", "rules-10m.json"):
